@@ -1,0 +1,26 @@
+"""The ESamp core in plain torch: config, distiller bank, group slots, tilt, trainer.
+
+Nothing here imports sglang; the runtime integration calls into these pieces.
+"""
+
+from .bank import DistillerBank, TrainResult
+from .config import ESampConfig
+from .layout import BatchLayout
+from .slots import GroupTable
+from .stats import GroupStats
+from .tilt import mix_hidden, tilt_candidates, tilt_dense, tilt_logits
+from .trainer import AsyncTrainer
+
+__all__ = [
+    "AsyncTrainer",
+    "BatchLayout",
+    "DistillerBank",
+    "ESampConfig",
+    "GroupStats",
+    "GroupTable",
+    "TrainResult",
+    "mix_hidden",
+    "tilt_candidates",
+    "tilt_dense",
+    "tilt_logits",
+]

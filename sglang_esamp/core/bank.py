@@ -1,0 +1,168 @@
+"""DistillerBank: G independent distillers in stacked tensors, with a per-group Adam.
+
+Slot s owns row s of every weight and optimizer-state tensor. A batch touches only the live
+slots of its layout: their weights are gathered into a private copy, the step runs on that
+copy, and the result is scattered back. So one group's update can never write another
+group's row, and a reader never sees half of an update (gather and scatter hold one lock).
+
+Per group, a training step is the paper's: loss = mean over the group's rows of
+||h_L - f(h_1)||^2, Adam (betas 0.9/0.999, eps ``adam_eps``), the gradient clipped to global
+norm ``grad_clip`` within the group. A group whose loss or gradient is not finite keeps its
+old weights and is reported in ``TrainResult.ok``.
+
+Usage::
+
+    bank = DistillerBank(cfg, hidden=576)
+    layout = BatchLayout.from_slots([0, 0, 1])
+    pred = bank.predict(layout, h1)          # (3, 576)
+    res = bank.train_step(layout, h1, hL)    # TrainResult with per-group loss and ok
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from .config import ESampConfig
+from .distiller import Params, build_architecture, random_init
+from .layout import BatchLayout
+
+_BETA1, _BETA2 = 0.9, 0.999
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    slots: torch.Tensor  # (g,) int64
+    loss: torch.Tensor  # (g,) mean squared error before the update
+    rel_err: torch.Tensor  # (g,) sum ||h - f||^2 / sum ||h||^2 before the update
+    novelty: torch.Tensor  # (g,) mean ||h - f|| before the update
+    ok: torch.Tensor  # (g,) bool: the step was applied
+
+
+class DistillerBank:
+    def __init__(
+        self,
+        cfg: ESampConfig,
+        hidden: int,
+        device: torch.device | str = "cpu",
+        out_gain: torch.Tensor | None = None,
+    ):
+        self.cfg = cfg
+        self.hidden = hidden
+        self.device = torch.device(device)
+        self.arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
+        self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.lock = threading.Lock()
+        g = cfg.max_groups
+        init = random_init(self.arch.shapes(), g, self.generator, self.out_gain)
+        self.params: Params = {k: v.to(self.device) for k, v in init.items()}  # (G, ...)
+        self.exp_avg: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.exp_avg_sq: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        self.step_count = torch.zeros(g, device=self.device)  # (G,) Adam steps per slot
+        # CUDA: the trainer writes on a side stream. Each write waits for every read issued
+        # before it, and each read waits for the newest write, through events: no host sync.
+        self._cuda = self.device.type == "cuda"
+        self._main_stream = torch.cuda.current_stream(self.device) if self._cuda else None
+        self._write_event = None
+
+    @property
+    def bytes_per_group(self) -> int:
+        """Weights plus both Adam moments, fp32."""
+        per = sum(v[0].numel() for v in self.params.values())
+        return 3 * per * 4 + 4
+
+    def reset(self, slots: list[int]) -> None:
+        """Give these slots fresh weights and a fresh optimizer (a new group moves in)."""
+        if not slots:
+            return
+        fresh = random_init(self.arch.shapes(), len(slots), self.generator, self.out_gain)
+        idx = torch.tensor(slots, dtype=torch.int64, device=self.device)
+        with self.lock:
+            self._begin_write()
+            for k in self.params:
+                self.params[k].index_copy_(0, idx, fresh[k].to(self.device))
+                self.exp_avg[k].index_fill_(0, idx, 0.0)
+                self.exp_avg_sq[k].index_fill_(0, idx, 0.0)
+            self.step_count.index_fill_(0, idx, 0.0)
+            self._end_write()
+
+    def read(self, slots: torch.Tensor) -> tuple[Params, torch.Tensor]:
+        """A consistent private copy of these slots' weights and their step counts."""
+        with self.lock:
+            if self._write_event is not None:
+                torch.cuda.current_stream(self.device).wait_event(self._write_event)
+            return {k: v.index_select(0, slots) for k, v in self.params.items()}, self.step_count.index_select(0, slots)
+
+    def _begin_write(self) -> None:
+        """Call under the lock before writing: order the write after every issued read."""
+        if self._cuda:
+            reads_done = torch.cuda.Event()
+            reads_done.record(self._main_stream)
+            torch.cuda.current_stream(self.device).wait_event(reads_done)
+
+    def _end_write(self) -> None:
+        if self._cuda:
+            self._write_event = torch.cuda.Event()
+            self._write_event.record(torch.cuda.current_stream(self.device))
+
+    @torch.no_grad()
+    def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
+        """src (num_rows, D) -> predicted deep states (M, D) for ``layout.rows``."""
+        if layout.is_empty:
+            return src.new_zeros(0, self.hidden)
+        params, _ = self.read(layout.slots)
+        out = self.arch.forward(params, layout.pack(src.float()))
+        return layout.unpack(out).to(src.dtype)
+
+    def train_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> TrainResult | None:
+        """One optimizer step for every group in the layout, on all of its rows."""
+        if layout.is_empty:
+            return None
+        params, steps = self.read(layout.slots)
+        params = {k: v.requires_grad_() for k, v in params.items()}
+        x, y = layout.pack(src.float()), layout.pack(tgt.float())  # (g, R, D)
+        mask = layout.mask()  # (g, R)
+        with torch.enable_grad():
+            sq = (self.arch.forward(params, x) - y).pow(2).sum(-1) * mask  # (g, R)
+            loss = sq.sum(-1) / layout.group_rows  # (g,)
+            grads = torch.autograd.grad(loss.sum(), list(params.values()))
+        sq = sq.detach()
+        loss = loss.detach()
+        rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
+        novelty = (sq.sqrt() * mask).sum(-1) / layout.group_rows
+        grad_norm = torch.stack([g.flatten(1).pow(2).sum(-1) for g in grads]).sum(0).sqrt()  # (g,)
+        ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        clip = (self.cfg.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
+        self._adam(layout.slots, params, grads, steps, clip, ok)
+        return TrainResult(layout.slots, loss, rel_err, novelty, ok)
+
+    @torch.no_grad()
+    def _adam(self, slots, params: Params, grads, steps, clip, ok) -> None:
+        """Compute the new rows outside the lock (only this step writes optimizer state),
+        then scatter them in one locked section so readers see all or nothing."""
+        t = steps + 1  # (g,)
+        bias1 = 1 - _BETA1**t
+        bias2_sqrt = (1 - _BETA2**t).sqrt()
+        updates = []
+        for (name, p), grad in zip(params.items(), grads):
+            view = (-1,) + (1,) * (p.dim() - 1)
+            keep = ok.view(view)
+            grad = torch.nan_to_num(grad) * clip.view(view)
+            m_old = self.exp_avg[name].index_select(0, slots)
+            v_old = self.exp_avg_sq[name].index_select(0, slots)
+            m = m_old * _BETA1 + grad * (1 - _BETA1)
+            v = v_old * _BETA2 + grad * grad * (1 - _BETA2)
+            denom = v.sqrt() / bias2_sqrt.view(view) + self.cfg.adam_eps
+            new = p.detach() - self.cfg.lr / bias1.view(view) * m / denom
+            updates.append((name, torch.where(keep, new, p.detach()), torch.where(keep, m, m_old), torch.where(keep, v, v_old)))
+        with self.lock:
+            self._begin_write()
+            for name, p, m, v in updates:
+                self.params[name].index_copy_(0, slots, p)
+                self.exp_avg[name].index_copy_(0, slots, m)
+                self.exp_avg_sq[name].index_copy_(0, slots, v)
+            self.step_count.index_copy_(0, slots, torch.where(ok, t, steps))
+            self._end_write()

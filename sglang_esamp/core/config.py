@@ -1,0 +1,82 @@
+"""ESampConfig: every knob of the method, validated in one place.
+
+Each field maps one to one onto a server flag ``--esamp-<field-with-dashes>`` (the runtime
+builds its argparse group from this dataclass), so a value that is valid here is valid on
+the command line and the other way round.
+
+Usage::
+
+    from sglang_esamp import ESampConfig
+    cfg = ESampConfig(distiller="lowrank", max_groups=32)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+DISTILLER_KINDS = ("mlp", "lowrank")
+INIT_KINDS = ("random",)  # warm starts ("prompt", "calibrated") plug in beside this one
+TRAINER_MODES = ("thread", "inline")
+
+
+@dataclass(slots=True)
+class ESampConfig:
+    source_layer: int = 0  # distiller input: the output of this decoder layer (0 = the first)
+    distiller: str = "mlp"  # "mlp": two residual SwiGLU blocks; "lowrank": rank-r gated residual
+    intermediate: int = 384  # SwiGLU width of the "mlp" distiller (the paper's value)
+    rank: int = 64  # rank of the "lowrank" distiller
+    lr: float = 4e-4
+    adam_eps: float = 1e-4
+    grad_clip: float = 0.5  # global-norm clip, per group
+    max_groups: int = 64  # distiller slots; memory is bounded by this
+    max_explore: float = 4.0  # largest beta a request may ask for
+    staleness: int = 1  # prediction may miss at most this many of the latest training steps
+    init: str = "random"
+    trainer: str = "thread"  # "thread": background worker; "inline": train right after sampling
+    group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int(self, "source_layer", low=0)
+        _check_choice(self, "distiller", DISTILLER_KINDS)
+        _check_int(self, "intermediate", low=1)
+        _check_int(self, "rank", low=1)
+        _check_float(self, "lr", low=0.0, low_open=True)
+        _check_float(self, "adam_eps", low=0.0, low_open=True)
+        _check_float(self, "grad_clip", low=0.0, low_open=True)
+        _check_int(self, "max_groups", low=1)
+        _check_float(self, "max_explore", low=0.0)
+        _check_int(self, "staleness", low=0)
+        _check_choice(self, "init", INIT_KINDS)
+        _check_choice(self, "trainer", TRAINER_MODES)
+        _check_float(self, "group_ttl", low=0.0)
+        _check_int(self, "seed", low=0)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _check_int(cfg: ESampConfig, name: str, low: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"ESampConfig.{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"ESampConfig.{name} must be >= {low}, got {value}")
+
+
+def _check_float(cfg: ESampConfig, name: str, low: float, low_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"ESampConfig.{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"ESampConfig.{name} must be {bound}, got {value}")
+    setattr(cfg, name, float(value))
+
+
+def _check_choice(cfg: ESampConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ValueError(f"ESampConfig.{name} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,94 @@
+"""Distiller architectures, written as pure functions over stacked per-group weights.
+
+A distiller f maps the shallow state h_1 (output of an early decoder layer) to a
+prediction of the deep state h_L that feeds the LM head. Every weight tensor carries a
+leading group axis g, so one batched call serves g groups at once: inputs arrive packed as
+(g, R, D) and every matmul is a bmm.
+
+- ``mlp`` (the paper's default): two residual gated SwiGLU blocks of width ``intermediate``.
+- ``lowrank``: one residual gated block of rank ``rank``, about 6x cheaper than ``mlp``.
+
+Both normalise their input (RMSNorm without gain) and end in an RMSNorm with a learnable
+gain, because the target is itself the output of the model's final RMSNorm. A distiller
+whose output norm starts at the model's own final-norm gain predicts the target's scale
+from the first step; without it the relative error of a fresh distiller stayed above 1.0
+for the first ~60 steps on SmolLM2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]  # name -> (g, *shape)
+
+_RMS_EPS = 1e-6
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + _RMS_EPS)
+
+
+class MLPDistiller:
+    """x -> x + W_d(silu(W_g n(x)) * W_u n(x)), twice, then RMSNorm * gain."""
+
+    def __init__(self, hidden: int, intermediate: int):
+        self.hidden, self.intermediate = hidden, intermediate
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        d, i = self.hidden, self.intermediate
+        out = {"out_gain": (d,)}
+        for b in range(2):
+            out |= {f"b{b}.gate": (d, i), f"b{b}.up": (d, i), f"b{b}.down": (i, d)}
+        return out
+
+    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        # x: (g, R, D) -> (g, R, D)
+        for b in range(2):
+            n = rms_norm(x)
+            act = F.silu(torch.bmm(n, p[f"b{b}.gate"])) * torch.bmm(n, p[f"b{b}.up"])  # (g, R, I)
+            x = x + torch.bmm(act, p[f"b{b}.down"])
+        return rms_norm(x) * p["out_gain"].unsqueeze(1)
+
+
+class LowRankDistiller:
+    """x -> RMSNorm(x + ((n(x) A) * silu(n(x) G + b)) B) * gain, with A, G: (D, r), B: (r, D)."""
+
+    def __init__(self, hidden: int, rank: int):
+        self.hidden, self.rank = hidden, rank
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        d, r = self.hidden, self.rank
+        return {"a": (d, r), "gate": (d, r), "gate_bias": (r,), "b": (r, d), "out_gain": (d,)}
+
+    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        # x: (g, R, D) -> (g, R, D)
+        n = rms_norm(x)
+        act = torch.bmm(n, p["a"]) * F.silu(torch.bmm(n, p["gate"]) + p["gate_bias"].unsqueeze(1))  # (g, R, r)
+        return rms_norm(x + torch.bmm(act, p["b"])) * p["out_gain"].unsqueeze(1)
+
+
+def build_architecture(kind: str, hidden: int, intermediate: int, rank: int) -> MLPDistiller | LowRankDistiller:
+    if kind == "mlp":
+        return MLPDistiller(hidden, intermediate)
+    if kind == "lowrank":
+        return LowRankDistiller(hidden, rank)
+    raise ValueError(f"unknown distiller kind {kind!r}; expected 'mlp' or 'lowrank'")
+
+
+def random_init(shapes: dict[str, tuple[int, ...]], g: int, generator: torch.Generator, out_gain: torch.Tensor | None) -> Params:
+    """The paper's random init: matrices uniform in +-1/sqrt(fan_in) (as nn.Linear does),
+    biases zero, the output gain at ``out_gain`` (the model's final-norm weight) or ones."""
+    params: Params = {}
+    for name, shape in shapes.items():
+        if name == "out_gain":
+            gain = out_gain.float() if out_gain is not None else torch.ones(shape)
+            params[name] = gain.expand(g, *shape).clone()
+        elif len(shape) == 1:
+            params[name] = torch.zeros(g, *shape)
+        else:
+            bound = 1.0 / math.sqrt(shape[0])
+            params[name] = (torch.rand(g, *shape, generator=generator) * 2 - 1) * bound
+    return params

@@ -1,0 +1,87 @@
+"""BatchLayout: how the rows of one batch map onto distiller groups.
+
+A decode batch mixes rows of many groups in any order. The distiller bank works on packed
+tensors (g, R, D): one block per live group, R = the largest group's row count, padding
+masked out. The layout is computed on the host from the slot list that the scheduler already
+holds as Python ints, then copied to the device once, so nothing here reads device memory.
+
+Usage::
+
+    layout = BatchLayout.from_slots([3, 3, -1, 7], device)   # row 2 has no distiller
+    packed = layout.pack(hidden)                             # (2, 2, D)
+    rows = layout.unpack(packed)                             # (3, D), for layout.rows
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    num_rows: int  # rows in the batch, with or without a slot
+    max_rows: int  # R: rows of the largest group
+    slots: torch.Tensor  # (g,) int64: bank slot of each live group
+    slot_list: tuple[int, ...]  # the same, on the host
+    rows: torch.Tensor  # (M,) int64: batch rows that have a slot
+    row_group: torch.Tensor  # (M,) int64: index into slots
+    row_pos: torch.Tensor  # (M,) int64: position inside its group's block
+    group_rows: torch.Tensor  # (g,) float32: rows per group, for the mean loss
+
+    @classmethod
+    def from_slots(cls, row_slots: Sequence[int], device: torch.device | str = "cpu") -> BatchLayout:
+        """``row_slots[i]`` is row i's slot, or a negative number for a row without one."""
+        order: dict[int, int] = {}
+        counts: list[int] = []
+        rows, row_group, row_pos = [], [], []
+        for row, slot in enumerate(row_slots):
+            if slot < 0:
+                continue
+            group = order.setdefault(slot, len(order))
+            if group == len(counts):
+                counts.append(0)
+            rows.append(row)
+            row_group.append(group)
+            row_pos.append(counts[group])
+            counts[group] += 1
+
+        def to_dev(values: list, dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+        return cls(
+            num_rows=len(row_slots),
+            max_rows=max(counts, default=0),
+            slots=to_dev(list(order), torch.int64),
+            slot_list=tuple(order),
+            rows=to_dev(rows, torch.int64),
+            row_group=to_dev(row_group, torch.int64),
+            row_pos=to_dev(row_pos, torch.int64),
+            group_rows=to_dev(counts, torch.float32),
+        )
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.slot_list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.slot_list
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(num_rows, D) batch tensor -> (g, R, D), zero padding."""
+        out = x.new_zeros(self.num_groups, self.max_rows, x.shape[-1])
+        out[self.row_group, self.row_pos] = x[self.rows]
+        return out
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """(g, R, D) -> (M, D) in the order of ``rows``."""
+        return packed[self.row_group, self.row_pos]
+
+    def mask(self) -> torch.Tensor:
+        """(g, R) float: 1 where a real row sits, 0 on padding."""
+        out = torch.zeros(self.num_groups, self.max_rows, device=self.rows.device)
+        out[self.row_group, self.row_pos] = 1.0
+        return out

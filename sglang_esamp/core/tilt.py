@@ -1,0 +1,80 @@
+"""The exploration tilt: logit_new = (1 + beta) * logit - beta * logit_dist.
+
+``logit`` is the model's logit (LM head on the deep state h), ``logit_dist`` the LM head on
+the distiller's prediction h_hat. Three exact forms of the same formula:
+
+- ``mix_hidden``: (1 + beta) h - beta h_hat, to feed ONE LM-head matmul. Exact because the
+  head is linear without bias. For a caller that can act before the LM head runs.
+- ``tilt_dense``: tilts a row's whole vocabulary from logits already computed (one extra
+  head matmul on h_hat).
+- ``tilt_candidates``: tilts only the tokens in ``keep`` (the row's top-k/top-p/min-p set,
+  or a guard's plausible set); it gathers just those rows of the head. Tokens outside
+  ``keep`` leave the distribution (-inf).
+
+Semantics:
+
+- The tilt acts on raw logits, before temperature. Sampling at temperature T then draws
+  from (pi_ref^(1+beta) / q_dist^beta)^(1/T): the distiller's logit is divided by T like
+  the model's. At T = 1 this is the paper's pi_new; greedy decoding takes its argmax.
+- A row with beta = 0 is returned bit for bit. A row whose prediction is not finite is
+  treated as beta = 0, so a diverged distiller never puts NaN into sampling.
+- ``keep`` is the guard's interface: any (N, V) mask of allowed tokens. Passing it changes
+  no other argument.
+
+Shapes: N rows, V vocabulary, D hidden.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _safe_beta(beta: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
+    """(N,) beta, zeroed where the prediction is not finite."""
+    return torch.where(torch.isfinite(h_hat).all(-1), beta, torch.zeros_like(beta))
+
+
+def mix_hidden(h: torch.Tensor, h_hat: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """(N, D) state whose LM-head logits are the tilted logits."""
+    beta = _safe_beta(beta, h_hat).to(h.dtype).unsqueeze(-1)  # (N, 1)
+    mixed = h + beta * (h - torch.nan_to_num(h_hat))
+    return torch.where(beta > 0, mixed, h)
+
+
+def tilt_logits(logits: torch.Tensor, logits_dist: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, V) logits, (N, V) distiller logits, (N,) beta -> (N, V) tilted logits."""
+    b = beta.to(logits.dtype).unsqueeze(-1)  # (N, 1)
+    tilted = logits + b * (logits - logits_dist)
+    if keep is not None:
+        tilted = tilted.masked_fill(~keep, float("-inf"))
+    return torch.where(b > 0, tilted, logits)
+
+
+def tilt_dense(
+    logits: torch.Tensor, h_hat: torch.Tensor, head_weight: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Full-vocabulary tilt. head_weight: (V, D). Costs one (N, D) x (D, V) matmul."""
+    beta = _safe_beta(beta, h_hat)
+    logits_dist = torch.nan_to_num(h_hat).to(head_weight.dtype) @ head_weight.t()  # (N, V)
+    return tilt_logits(logits, logits_dist.to(logits.dtype), beta, keep)
+
+
+def tilt_candidates(
+    logits: torch.Tensor, h_hat: torch.Tensor, head_weight: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """Tilt only the kept tokens; the rest go to -inf. Costs N x K x D for K kept tokens.
+
+    K, the largest kept count in the batch, is read on the host: the one device sync of
+    this form, which the dense form does not have.
+    """
+    beta = _safe_beta(beta, h_hat)
+    k = max(int(keep.sum(-1).max()), 1)
+    idx = torch.topk(logits.masked_fill(~keep, float("-inf")), k, dim=-1).indices  # (N, K)
+    valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
+    rows = head_weight[idx]  # (N, K, D)
+    cand_dist = torch.einsum("nd,nkd->nk", torch.nan_to_num(h_hat).to(rows.dtype), rows).to(logits.dtype)
+    cand = logits.gather(1, idx)  # (N, K)
+    b = beta.to(logits.dtype).unsqueeze(-1)
+    cand_new = torch.where(valid, cand + b * (cand - cand_dist), torch.full_like(cand, float("-inf")))
+    tilted = torch.full_like(logits, float("-inf")).scatter_(1, idx, cand_new)
+    return torch.where(b > 0, tilted, logits)

@@ -1,0 +1,139 @@
+"""AsyncTrainer: trains the distiller bank off the sampling path, with bounded staleness.
+
+Each decode step calls ``predict`` (before sampling) and ``submit`` (after it). Training
+step k is the k-th submitted batch. ``predict`` guarantees that at least
+``submitted - staleness`` steps have finished; it waits only when the trainer has fallen
+further behind. With ``staleness=0`` every prediction sees every earlier step.
+
+Modes:
+
+- ``thread``: a background worker runs the steps in order. On CUDA it issues them on a side
+  stream and links the streams with events, so neither side waits on the host.
+- ``inline``: ``submit`` runs the step at once, in the caller (the deferred step after
+  sampling). Simplest; no overlap.
+
+A group whose step came out non-finite is re-initialised by the worker and counted.
+
+Usage::
+
+    trainer = AsyncTrainer(bank, stats, staleness=1, mode="thread")
+    h_hat = trainer.predict(layout, h1)
+    ...sample...
+    trainer.submit(layout, h1, hL)
+    trainer.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+import torch
+
+from .bank import DistillerBank
+from .layout import BatchLayout
+from .stats import GroupStats
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncTrainer:
+    def __init__(self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread"):
+        self.bank, self.stats = bank, stats
+        self.staleness = staleness
+        self.mode = mode
+        self.submitted = 0  # steps handed in
+        self.finished = 0  # steps done (on CUDA: issued on the side stream)
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._queue: deque = deque()
+        self._closed = False
+        self._cuda = bank.device.type == "cuda"
+        self._stream = torch.cuda.Stream(bank.device) if self._cuda else None
+        self._worker = None
+        if mode == "thread":
+            self._worker = threading.Thread(target=self._run, name="esamp-trainer", daemon=True)
+            self._worker.start()
+
+    def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
+        """(M, D) predictions for ``layout.rows`` from weights at most ``staleness`` steps old."""
+        self.wait(self.submitted - self.staleness)
+        return self.bank.predict(layout, src)
+
+    def submit(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
+        """Queue one training step on these rows. The tensors are copied: callers may reuse theirs."""
+        if layout.is_empty:
+            return
+        item = (layout, src.detach().clone(), tgt.detach().clone(), self._record_ready())
+        with self._cond:
+            self.submitted += 1
+            if self.mode == "thread":
+                self._queue.append(item)
+                self._cond.notify_all()
+                return
+        self._step(item)
+
+    def wait(self, step: int) -> None:
+        """Block until at least ``step`` steps have finished."""
+        with self._cond:
+            while self.finished < step and self.error is None:
+                self._cond.wait()
+            if self.error is not None:
+                raise RuntimeError("ESamp trainer failed") from self.error
+
+    def drain(self) -> None:
+        self.wait(self.submitted)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+
+    def _record_ready(self):
+        """On CUDA, an event the side stream waits on before reading the submitted tensors."""
+        if not self._cuda:
+            return None
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.bank.device))
+        return event
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+            try:
+                self._step(item)
+            except BaseException as exc:  # surfaced to the sampling side by wait()
+                logger.exception("ESamp trainer step failed")
+                with self._cond:
+                    self.error = exc
+                    self._cond.notify_all()
+                return
+
+    def _step(self, item) -> None:
+        layout, src, tgt, ready = item
+        if self._cuda:
+            with torch.cuda.stream(self._stream):
+                self._stream.wait_event(ready)
+                self._train(layout, src, tgt)
+        else:
+            self._train(layout, src, tgt)
+        with self._cond:
+            self.finished += 1
+            self._cond.notify_all()
+
+    def _train(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
+        result = self.bank.train_step(layout, src, tgt)
+        self.stats.record(result)
+        if not bool(result.ok.all()):  # a read of the trainer's own stream, off the sampling path
+            bad = [s for s, ok in zip(layout.slot_list, result.ok.tolist()) if not ok]
+            logger.warning("ESamp distiller step was not finite for slots %s; re-initialising them", bad)
+            self.bank.reset(bad)
+            self.stats.note_reset(bad)

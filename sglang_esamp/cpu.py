@@ -1,0 +1,81 @@
+"""CPU bootstrap: what the real SGLang runtime needs to start on a machine without a GPU.
+
+SGLang 0.5.23 has no CPU extra. On a machine without CUDA this module:
+
+- sets ``SGLANG_USE_CPU_ENGINE=1`` (otherwise rotary embedding tries to import vllm) and a
+  bounded ``OMP_NUM_THREADS`` (unset, one run was 20x slower);
+- puts an import stand-in for the CUDA-only ``sgl_kernel`` in front of ``sys.path`` and on
+  ``PYTHONPATH``, so it also reaches the scheduler process that SGLang spawns;
+- supplies the server arguments that work there: CPU device, torch_native attention, the
+  pytorch sampler, no CUDA graph, a bounded KV cache, no warm-up, and ``sleep_on_idle`` (an
+  idle scheduler otherwise busy-polls a whole core, which halves a 2-core machine).
+
+On a CUDA machine every function here is a no-op. Why each piece exists: docs/cpu.md.
+
+Usage::
+
+    from sglang_esamp import cpu
+    cpu.setup()                               # before sglang is imported
+    kwargs = cpu.server_defaults()            # {} on CUDA
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+STAND_IN_DIR = Path(__file__).parent / "_stand_ins"
+CPU_MAX_TOTAL_TOKENS = 40000  # else SGLang sizes a ~6 GB KV cache from free memory
+
+
+@functools.cache
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def setup() -> bool:
+    """Prepare this process and its future children for the CPU engine. Returns True on CPU."""
+    if has_cuda():
+        return False
+    os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+    stand_in = str(STAND_IN_DIR)
+    if stand_in not in sys.path:
+        sys.path.insert(0, stand_in)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if stand_in not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([stand_in, *paths])
+    loaded = sys.modules.get("sgl_kernel")
+    if loaded is not None and not getattr(loaded, "_STAND_IN", False):
+        del sys.modules["sgl_kernel"]  # a failed import of the real one must not stick
+    return True
+
+
+def server_defaults() -> dict[str, object]:
+    """ServerArgs fields for the CPU engine; empty on a CUDA machine."""
+    if has_cuda():
+        return {}
+    return {
+        "device": "cpu",
+        "attention_backend": "torch_native",
+        "sampling_backend": "pytorch",
+        "disable_cuda_graph": True,
+        "max_total_tokens": CPU_MAX_TOTAL_TOKENS,
+        "skip_server_warmup": True,
+        "sleep_on_idle": True,
+    }
+
+
+def cli_defaults(argv: list[str]) -> list[str]:
+    """The same defaults as launch_server flags, for those ``argv`` does not already set."""
+    out = []
+    for key, value in server_defaults().items():
+        flag = "--" + key.replace("_", "-")
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            continue
+        out += [flag] if value is True else [flag, str(value)]
+    return out

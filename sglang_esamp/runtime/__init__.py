@@ -1,0 +1,1 @@
+"""The thin integration of the ESamp core into SGLang's runtime, loaded as a plugin."""

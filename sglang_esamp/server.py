@@ -1,0 +1,80 @@
+"""Start and stop a real SGLang HTTP server in a child process, for programs and tests.
+
+The child is ``sglang-esamp serve``: the embedded model by default, the CPU bootstrap
+applied when there is no GPU. ``ServerProcess`` waits until the server answers, and on exit
+stops the whole process group, so no scheduler is left running.
+
+Usage::
+
+    with ServerProcess(["--enable-esamp"]) as server:
+        requests.post(server.url + "/generate", json={...})
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+START_TIMEOUT = 300.0  # first start on 2 cores includes the one-time model conversion
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, args: list[str] | None = None, port: int | None = None, timeout: float = START_TIMEOUT):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = list(args or [])
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="sglang-esamp-server-", suffix=".log", delete=False)
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "sglang_esamp.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sglang server exited with code {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise TimeoutError(f"sglang server did not answer within {self.timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def tail(self, chars: int = 4000) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()[-chars:]

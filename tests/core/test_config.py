@@ -1,0 +1,46 @@
+import math
+
+import pytest
+
+from sglang_esamp import ESampConfig
+
+
+def test_defaults_are_the_papers():
+    cfg = ESampConfig()
+    assert (cfg.distiller, cfg.intermediate, cfg.rank) == ("mlp", 384, 64)
+    assert (cfg.lr, cfg.adam_eps, cfg.grad_clip) == (4e-4, 1e-4, 0.5)
+    assert cfg.source_layer == 0 and cfg.max_explore == 4.0
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("distiller", "transformer"),
+        ("intermediate", 0),
+        ("rank", 2.5),
+        ("lr", 0.0),
+        ("lr", math.nan),
+        ("adam_eps", -1.0),
+        ("grad_clip", math.inf),
+        ("max_groups", 0),
+        ("max_explore", -0.1),
+        ("staleness", -1),
+        ("init", "magic"),
+        ("trainer", "gpu"),
+        ("group_ttl", "long"),
+        ("source_layer", True),
+    ],
+)
+def test_invalid_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"ESampConfig\.{field}\b"):
+        ESampConfig(**{field: value})
+
+
+def test_ints_are_accepted_for_floats():
+    cfg = ESampConfig(lr=1, max_explore=2)
+    assert isinstance(cfg.lr, float) and cfg.max_explore == 2.0
+
+
+def test_field_names_cover_every_field():
+    names = ESampConfig.field_names()
+    assert "max_groups" in names and "staleness" in names and len(names) == len(set(names))

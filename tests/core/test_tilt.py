@@ -1,0 +1,93 @@
+"""The tilt's three forms against a dense float64 reference."""
+
+import pytest
+import torch
+
+from sglang_esamp.core import mix_hidden, tilt_candidates, tilt_dense, tilt_logits
+
+N, V, D = 6, 50, 16
+
+
+@pytest.fixture()
+def case():
+    g = torch.Generator().manual_seed(0)
+    head = torch.randn(V, D, generator=g)
+    h = torch.randn(N, D, generator=g)
+    h_hat = torch.randn(N, D, generator=g)
+    beta = torch.tensor([0.0, 0.25, 0.5, 1.0, 0.0, 4.0])
+    return head, h, h_hat, beta
+
+
+def reference(head, h, h_hat, beta):
+    head, h, h_hat, beta = (t.double() for t in (head, h, h_hat, beta))
+    return (1 + beta[:, None]) * (h @ head.T) - beta[:, None] * (h_hat @ head.T)
+
+
+def test_beta_zero_is_bit_identical(case):
+    head, h, h_hat, _ = case
+    logits = h @ head.T
+    logits[0, 3] = float("-inf")  # a grammar mask survives untouched
+    zero = torch.zeros(N)
+    keep = torch.rand(N, V) > 0.5
+    assert torch.equal(tilt_dense(logits, h_hat, head, zero), logits)
+    assert torch.equal(tilt_candidates(logits, h_hat, head, zero, keep), logits)
+    assert torch.equal(mix_hidden(h, h_hat, zero), h)
+
+
+def test_dense_matches_reference(case):
+    head, h, h_hat, beta = case
+    out = tilt_dense(h @ head.T, h_hat, head, beta)
+    torch.testing.assert_close(out.double(), reference(head, h, h_hat, beta), rtol=1e-5, atol=1e-4)
+
+
+def test_latent_mixing_matches_reference(case):
+    head, h, h_hat, beta = case
+    out = mix_hidden(h, h_hat, beta) @ head.T
+    torch.testing.assert_close(out.double(), reference(head, h, h_hat, beta), rtol=1e-5, atol=1e-4)
+
+
+def test_candidates_match_reference_on_kept_tokens(case):
+    head, h, h_hat, beta = case
+    logits = h @ head.T
+    keep = torch.zeros(N, V, dtype=torch.bool)
+    keep[:, :7] = True
+    keep[2, 7:20] = True  # rows keep different counts
+    out = tilt_candidates(logits, h_hat, head, beta, keep)
+    ref = reference(head, h, h_hat, beta)
+    tilted = beta > 0
+    torch.testing.assert_close(out[tilted][keep[tilted]].double(), ref[tilted][keep[tilted]], rtol=1e-5, atol=1e-4)
+    assert torch.isneginf(out[tilted][~keep[tilted]]).all()
+    # the two exact forms agree with each other wherever both define the value
+    dense = tilt_dense(logits, h_hat, head, beta, keep)
+    torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-4)
+
+
+def test_tilt_logits_formula_and_keep_mask():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    dist = torch.tensor([[0.0, 2.0, 5.0]])
+    keep = torch.tensor([[True, True, False]])
+    out = tilt_logits(logits, dist, torch.tensor([0.5]), keep)
+    assert out.tolist() == [[1.5, 2.0, float("-inf")]]
+
+
+def test_non_finite_prediction_leaves_row_untilted(case):
+    head, h, h_hat, beta = case
+    h_hat = h_hat.clone()
+    h_hat[1, 0] = float("nan")
+    h_hat[3, 2] = float("inf")
+    logits = h @ head.T
+    out = tilt_dense(logits, h_hat, head, beta)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[1], logits[1]) and torch.equal(out[3], logits[3])
+    mixed = mix_hidden(h, h_hat, beta)
+    assert torch.isfinite(mixed).all() and torch.equal(mixed[1], h[1])
+    keep = torch.ones(N, V, dtype=torch.bool)
+    assert torch.equal(tilt_candidates(logits, h_hat, head, beta, keep)[1], logits[1])
+
+
+def test_greedy_argmax_moves_with_beta():
+    head = torch.eye(3)
+    h = torch.tensor([[2.0, 1.9, 0.0]])
+    h_hat = torch.tensor([[2.0, 0.0, 0.0]])  # the distiller already "knows" token 0
+    out = tilt_dense(h @ head.T, h_hat, head, torch.tensor([0.25]))
+    assert int(out.argmax()) == 1 and int((h @ head.T).argmax()) == 0

@@ -1,0 +1,165 @@
+"""AsyncTrainer: the staleness bound, NaN recovery, torn-read freedom, mode equivalence."""
+
+import threading
+
+import pytest
+import torch
+
+from sglang_esamp.core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
+
+D = 16
+
+
+def setup(mode="thread", staleness=1, groups=2):
+    cfg = ESampConfig(max_groups=groups, intermediate=16, staleness=staleness, trainer=mode)
+    bank = DistillerBank(cfg, hidden=D)
+    stats = GroupStats(groups)
+    return bank, stats, AsyncTrainer(bank, stats, staleness=staleness, mode=mode)
+
+
+def batches(n, rows=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(rows, D, generator=g), torch.randn(rows, D, generator=g)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("staleness", [0, 2])
+def test_predict_waits_until_within_staleness(staleness):
+    bank, _, trainer = setup(staleness=staleness)
+    gate = threading.Semaphore(0)
+    real_step = bank.train_step
+
+    def gated(*args):
+        gate.acquire()
+        return real_step(*args)
+
+    bank.train_step = gated
+    layout = BatchLayout.from_slots([0, 0, 0, 0])
+    for x, y in batches(4):
+        trainer.submit(layout, x, y)
+    x = batches(1)[0][0]
+    done = threading.Event()
+    seen = []
+
+    def predictor():
+        trainer.predict(layout, x)
+        seen.append(trainer.finished)
+        done.set()
+
+    threading.Thread(target=predictor, daemon=True).start()
+    for released in range(4 - staleness):
+        assert not done.wait(0.2), f"predicted with {released} of 4 steps finished"
+        gate.release()
+    assert done.wait(5.0)
+    assert seen[0] >= 4 - staleness
+    for _ in range(staleness):
+        gate.release()
+    trainer.drain()
+    assert trainer.finished == 4
+    trainer.close()
+
+
+def test_thread_and_inline_modes_give_the_same_weights():
+    results = []
+    for mode in ("thread", "inline"):
+        bank, stats, trainer = setup(mode=mode)
+        layout = BatchLayout.from_slots([0, 1, 0, 1])
+        for x, y in batches(6):
+            trainer.predict(layout, x)
+            trainer.submit(layout, x, y)
+        trainer.drain()
+        trainer.close()
+        results.append((bank.params, stats.snapshot(0)))
+    (pa, sa), (pb, sb) = results
+    for k in pa:
+        assert torch.equal(pa[k], pb[k])
+    assert sa == sb and sa["steps"] == 6
+
+
+def test_stats_follow_training():
+    bank, stats, trainer = setup(mode="inline")
+    layout = BatchLayout.from_slots([0, 0, 0, 0])
+    losses = []
+    for x, y in batches(5):
+        trainer.submit(layout, x, y)
+        losses.append(float(stats.table["loss"][0]))
+    snap = stats.snapshot(0)
+    assert snap["steps"] == 5 and snap["skipped"] == 0
+    assert snap["loss"] == pytest.approx(losses[-1])
+    assert min(losses) <= snap["loss_mean"] <= max(losses)
+    assert snap["novelty"] > 0 and 0 < snap["rel_err"]
+    assert stats.snapshot(1)["steps"] == 0
+
+
+def test_non_finite_step_resets_that_group_and_counts_it():
+    bank, stats, trainer = setup(mode="thread")
+    layout = BatchLayout.from_slots([0, 0, 1, 1])
+    for x, y in batches(3):
+        trainer.submit(layout, x, y)
+    trainer.drain()
+    x, y = batches(1, seed=9)[0]
+    y[1, 3] = float("inf")  # group 0 diverges
+    trainer.submit(layout, x, y)
+    trainer.drain()
+    snap0, snap1 = stats.snapshot(0), stats.snapshot(1)
+    assert snap0["resets"] == 1 and snap0["skipped"] == 1
+    assert bank.step_count[0] == 0  # re-initialised
+    assert snap1["resets"] == 0 and snap1["steps"] == 4 and bank.step_count[1] == 4
+    assert stats.total_resets == 1 and stats.total_skipped == 1
+    pred = trainer.predict(layout, x)
+    assert torch.isfinite(pred).all()
+    trainer.close()
+
+
+def test_no_torn_reads_while_training_in_a_thread():
+    """A reader's copy always equals the weights after some whole number of steps."""
+    data = batches(40, seed=3)
+    layout = BatchLayout.from_slots([0, 0, 1, 1])
+    slots = torch.tensor([0, 1])
+
+    bank, _, trainer = setup(mode="thread", staleness=40)
+    seen = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.append(bank.read(slots))
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for x, y in data:
+        trainer.submit(layout, x, y)
+    trainer.drain()
+    stop.set()
+    for t in readers:
+        t.join()
+    trainer.close()
+
+    replay, _, _ = setup(mode="inline")
+    history = [replay.read(slots)[0]]
+    for x, y in data:
+        replay.train_step(layout, x, y)
+        history.append(replay.read(slots)[0])
+    assert len(seen) > 10
+    versions = set()
+    for params, steps in seen:
+        step = int(steps[0])
+        assert int(steps[1]) == step  # both groups come from the same step
+        versions.add(step)
+        for k, v in params.items():
+            assert torch.equal(v, history[step][k]), f"torn read at step {step}"
+    assert len(versions) > 1  # the readers really overlapped the training
+
+
+def test_trainer_error_surfaces_on_the_sampling_side():
+    bank, _, trainer = setup()
+
+    def broken(*args):
+        raise ValueError("boom")
+
+    bank.train_step = broken
+    layout = BatchLayout.from_slots([0])
+    trainer.submit(layout, torch.zeros(1, D), torch.zeros(1, D))
+    with pytest.raises(RuntimeError, match="trainer failed"):
+        trainer.drain()
+    trainer.close()
