@@ -1,24 +1,28 @@
 """An in-process SGLang engine with the project's defaults.
 
-``make_engine`` is ``sglang.Engine`` with the embedded model when no ``model_path`` is given
-and the CPU setup applied when there is no GPU. Call it under ``if __name__ == "__main__":``
+``make_engine`` is ``sglang.Engine`` with the embedded model when no ``model_path`` is given,
+the CPU setup applied when there is no GPU, and ESamp on when ``esamp`` is given (an
+ESampConfig, or True for the defaults). Call it under ``if __name__ == "__main__":``
 in scripts: SGLang spawns its scheduler.
 
 Usage::
 
-    engine = make_engine()
-    engine.generate("Hello", {"max_new_tokens": 8})
+    engine = make_engine(esamp=True)
+    engine.generate("Hello", {"max_new_tokens": 8, "n": 4, "explore": 0.25})
     engine.shutdown()
 """
 
 from __future__ import annotations
 
 from . import cpu
+from .core.config import ESampConfig
 from .model_cache import embedded_model_path
+from .runtime import flags
 
 
-def make_engine(**kwargs):
+def make_engine(esamp: ESampConfig | bool | None = None, **kwargs):
     cpu.setup()
+    flags.export(ESampConfig() if esamp is True else esamp or None)
     import sglang as sgl
 
     kwargs.setdefault("model_path", str(embedded_model_path()))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random",)  # warm starts ("prompt", "calibrated") plug in beside this one
 TRAINER_MODES = ("thread", "inline")
+GROUP_BY = ("request", "prompt")
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class ESampConfig:
     init: str = "random"
     trainer: str = "thread"  # "thread": background worker; "inline": train right after sampling
     group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed
+    group_by: str = "request"  # without explore_group: "request" (its n samples) or "prompt" (same prompt)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class ESampConfig:
         _check_choice(self, "init", INIT_KINDS)
         _check_choice(self, "trainer", TRAINER_MODES)
         _check_float(self, "group_ttl", low=0.0)
+        _check_choice(self, "group_by", GROUP_BY)
         _check_int(self, "seed", low=0)
 
     @classmethod

@@ -27,6 +27,7 @@ class BatchLayout:
     slots: torch.Tensor  # (g,) int64: bank slot of each live group
     slot_list: tuple[int, ...]  # the same, on the host
     rows: torch.Tensor  # (M,) int64: batch rows that have a slot
+    row_list: tuple[int, ...]  # the same, on the host
     row_group: torch.Tensor  # (M,) int64: index into slots
     row_pos: torch.Tensor  # (M,) int64: position inside its group's block
     group_rows: torch.Tensor  # (g,) float32: rows per group, for the mean loss
@@ -57,6 +58,7 @@ class BatchLayout:
             slots=to_dev(list(order), torch.int64),
             slot_list=tuple(order),
             rows=to_dev(rows, torch.int64),
+            row_list=tuple(rows),
             row_group=to_dev(row_group, torch.int64),
             row_pos=to_dev(row_pos, torch.int64),
             group_rows=to_dev(counts, torch.float32),

@@ -1,8 +1,9 @@
 """SGLang plugin entry point (group ``sglang.srt.plugins``, name ``esamp``).
 
 SGLang calls ``register()`` in every process it starts: the launcher, the engine, the
-spawned scheduler and the detokenizer. That is what carries the CPU bootstrap into the
-scheduler process.
+spawned scheduler and the detokenizer. That carries the CPU bootstrap and the hooks
+(listed in ``hooks.py``) into the scheduler process. The hooks act only when ESamp is
+enabled (``--enable-esamp``); otherwise the server behaves as stock SGLang.
 """
 
 from __future__ import annotations
@@ -12,3 +13,6 @@ from .. import cpu
 
 def register() -> None:
     cpu.setup()
+    from . import hooks
+
+    hooks.install()

@@ -1,0 +1,27 @@
+"""The keep-set of SGLang's top-k / top-p / min-p filters, as a mask, for the tilt.
+
+The method tilts only the candidates that a row's filters keep. SGLang applies those
+filters inside its sampler, on probabilities after temperature. ``filter_mask`` computes the
+same set from the same inputs, so the tilt can act on it first; the sampler then runs with
+neutral filters on those rows (the excluded tokens are already at -inf).
+
+Shapes: n rows, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def filter_mask(
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+) -> torch.Tensor:
+    """(n, V) logits, (n,) temperature, top_k, top_p, min_p -> (n, V) bool keep mask."""
+    probs = torch.softmax(logits / temperature.unsqueeze(-1), dim=-1)  # (n, V)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    rank = torch.arange(logits.shape[-1], device=logits.device).unsqueeze(0)  # (1, V)
+    keep_sorted = rank < top_k.unsqueeze(-1)
+    keep_sorted &= (sorted_p.cumsum(-1) - sorted_p) < top_p.unsqueeze(-1)  # the token that crosses top_p stays
+    keep_sorted &= sorted_p >= min_p.unsqueeze(-1) * sorted_p[:, :1]
+    keep_sorted[:, 0] = True
+    return torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)

@@ -1,0 +1,90 @@
+"""Server flags: ``--enable-esamp`` and one ``--esamp-<field>`` per ESampConfig field.
+
+SGLang's ServerArgs is a sealed msgspec struct, so the flags are added to its argparse
+parser (for ``--help`` and parsing) and their values travel to the scheduler process in
+the ``SGLANG_ESAMP_CONFIG`` environment variable, which ``spawn`` children inherit. Unset
+means ESamp is off.
+
+Usage::
+
+    flags.add_arguments(parser)            # inside ServerArgs.add_cli_args
+    flags.export(flags.parse(argv))        # before the scheduler starts
+    cfg = flags.current()                  # in any process: ESampConfig or None
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+
+from ..core.config import ESampConfig
+
+logger = logging.getLogger(__name__)
+
+ENV = "SGLANG_ESAMP_CONFIG"
+
+_HELP = {
+    "source_layer": "Decoder layer whose output feeds the distiller (0 = the first).",
+    "distiller": "Distiller architecture: 'mlp' (the paper's) or 'lowrank' (cheaper).",
+    "intermediate": "SwiGLU width of the 'mlp' distiller.",
+    "rank": "Rank of the 'lowrank' distiller.",
+    "lr": "Distiller learning rate (Adam).",
+    "adam_eps": "Adam epsilon.",
+    "grad_clip": "Per-group gradient-norm clip.",
+    "max_groups": "Distiller slots: groups exploring at once. Memory is bounded by this.",
+    "max_explore": "Largest explore (beta) a request may ask for.",
+    "staleness": "Training steps a prediction may lag behind.",
+    "init": "Initialisation of a new group's distiller.",
+    "trainer": "'thread': train in a background worker; 'inline': right after sampling.",
+    "group_ttl": "Seconds an idle group keeps its distiller before its slot is freed.",
+    "group_by": "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
+    "seed": "Seed of the distillers' initialisation.",
+}
+
+
+def flag_name(field: str) -> str:
+    return "--esamp-" + field.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ESamp (exploratory sampling)")
+    group.add_argument("--enable-esamp", action="store_true", help="Enable exploratory sampling (per-request 'explore').")
+    for f in dataclasses.fields(ESampConfig):
+        group.add_argument(
+            flag_name(f.name), dest="esamp_" + f.name, type=type(f.default), default=f.default,
+            help=f"{_HELP[f.name]} Default: {f.default}.",
+        )
+
+
+def parse(argv: list[str]) -> ESampConfig | None:
+    """The ESamp config named by these launch_server args, or None when not enabled."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    args, _ = parser.parse_known_args(argv)
+    if not args.enable_esamp:
+        set_by_user = [a.split("=")[0] for a in argv if a.startswith("--esamp-")]
+        if set_by_user:
+            raise ValueError(f"{', '.join(set_by_user)} given without --enable-esamp")
+        return None
+    return ESampConfig(**{f.name: getattr(args, "esamp_" + f.name) for f in dataclasses.fields(ESampConfig)})
+
+
+def export(cfg: ESampConfig | None) -> None:
+    """Make ``cfg`` the configuration of this process and of the processes it starts."""
+    if cfg is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = json.dumps(dataclasses.asdict(cfg))
+
+
+def current() -> ESampConfig | None:
+    raw = os.environ.get(ENV)
+    if not raw:
+        return None
+    try:
+        return ESampConfig(**json.loads(raw))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid {ENV}: {exc}") from exc

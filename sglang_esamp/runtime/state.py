@@ -1,0 +1,176 @@
+"""ESampRuntime: the scheduler-side state of ESamp for one model runner.
+
+It owns the core pieces (distiller bank, trainer, group table, stats) and the per-request
+bookkeeping, and does the per-step work that the hooks ask for:
+
+- ``attach(req)`` when the scheduler creates a request: find or open its group's slot;
+- ``step(...)`` inside ``ModelRunner.sample``: predict, tilt, sample, then queue training;
+- ``finish(req)`` when a request finishes or is aborted: fill its metadata, free its rows.
+
+One decode step::
+
+    h1, hL (captured) -> predict h_hat = f_group(h1) -> tilt logits of rows with explore > 0
+      -> SGLang samples -> trainer.submit(h1, hL)  (decode batches only; async)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, GroupTable
+from ..core.tilt import tilt_candidates, tilt_dense
+from .filters import filter_mask
+from .params import CUSTOM_KEY, group_label
+
+logger = logging.getLogger(__name__)
+
+MAX_TRACKED_REQUESTS = 65536  # rows of the per-request novelty table
+
+
+@dataclass
+class RequestState:
+    beta: float
+    key: str
+    slot: int | None  # None: every slot was busy, the request samples untilted
+    row_id: int  # index into the per-request novelty table
+    released: bool = False
+
+
+class ESampRuntime:
+    def __init__(self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device):
+        self.cfg = cfg
+        self.hidden = hidden
+        self.head_weight = head_weight  # (V_padded, D), the LM head
+        self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain)
+        self.stats = GroupStats(cfg.max_groups, device)
+        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
+        self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
+        self.used_slots: set[int] = set()
+        self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
+        self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
+        self.free_rows = list(range(MAX_TRACKED_REQUESTS - 1, -1, -1))
+        logger.info(
+            "ESamp enabled: %s; %.1f MB per group, %d groups",
+            ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()),
+            self.bank.bytes_per_group / 2**20, cfg.max_groups,
+        )
+
+    # ---- request lifecycle (host only) ----
+
+    def attach(self, req) -> None:
+        custom = req.sampling_params.custom_params or {}
+        spec = custom.get(CUSTOM_KEY)
+        if spec is None:
+            return
+        key = spec["group"]
+        if self.cfg.group_by == "prompt" and key.startswith("r:"):
+            key = "p:" + hashlib.sha1(str(list(req.origin_input_ids)).encode()).hexdigest()
+        slot, fresh = self.table.acquire(key)
+        if slot is not None and fresh:
+            if slot in self.used_slots:
+                self.trainer.drain()  # no queued step of the slot's last group may touch the new one
+            self.bank.reset([slot])
+            self.stats.clear([slot])
+            self.used_slots.add(slot)
+        row_id = self.free_rows.pop()
+        self.novelty_sum[row_id] = 0.0
+        self.novelty_count[row_id] = 0.0
+        req.esamp = RequestState(spec["explore"], key, slot, row_id)
+
+    def finish(self, req, with_metadata: bool) -> None:
+        state: RequestState | None = getattr(req, "esamp", None)
+        if state is None or state.released:
+            return
+        state.released = True
+        if with_metadata:
+            info = {"group": group_label(state.key), "explore": state.beta, "slot": state.slot}
+            if state.slot is not None:
+                snap = self.stats.snapshot(state.slot)
+                info |= {k: snap[k] for k in ("steps", "loss", "loss_mean", "rel_err")}
+            count = float(self.novelty_count[state.row_id])
+            info["novelty"] = float(self.novelty_sum[state.row_id]) / count if count else None
+            req.customized_info = dict(req.customized_info or {}) | {"esamp": [info]}
+        self.free_rows.append(state.row_id)
+        self.table.release(state.key)
+
+    def server_stats(self) -> dict:
+        self.table.expire()
+        return {
+            "live_groups": self.table.live,
+            "held_slots": len(self.table.entries),
+            "max_groups": self.cfg.max_groups,
+            "steps_submitted": self.trainer.submitted,
+            "steps_finished": self.trainer.finished,
+            "skipped_steps": self.stats.total_skipped,
+            "resets": self.stats.total_resets,
+            "evictions": self.table.evictions,
+            "denied_groups": self.table.denied,
+            "bytes_per_group": self.bank.bytes_per_group,
+        }
+
+    # ---- one batch (inside ModelRunner.sample) ----
+
+    def step(self, sample, logits_output, forward_batch, reqs):
+        """Tilt, call SGLang's ``sample``, then queue training. Returns its token ids."""
+        states = [getattr(r, "esamp", None) for r in reqs]
+        slots = [s.slot if s is not None and s.slot is not None else -1 for s in states]
+        captured = logits_output.hidden_states
+        if max(slots, default=-1) < 0 or captured is None or captured.shape[-1] != 2 * self.hidden:
+            return sample(logits_output, forward_batch)
+        h1, h = captured[:, : self.hidden], captured[:, self.hidden :]  # (rows, D) each
+        logits_output.hidden_states = h1  # what SGLang itself captures in this mode
+        layout = BatchLayout.from_slots(slots, h1.device)
+        h_hat = self.trainer.predict(layout, h1)  # (M, D), rows = layout.rows
+        self._record_novelty(states, layout, h, h_hat)
+        saved = forward_batch.sampling_info
+        tilted = [i for i, r in enumerate(layout.row_list) if states[r].beta > 0]
+        if tilted:
+            forward_batch.sampling_info = self._tilt(logits_output, saved, layout, h_hat, states, reqs, tilted)
+        try:
+            ids = sample(logits_output, forward_batch)
+        finally:
+            forward_batch.sampling_info = saved
+        if forward_batch.forward_mode.is_decode():
+            self.trainer.submit(layout, h1, h)
+        return ids
+
+    def _record_novelty(self, states, layout, h, h_hat) -> None:
+        rows = torch.tensor([states[r].row_id for r in layout.row_list], device=h.device)
+        novelty = (h[layout.rows].float() - h_hat.float()).norm(dim=-1)  # (M,)
+        self.novelty_sum.index_add_(0, rows, novelty)
+        self.novelty_count.index_add_(0, rows, torch.ones_like(novelty))
+
+    def _tilt(self, logits_output, info, layout, h_hat, states, reqs, tilted):
+        """Tilt rows ``tilted`` (indices into layout.rows) in place. Returns the sampling info
+        to sample with: rows tilted over their filters' candidates get neutral filters,
+        since their excluded tokens are already at -inf."""
+        logits = logits_output.next_token_logits  # (rows, V)
+        vocab = logits.shape[-1]
+        head = self.head_weight[:vocab]
+        dense, cand = [], []
+        for i in tilted:
+            sp = reqs[layout.row_list[i]].sampling_params  # host values: no device read
+            greedy = sp.top_k <= 1
+            filtered = 0 < sp.top_k < vocab or sp.top_p < 1.0 or sp.min_p > 0.0
+            (cand if filtered and not greedy else dense).append(i)
+        for part in (dense, cand):
+            if not part:
+                continue
+            idx = torch.tensor(part, device=logits.device)
+            r = torch.tensor([layout.row_list[i] for i in part], device=logits.device)
+            beta = torch.tensor([states[layout.row_list[i]].beta for i in part], device=logits.device)
+            if part is dense:
+                logits[r] = tilt_dense(logits[r], h_hat[idx], head, beta)
+                continue
+            keep = filter_mask(logits[r], info.temperatures[r].view(-1), info.top_ks[r], info.top_ps[r], info.min_ps[r])
+            logits[r] = tilt_candidates(logits[r], h_hat[idx], head, beta, keep)
+            info = dataclasses.replace(info, top_ks=info.top_ks.clone(), top_ps=info.top_ps.clone(), min_ps=info.min_ps.clone())
+            info.top_ks[r] = vocab
+            info.top_ps[r] = 1.0
+            info.min_ps[r] = 0.0
+        return info
