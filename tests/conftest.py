@@ -52,3 +52,22 @@ def server(embedded_model):
 
     with ServerProcess() as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def esamp_server(embedded_model):
+    """The real SGLang HTTP server on the embedded model with --enable-esamp."""
+    from sglang_esamp.server import ServerProcess
+
+    with ServerProcess(["--enable-esamp"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def tiny_esamp_server(tiny_model):
+    """ESamp on the tiny random model with only 4 distiller slots: for reuse and soak tests."""
+    from sglang_esamp.server import ServerProcess
+
+    args = ["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", "4", "--esamp-group-ttl", "0"]
+    with ServerProcess(args) as srv:
+        yield srv

@@ -4,14 +4,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from .client import generate_ok as generate
+
 PROMPT = "The capital of France is"
-
-
-def generate(server, text, **params):
-    params.setdefault("max_new_tokens", 8)
-    r = requests.post(server.url + "/generate", json={"text": text, "sampling_params": params}, timeout=300)
-    r.raise_for_status()
-    return r.json()
 
 
 def test_single_greedy_request(server):

@@ -1,0 +1,19 @@
+"""Small HTTP helpers shared by the runtime tests."""
+
+import requests
+
+
+def generate(server, text, timeout=300, **params):
+    params.setdefault("max_new_tokens", 8)
+    return requests.post(server.url + "/generate", json={"text": text, "sampling_params": params}, timeout=timeout)
+
+
+def generate_ok(server, text, **params):
+    r = generate(server, text, **params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def esamp_stats(server):
+    info = requests.get(server.url + "/get_server_info", timeout=30).json()
+    return info["internal_states"][0]["esamp"]

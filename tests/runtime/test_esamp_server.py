@@ -1,0 +1,125 @@
+"""ESamp in the real SGLang server on CPU, with the embedded model."""
+
+import time
+
+import pytest
+import requests
+
+from .client import esamp_stats, generate, generate_ok
+
+PROMPT = "The capital of France is"
+STORY = "Once upon a time, in a small village by the sea,"
+
+
+def test_explore_zero_and_plain_requests_match_a_vanilla_server(server, esamp_server):
+    vanilla = generate_ok(server, STORY, temperature=0, max_new_tokens=24)["text"]
+    plain = generate_ok(esamp_server, STORY, temperature=0, max_new_tokens=24)
+    zero = generate_ok(esamp_server, STORY, temperature=0, max_new_tokens=24, explore=0)
+    assert plain["text"] == vanilla and zero["text"] == vanilla
+    assert "esamp" not in plain["meta_info"]
+    assert zero["meta_info"]["esamp"]["steps"] > 0  # it trained, without tilting
+
+
+def test_explore_tilts_greedy_decoding(server, esamp_server):
+    vanilla = generate_ok(server, STORY, temperature=0, max_new_tokens=16)["text"]
+    tilted = generate_ok(esamp_server, STORY, temperature=0, max_new_tokens=16, explore=1.0)
+    assert tilted["text"] != vanilla
+    assert tilted["meta_info"]["esamp"]["explore"] == 1.0
+
+
+def test_n_samples_share_one_group_and_requests_do_not(esamp_server):
+    outs = generate_ok(esamp_server, STORY, temperature=1.0, n=3, max_new_tokens=10, explore=0.25)
+    metas = [o["meta_info"]["esamp"] for o in outs]
+    assert len({m["group"] for m in metas}) == 1 and len({m["slot"] for m in metas}) == 1
+    other = generate_ok(esamp_server, STORY, temperature=1.0, max_new_tokens=10, explore=0.25)
+    assert other["meta_info"]["esamp"]["group"] != metas[0]["group"]
+    for m in metas:
+        assert m["steps"] >= 1 and m["novelty"] > 0 and m["loss"] > 0 and m["loss_mean"] > 0
+
+
+def test_explicit_group_is_shared_across_calls(esamp_server):
+    first = generate_ok(esamp_server, STORY, max_new_tokens=12, ignore_eos=True, explore=0.25, explore_group="team-a")
+    second = generate_ok(esamp_server, STORY, max_new_tokens=6, ignore_eos=True, explore=0.25, explore_group="team-a")
+    m1, m2 = first["meta_info"]["esamp"], second["meta_info"]["esamp"]
+    assert m1["group"] == m2["group"] == "team-a" and m1["slot"] == m2["slot"]
+    assert m1["steps"] >= 10 and m2["steps"] >= m1["steps"] + 4  # the second call kept training the same distiller
+
+
+def test_loss_falls_over_a_long_generation(esamp_server):
+    short = generate_ok(esamp_server, STORY, temperature=1.0, max_new_tokens=6, ignore_eos=True, explore=0)
+    long = generate_ok(esamp_server, STORY, temperature=1.0, max_new_tokens=160, ignore_eos=True, explore=0)
+    s, l = short["meta_info"]["esamp"], long["meta_info"]["esamp"]
+    # one step per decode step; the metadata may trail the trainer by --esamp-staleness (1)
+    assert s["steps"] in (4, 5) and l["steps"] in (158, 159)
+    assert l["loss"] < 0.7 * s["loss"] and l["rel_err"] < s["rel_err"]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"explore": -0.5}, "explore must be in [0, 4.0]"),
+        ({"explore": 4.5}, "explore must be in [0, 4.0]"),
+        ({"explore": "lots"}, "explore must be a finite number"),
+        ({"explore": 0.2, "explore_group": 7}, "explore_group must be a non-empty string"),
+        ({"explore": 0.2, "explore_group": "x" * 300}, "explore_group must be a non-empty string"),
+    ],
+)
+def test_bad_input_is_a_400_and_the_server_stays_healthy(esamp_server, params, message):
+    r = generate(esamp_server, PROMPT, **params)
+    assert r.status_code == 400 and message in r.json()["error"]["message"]
+    assert "Paris" in generate_ok(esamp_server, PROMPT, temperature=0)["text"]
+
+
+def test_non_finite_explore_is_rejected(esamp_server):
+    body = '{"text": "Hi", "sampling_params": {"explore": NaN}}'
+    r = requests.post(esamp_server.url + "/generate", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 400
+
+
+def test_explore_on_a_server_without_esamp(server):
+    r = generate(server, PROMPT, explore=0.25)
+    assert r.status_code == 400 and "--enable-esamp" in r.json()["error"]["message"]
+    assert generate(server, PROMPT, explore=0).status_code == 200
+
+
+def test_openai_routes_take_explore(esamp_server):
+    body = {"model": "m", "prompt": STORY, "max_tokens": 6, "n": 2, "explore": 0.5, "explore_group": "oai"}
+    r = requests.post(esamp_server.url + "/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 2
+    body["explore"] = -1
+    r = requests.post(esamp_server.url + "/v1/completions", json=body, timeout=120)
+    assert r.status_code == 400 and "explore must be in" in r.json()["message"]
+    chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "explore": 9}
+    r = requests.post(esamp_server.url + "/v1/chat/completions", json=chat, timeout=120)
+    assert r.status_code == 400 and "explore must be in" in r.json()["message"]
+
+
+def test_abort_mid_group_frees_its_rows(esamp_server):
+    import threading
+
+    body = {"text": STORY, "rid": "to-abort", "sampling_params": {"max_new_tokens": 400, "ignore_eos": True, "explore": 0.3, "explore_group": "ab"}}
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("aborted", requests.post(esamp_server.url + "/generate", json=body, timeout=300)))
+    t.start()
+    time.sleep(2.0)
+    sibling = threading.Thread(target=lambda: results.setdefault("sibling", generate_ok(esamp_server, STORY, max_new_tokens=30, ignore_eos=True, explore=0.3, explore_group="ab")))
+    sibling.start()
+    time.sleep(1.0)
+    requests.post(esamp_server.url + "/abort_request", json={"rid": "to-abort"}, timeout=30)
+    t.join(120)
+    sibling.join(120)
+    aborted = results["aborted"].json()
+    assert aborted["meta_info"]["finish_reason"]["type"] == "abort"
+    assert results["sibling"]["meta_info"]["completion_tokens"] == 30
+    deadline = time.time() + 10
+    while esamp_stats(esamp_server)["live_groups"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert esamp_stats(esamp_server)["live_groups"] == 0
+
+
+def test_server_stats(esamp_server):
+    generate_ok(esamp_server, PROMPT, max_new_tokens=4, explore=0.1)
+    stats = esamp_stats(esamp_server)
+    assert stats["max_groups"] == 64 and stats["steps_submitted"] > 0
+    assert stats["steps_finished"] <= stats["steps_submitted"] and stats["resets"] == 0
+    assert stats["bytes_per_group"] == 3 * (2 * 3 * 576 * 384 + 576) * 4 + 4

@@ -1,0 +1,42 @@
+import argparse
+import json
+import os
+
+import pytest
+
+from sglang_esamp import ESampConfig
+from sglang_esamp.runtime import flags
+
+
+def test_every_config_field_has_a_flag_with_help():
+    parser = argparse.ArgumentParser()
+    flags.add_arguments(parser)
+    text = parser.format_help()
+    assert "--enable-esamp" in text
+    for name in ESampConfig.field_names():
+        assert flags.flag_name(name) in text
+
+
+def test_parse_and_export_round_trip(monkeypatch):
+    monkeypatch.delenv(flags.ENV, raising=False)
+    cfg = flags.parse(["--model-path", "m", "--enable-esamp", "--esamp-max-groups", "8", "--esamp-distiller=lowrank"])
+    assert cfg == ESampConfig(max_groups=8, distiller="lowrank")
+    flags.export(cfg)
+    assert json.loads(os.environ[flags.ENV])["max_groups"] == 8
+    assert flags.current() == cfg
+    flags.export(None)
+    assert flags.current() is None and flags.ENV not in os.environ
+
+
+def test_disabled_and_misused_flags():
+    assert flags.parse(["--model-path", "m"]) is None
+    with pytest.raises(ValueError, match="--esamp-lr given without --enable-esamp"):
+        flags.parse(["--esamp-lr", "0.1"])
+    with pytest.raises(ValueError, match=r"ESampConfig\.staleness"):
+        flags.parse(["--enable-esamp", "--esamp-staleness", "-2"])
+
+
+def test_corrupt_environment_is_reported(monkeypatch):
+    monkeypatch.setenv(flags.ENV, '{"nope": 1}')
+    with pytest.raises(ValueError, match=flags.ENV):
+        flags.current()

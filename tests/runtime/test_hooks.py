@@ -1,0 +1,36 @@
+"""Every SGLang path the plugin hooks must exist in the pinned sglang."""
+
+import inspect
+import pkgutil
+
+import pytest
+import sglang
+
+from sglang_esamp.runtime import hooks
+
+
+def test_pinned_sglang_version():
+    assert sglang.__version__ == "0.5.23"
+
+
+@pytest.mark.parametrize("target", [t for t, _, _ in hooks.HOOKS])
+def test_hooked_path_resolves(target):
+    obj = pkgutil.resolve_name(target)
+    assert callable(obj), target
+
+
+def test_hook_arities_match_the_wrapped_functions():
+    """Hooks that spell out SGLang's parameters must track its signature."""
+    from sglang.srt.layers.logits_processor import LogitsProcessor
+
+    original = inspect.unwrap(LogitsProcessor._get_hidden_states_to_store)
+    params = list(inspect.signature(original).parameters)[1:]  # without self
+    assert params == list(inspect.signature(hooks.hidden_states_to_store).parameters)[2:]
+
+
+def test_openai_requests_keep_extra_fields():
+    from sglang.srt.entrypoints.openai.protocol import CompletionRequest
+
+    hooks.allow_openai_extras()
+    req = CompletionRequest(model="m", prompt="hi", explore=0.5, explore_group="g")
+    assert req.model_extra == {"explore": 0.5, "explore_group": "g"}
