@@ -90,8 +90,14 @@ def openai_extra_fields(result, *args, **kwargs):
 
 
 def update_request_meta_info(result, manager, meta_info, *args, **kwargs):
-    if isinstance(meta_info.get("esamp"), list) and meta_info["esamp"]:
-        meta_info["esamp"] = meta_info["esamp"][-1]
+    """SGLang sends customized info as lists, and an empty one for the other requests of a
+    batch: show one object, and nothing for requests without ESamp."""
+    value = meta_info.get("esamp")
+    if isinstance(value, list):
+        if value:
+            meta_info["esamp"] = value[-1]
+        else:
+            del meta_info["esamp"]
 
 
 def allow_openai_extras() -> None:
