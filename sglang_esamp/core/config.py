@@ -7,7 +7,7 @@ the command line and the other way round.
 Usage::
 
     from sglang_esamp import ESampConfig
-    cfg = ESampConfig(distiller="lowrank", max_groups=32)
+    cfg = ESampConfig(distiller="lowrank", max_groups=16)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random",)  # warm starts ("prompt", "calibrated") plug in beside this one
-TRAINER_MODES = ("thread", "inline")
+TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
 
 
@@ -30,11 +30,11 @@ class ESampConfig:
     lr: float = 4e-4
     adam_eps: float = 1e-4
     grad_clip: float = 0.5  # global-norm clip, per group
-    max_groups: int = 64  # distiller slots; memory is bounded by this
+    max_groups: int = 32  # distiller slots; memory is bounded by this (15 MiB each on SmolLM2)
     max_explore: float = 4.0  # largest beta a request may ask for
     staleness: int = 1  # prediction may miss at most this many of the latest training steps
     init: str = "random"
-    trainer: str = "thread"  # "thread": background worker; "inline": train right after sampling
+    trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
     group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed
     group_by: str = "request"  # without explore_group: "request" (its n samples) or "prompt" (same prompt)
     seed: int = 0

@@ -10,7 +10,9 @@ Modes:
 - ``thread``: a background worker runs the steps in order. On CUDA it issues them on a side
   stream and links the streams with events, so neither side waits on the host.
 - ``inline``: ``submit`` runs the step at once, in the caller (the deferred step after
-  sampling). Simplest; no overlap.
+  sampling). No overlap, but on a 2-core CPU it was faster than the worker, which competes
+  with the model's own threads (docs/design.md).
+- ``auto``: ``thread`` on CUDA, ``inline`` elsewhere.
 
 A group whose step came out non-finite is re-initialised by the worker and counted.
 
@@ -42,7 +44,7 @@ class AsyncTrainer:
     def __init__(self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread"):
         self.bank, self.stats = bank, stats
         self.staleness = staleness
-        self.mode = mode
+        self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
         self.submitted = 0  # steps handed in
         self.finished = 0  # steps done (on CUDA: issued on the side stream)
         self.error: BaseException | None = None
@@ -52,7 +54,7 @@ class AsyncTrainer:
         self._cuda = bank.device.type == "cuda"
         self._stream = torch.cuda.Stream(bank.device) if self._cuda else None
         self._worker = None
-        if mode == "thread":
+        if self.mode == "thread":
             self._worker = threading.Thread(target=self._run, name="esamp-trainer", daemon=True)
             self._worker.start()
 

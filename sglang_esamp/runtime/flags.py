@@ -38,7 +38,7 @@ _HELP = {
     "max_explore": "Largest explore (beta) a request may ask for.",
     "staleness": "Training steps a prediction may lag behind.",
     "init": "Initialisation of a new group's distiller.",
-    "trainer": "'thread': train in a background worker; 'inline': right after sampling.",
+    "trainer": "'thread': train in a background worker; 'inline': right after sampling; 'auto': thread on CUDA, inline on CPU.",
     "group_ttl": "Seconds an idle group keeps its distiller before its slot is freed.",
     "group_by": "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
     "seed": "Seed of the distillers' initialisation.",

@@ -118,6 +118,10 @@ def init_attention_backends(runner, *args, **kwargs):
         return
     from .state import ESampRuntime
 
+    from sglang.srt.runtime_context import get_parallel
+
+    if get_parallel().tp_size > 1:
+        raise ValueError("ESamp does not support tensor parallelism (tp > 1) yet; see docs/server.md")
     model = runner.model
     if not hasattr(model, "set_eagle3_layers_to_capture"):
         raise ValueError(f"ESamp needs hidden-state capture, which {type(model).__name__} does not support")
