@@ -3,7 +3,8 @@
 ``make_engine`` is ``sglang.Engine`` with the embedded model when no ``model_path`` is given,
 the CPU setup applied when there is no GPU, and ESamp on when ``esamp`` is given (an
 ESampConfig, or True for the defaults). Call it under ``if __name__ == "__main__":``
-in scripts: SGLang spawns its scheduler.
+in scripts: SGLang spawns its scheduler. Note that SGLang's ``Engine.shutdown()`` kills every
+child process of the caller, servers started with ``ServerProcess`` included.
 
 Usage::
 
