@@ -13,7 +13,8 @@ matters in is noted; all are registered in every process (it costs nothing elsew
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
 | TokenizerManager.update_request_meta_info             | AFTER  | meta_info["esamp"] as one object          |
 | ModelRunner.init_attention_backends                   | BEFORE | capture layer output, build the runtime   |
-| ForwardBatch.init_new                                 | AFTER  | rows -> requests, LAST capture mode       |
+| forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
+| ForwardBatch.init_new                                 | AFTER  | rows -> requests                          |
 | LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's   |
 | ModelRunner.sample                                    | AROUND | predict, tilt, sample, train              |
 | Scheduler._create_generation_req                      | AFTER  | a request joins its group                 |
@@ -136,13 +137,20 @@ def init_attention_backends(runner, *args, **kwargs):
     )
 
 
-def forward_batch_init_new(result, cls, batch, *args, **kwargs):
+def server_capture_mode(original):
+    """At least LAST while ESamp runs: for every batch, and for the decode CUDA graphs, which
+    are captured in the server's mode (a batch needing more than its graph runs eagerly)."""
+    mode = original()
     if _RUNTIME is None:
-        return result
+        return mode
     from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
 
-    result.esamp_reqs = list(batch.reqs)
-    result.capture_hidden_mode = max(result.capture_hidden_mode, CaptureHiddenMode.LAST)
+    return max(mode, CaptureHiddenMode.LAST)
+
+
+def forward_batch_init_new(result, cls, batch, *args, **kwargs):
+    if _RUNTIME is not None:
+        result.esamp_reqs = list(batch.reqs)
     return result
 
 
@@ -203,6 +211,7 @@ HOOKS = [
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.update_request_meta_info", update_request_meta_info, HookType.AFTER),
     (S + "model_executor.model_runner.ModelRunner.init_attention_backends", init_attention_backends, HookType.BEFORE),
+    (S + "model_executor.forward_batch_info.get_server_return_hidden_states_mode", server_capture_mode, HookType.AROUND),
     (S + "model_executor.forward_batch_info.ForwardBatch.init_new", forward_batch_init_new, HookType.AFTER),
     (S + "layers.logits_processor.LogitsProcessor._get_hidden_states_to_store", hidden_states_to_store, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.sample", sample, HookType.AROUND),
