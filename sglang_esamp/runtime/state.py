@@ -118,7 +118,8 @@ class ESampRuntime:
     def step(self, sample, logits_output, forward_batch, reqs):
         """Tilt, call SGLang's ``sample``, then queue training. Returns its token ids."""
         states = [getattr(r, "esamp", None) for r in reqs]
-        slots = [s.slot if s is not None and s.slot is not None else -1 for s in states]
+        # a released request can still sit in an overlapped batch: its slot may be a new group's
+        slots = [s.slot if s is not None and s.slot is not None and not s.released else -1 for s in states]
         captured = logits_output.hidden_states
         if max(slots, default=-1) < 0 or captured is None or captured.shape[-1] != 2 * self.hidden:
             return sample(logits_output, forward_batch)
