@@ -37,7 +37,7 @@ class RequestState:
     beta: float
     key: str
     slot: int | None  # None: every slot was busy, the request samples untilted
-    row_id: int  # index into the per-request novelty table
+    row_id: int | None  # index into the per-request novelty table; None when it is full
     released: bool = False
 
 
@@ -77,9 +77,10 @@ class ESampRuntime:
             self.bank.reset([slot])
             self.stats.clear([slot])
             self.used_slots.add(slot)
-        row_id = self.free_rows.pop()
-        self.novelty_sum[row_id] = 0.0
-        self.novelty_count[row_id] = 0.0
+        row_id = self.free_rows.pop() if self.free_rows else None
+        if row_id is not None:
+            self.novelty_sum[row_id] = 0.0
+            self.novelty_count[row_id] = 0.0
         req.esamp = RequestState(spec["explore"], key, slot, row_id)
 
     def finish(self, req, with_metadata: bool) -> None:
@@ -92,10 +93,11 @@ class ESampRuntime:
             if state.slot is not None:
                 snap = self.stats.snapshot(state.slot)
                 info |= {k: snap[k] for k in ("steps", "loss", "loss_mean", "rel_err")}
-            count = float(self.novelty_count[state.row_id])
+            count = float(self.novelty_count[state.row_id]) if state.row_id is not None else 0.0
             info["novelty"] = float(self.novelty_sum[state.row_id]) / count if count else None
             req.customized_info = dict(req.customized_info or {}) | {"esamp": [info]}
-        self.free_rows.append(state.row_id)
+        if state.row_id is not None:
+            self.free_rows.append(state.row_id)
         self.table.release(state.key)
 
     def server_stats(self) -> dict:
@@ -141,8 +143,15 @@ class ESampRuntime:
         return ids
 
     def _record_novelty(self, states, layout, h, h_hat) -> None:
-        rows = torch.tensor([states[r].row_id for r in layout.row_list], device=h.device)
-        novelty = (h[layout.rows].float() - h_hat.float()).norm(dim=-1)  # (M,)
+        ids = [states[r].row_id for r in layout.row_list]
+        if None in ids:  # the table is full: leave the untracked requests out
+            keep = [i for i, r in enumerate(ids) if r is not None]
+            ids, h_hat = [ids[i] for i in keep], h_hat[keep]
+            rows_idx = layout.rows[keep]
+        else:
+            rows_idx = layout.rows
+        rows = torch.tensor(ids, dtype=torch.int64, device=h.device)
+        novelty = (h[rows_idx].float() - h_hat.float()).norm(dim=-1)  # (M,)
         self.novelty_sum.index_add_(0, rows, novelty)
         self.novelty_count.index_add_(0, rows, torch.ones_like(novelty))
 

@@ -1,0 +1,106 @@
+"""ESampRuntime's per-step logic on plain tensors (its SGLang inputs stood in by small objects;
+the real server runs it in tests/runtime/test_esamp_server.py)."""
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+
+from sglang_esamp import ESampConfig
+from sglang_esamp.runtime import state as state_mod
+from sglang_esamp.runtime.params import CUSTOM_KEY
+from sglang_esamp.runtime.state import ESampRuntime
+
+D, V = 8, 32
+
+
+@dataclass
+class Info:  # the fields of SGLang's SamplingBatchInfo that the tilt reads
+    temperatures: torch.Tensor
+    top_ks: torch.Tensor
+    top_ps: torch.Tensor
+    min_ps: torch.Tensor
+
+
+def make_req(rid, explore=None, group=None, top_k=V, top_p=1.0, min_p=0.0):
+    custom = {CUSTOM_KEY: {"explore": explore, "group": group}} if explore is not None else None
+    sp = SimpleNamespace(custom_params=custom, top_k=top_k, top_p=top_p, min_p=min_p)
+    return SimpleNamespace(rid=rid, sampling_params=sp, origin_input_ids=[1, 2, 3], customized_info=None)
+
+
+def make_runtime(**cfg):
+    torch.manual_seed(0)
+    head = torch.randn(V, D)
+    return ESampRuntime(ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg), D, head, None, "cpu")
+
+
+def run_step(rt, reqs, decode=True):
+    rows = len(reqs)
+    hidden = torch.randn(rows, 2 * D)
+    logits = hidden[:, D:] @ rt.head_weight.T
+    out = SimpleNamespace(hidden_states=hidden, next_token_logits=logits.clone())
+    info = Info(torch.ones(rows, 1), torch.tensor([r.sampling_params.top_k for r in reqs]),
+                torch.tensor([r.sampling_params.top_p for r in reqs]), torch.tensor([r.sampling_params.min_p for r in reqs]))
+    batch = SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode))
+    seen = {}
+
+    def sample(lo, fb):
+        seen["logits"], seen["info"] = lo.next_token_logits.clone(), fb.sampling_info
+        return lo.next_token_logits.argmax(-1)
+
+    rt.step(sample, out, batch, reqs)
+    assert batch.sampling_info is info  # restored after sampling
+    return logits, seen
+
+
+def test_only_explore_rows_are_tilted_and_trained():
+    rt = make_runtime()
+    reqs = [make_req("a", 0.5, "g:x"), make_req("b"), make_req("c", 0.0, "g:y")]
+    for r in reqs:
+        rt.attach(r)
+    logits, seen = run_step(rt, reqs)
+    assert not torch.equal(seen["logits"][0], logits[0])
+    assert torch.equal(seen["logits"][1], logits[1]) and torch.equal(seen["logits"][2], logits[2])
+    assert rt.trainer.submitted == 1
+    assert rt.stats.snapshot(reqs[0].esamp.slot)["steps"] == 1 and rt.stats.snapshot(reqs[2].esamp.slot)["steps"] == 1
+    run_step(rt, reqs, decode=False)  # prefill rows are tilted but not trained on
+    assert rt.trainer.submitted == 1
+
+
+def test_filtered_rows_tilt_candidates_then_sample_unfiltered():
+    rt = make_runtime()
+    reqs = [make_req("a", 1.0, "g:x", top_k=3), make_req("b", 1.0, "g:x")]
+    for r in reqs:
+        rt.attach(r)
+    _, seen = run_step(rt, reqs)
+    assert int(torch.isfinite(seen["logits"][0]).sum()) == 3  # only the top-3 candidates survive
+    assert torch.isfinite(seen["logits"][1]).all()
+    assert seen["info"].top_ks.tolist() == [V, V]
+
+
+def test_finish_fills_metadata_and_frees_the_group():
+    rt = make_runtime(group_ttl=0.0)
+    req = make_req("a", 0.25, "g:team")
+    rt.attach(req)
+    run_step(rt, [req])
+    rt.finish(req, with_metadata=True)
+    meta = req.customized_info["esamp"][0]
+    assert meta["group"] == "team" and meta["steps"] == 1 and meta["novelty"] > 0
+    assert rt.server_stats()["held_slots"] == 0
+    rt.finish(req, with_metadata=True)  # a second report of the same finish is harmless
+    assert len(rt.free_rows) == state_mod.MAX_TRACKED_REQUESTS
+
+
+def test_released_rows_and_a_full_novelty_table():
+    rt = make_runtime()
+    done, live = make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:y")
+    rt.attach(done)
+    rt.free_rows.clear()  # the per-request table is full: "b" runs without novelty tracking
+    rt.attach(live)
+    assert live.esamp.row_id is None
+    rt.finish(done, with_metadata=False)
+    logits, seen = run_step(rt, [done, live])
+    assert torch.equal(seen["logits"][0], logits[0])  # released: untouched
+    assert not torch.equal(seen["logits"][1], logits[1])
+    rt.finish(live, with_metadata=True)
+    assert live.customized_info["esamp"][0]["novelty"] is None
