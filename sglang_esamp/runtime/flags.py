@@ -20,7 +20,7 @@ import json
 import logging
 import os
 
-from ..core.config import ESampConfig
+from ..core.config import DISTILLER_KINDS, GROUP_BY, INIT_KINDS, TRAINER_MODES, ESampConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ _HELP = {
 }
 
 
+_CHOICES = {"distiller": DISTILLER_KINDS, "init": INIT_KINDS, "trainer": TRAINER_MODES, "group_by": GROUP_BY}
+
+
 def flag_name(field: str) -> str:
     return "--esamp-" + field.replace("_", "-")
 
@@ -55,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(ESampConfig):
         group.add_argument(
             flag_name(f.name), dest="esamp_" + f.name, type=type(f.default), default=f.default,
-            help=f"{_HELP[f.name]} Default: {f.default}.",
+            choices=_CHOICES.get(f.name), help=f"{_HELP[f.name]} Default: {f.default}.",
         )
 
 

@@ -15,6 +15,7 @@ def test_every_config_field_has_a_flag_with_help():
     assert "--enable-esamp" in text
     for name in ESampConfig.field_names():
         assert flags.flag_name(name) in text
+    assert "{auto,thread,inline}" in text  # choice-valued fields list their choices
 
 
 def test_parse_and_export_round_trip(monkeypatch):
