@@ -21,7 +21,7 @@ def filter_mask(
     sorted_p, order = probs.sort(dim=-1, descending=True)
     rank = torch.arange(logits.shape[-1], device=logits.device).unsqueeze(0)  # (1, V)
     keep_sorted = rank < top_k.unsqueeze(-1)
-    keep_sorted &= (sorted_p.cumsum(-1) - sorted_p) < top_p.unsqueeze(-1)  # the token that crosses top_p stays
+    keep_sorted &= (sorted_p.cumsum(-1) - sorted_p) <= top_p.unsqueeze(-1)  # as SGLang: the token crossing top_p stays
     keep_sorted &= sorted_p >= min_p.unsqueeze(-1) * sorted_p[:, :1]
     keep_sorted[:, 0] = True
     return torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)

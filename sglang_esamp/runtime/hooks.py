@@ -16,7 +16,8 @@ matters in is noted; all are registered in every process (it costs nothing elsew
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
 | ForwardBatch.init_new                                 | AFTER  | rows -> requests                          |
 | LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's   |
-| ModelRunner.sample                                    | AROUND | predict, tilt, sample, train              |
+| ModelRunner.sample                                    | AROUND | predict, sample, train                    |
+| ModelRunner._preprocess_logits                        | AFTER  | tilt, after penalties, grammar and bias   |
 | Scheduler._create_generation_req                      | AFTER  | a request joins its group                 |
 | SchedulerOutputStreamer.stream_output                 | BEFORE | finished requests: metadata, release      |
 | SchedulerOutputStreamer.is_request_level_customized_info_key | AROUND | "esamp" is sent once      |
@@ -173,6 +174,11 @@ def sample(original, runner, logits_output, forward_batch):
     return _RUNTIME.step(lambda lo, fb: original(runner, lo, fb), logits_output, forward_batch, reqs)
 
 
+def preprocess_logits(result, runner, logits_output, *args, **kwargs):
+    if _RUNTIME is not None:
+        _RUNTIME.apply_tilt(logits_output)
+
+
 def create_generation_req(req, scheduler, *args, **kwargs):
     if _RUNTIME is not None:
         _RUNTIME.attach(req)
@@ -215,6 +221,7 @@ HOOKS = [
     (S + "model_executor.forward_batch_info.ForwardBatch.init_new", forward_batch_init_new, HookType.AFTER),
     (S + "layers.logits_processor.LogitsProcessor._get_hidden_states_to_store", hidden_states_to_store, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.sample", sample, HookType.AROUND),
+    (S + "model_executor.model_runner.ModelRunner._preprocess_logits", preprocess_logits, HookType.AFTER),
     (S + "managers.scheduler.Scheduler._create_generation_req", create_generation_req, HookType.AFTER),
     (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.stream_output", stream_output, HookType.BEFORE),
     (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.is_request_level_customized_info_key", is_request_level_key, HookType.AROUND),

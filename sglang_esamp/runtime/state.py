@@ -4,7 +4,8 @@ It owns the core pieces (distiller bank, trainer, group table, stats) and the pe
 bookkeeping, and does the per-step work that the hooks ask for:
 
 - ``attach(req)`` when the scheduler creates a request: find or open its group's slot;
-- ``step(...)`` inside ``ModelRunner.sample``: predict, tilt, sample, then queue training;
+- ``step(...)`` around ``ModelRunner.sample``: predict, sample, then queue training;
+- ``apply_tilt(...)`` after SGLang's logit preprocessing (penalties, grammar, bias): tilt;
 - ``finish(req)`` when a request finishes or is aborted: fill its metadata, free its rows.
 
 One decode step::
@@ -33,6 +34,17 @@ MAX_TRACKED_REQUESTS = 65536  # rows of the per-request novelty table
 
 
 @dataclass
+class TiltPlan:
+    layout: BatchLayout
+    h_hat: torch.Tensor  # (M, D), rows = layout.rows
+    betas: list[float]  # per layout row
+    dense: list[int]  # indices into layout.rows: full-vocabulary tilt (greedy or unfiltered)
+    cand: list[int]  # indices into layout.rows: tilt over the filters' candidates
+    info: object  # the batch's SamplingBatchInfo, whose filters define the candidates
+    sample_info: object  # what SGLang samples with: neutral filters on the candidate rows
+
+
+@dataclass
 class RequestState:
     beta: float
     key: str
@@ -53,6 +65,7 @@ class ESampRuntime:
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
         self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
         self.used_slots: set[int] = set()
+        self.pending: TiltPlan | None = None  # set by step() for apply_tilt() inside SGLang's sample
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.free_rows = list(range(MAX_TRACKED_REQUESTS - 1, -1, -1))
@@ -120,7 +133,9 @@ class ESampRuntime:
     # ---- one batch (inside ModelRunner.sample) ----
 
     def step(self, sample, logits_output, forward_batch, reqs):
-        """Tilt, call SGLang's ``sample``, then queue training. Returns its token ids."""
+        """Predict, call SGLang's ``sample`` (which calls back ``apply_tilt`` once its
+        penalties, grammar mask and logit bias are in), then queue training. Returns its
+        token ids."""
         states = [getattr(r, "esamp", None) for r in reqs]
         # a released request can still sit in an overlapped batch: its slot may be a new group's
         slots = [s.slot if s is not None and s.slot is not None and not s.released else -1 for s in states]
@@ -133,13 +148,17 @@ class ESampRuntime:
         h_hat = self.trainer.predict(layout, h1)  # (M, D), rows = layout.rows
         self._record_novelty(states, layout, h, h_hat)
         saved = forward_batch.sampling_info
-        tilted = [i for i, r in enumerate(layout.row_list) if states[r].beta > 0]
-        if tilted:
-            forward_batch.sampling_info = self._tilt(logits_output, saved, layout, h_hat, states, reqs, tilted)
+        plan = self._plan_tilt(layout, h_hat, states, reqs, saved, logits_output.next_token_logits.shape[-1])
+        if plan is not None:
+            self.pending = plan
+            forward_batch.sampling_info = plan.sample_info
         try:
             ids = sample(logits_output, forward_batch)
         finally:
-            forward_batch.sampling_info = saved
+            self.pending = None
+            if forward_batch.sampling_info is not saved:
+                saved.grammar_mask = forward_batch.sampling_info.grammar_mask  # SGLang frees it after use
+                forward_batch.sampling_info = saved
         if forward_batch.forward_mode.is_decode():
             self.trainer.submit(layout, h1, h)
         return ids
@@ -157,32 +176,45 @@ class ESampRuntime:
         self.novelty_sum.index_add_(0, rows, novelty)
         self.novelty_count.index_add_(0, rows, torch.ones_like(novelty))
 
-    def _tilt(self, logits_output, info, layout, h_hat, states, reqs, tilted):
-        """Tilt rows ``tilted`` (indices into layout.rows) in place. Returns the sampling info
-        to sample with: rows tilted over their filters' candidates get neutral filters,
-        since their excluded tokens are already at -inf."""
-        logits = logits_output.next_token_logits  # (rows, V)
-        vocab = logits.shape[-1]
-        head = self.head_weight[:vocab]
+    def _plan_tilt(self, layout, h_hat, states, reqs, info, vocab) -> TiltPlan | None:
+        """Sort the rows with beta > 0 into dense and candidate rows (from host-side request
+        values: no device read). Candidate rows are sampled with neutral filters, because the
+        tilt itself sends the tokens their filters exclude to -inf."""
         dense, cand = [], []
-        for i in tilted:
-            sp = reqs[layout.row_list[i]].sampling_params  # host values: no device read
-            greedy = sp.top_k <= 1
+        for i, row in enumerate(layout.row_list):
+            if states[row].beta <= 0:
+                continue
+            sp = reqs[row].sampling_params
             filtered = 0 < sp.top_k < vocab or sp.top_p < 1.0 or sp.min_p > 0.0
-            (cand if filtered and not greedy else dense).append(i)
-        for part in (dense, cand):
+            (cand if filtered and sp.top_k > 1 else dense).append(i)  # top_k <= 1 is greedy
+        if not dense and not cand:
+            return None
+        sample_info = info
+        if cand:
+            rows = [layout.row_list[i] for i in cand]
+            sample_info = dataclasses.replace(info, top_ks=info.top_ks.clone(), top_ps=info.top_ps.clone(), min_ps=info.min_ps.clone())
+            sample_info.top_ks[rows] = vocab
+            sample_info.top_ps[rows] = 1.0
+            sample_info.min_ps[rows] = 0.0
+        return TiltPlan(layout, h_hat, [states[r].beta for r in layout.row_list], dense, cand, info, sample_info)
+
+    def apply_tilt(self, logits_output) -> None:
+        """Tilt the planned rows in place, after SGLang's penalties, grammar and logit bias,
+        so that candidate sets are those its filters would keep from these very logits."""
+        plan, self.pending = self.pending, None
+        if plan is None:
+            return
+        logits = logits_output.next_token_logits  # (rows, V)
+        head = self.head_weight[: logits.shape[-1]]
+        info = plan.info
+        for part in (plan.dense, plan.cand):
             if not part:
                 continue
             idx = torch.tensor(part, device=logits.device)
-            r = torch.tensor([layout.row_list[i] for i in part], device=logits.device)
-            beta = torch.tensor([states[layout.row_list[i]].beta for i in part], device=logits.device)
-            if part is dense:
-                logits[r] = tilt_dense(logits[r], h_hat[idx], head, beta)
+            r = plan.layout.rows[idx]
+            beta = torch.tensor([plan.betas[i] for i in part], device=logits.device)
+            if part is plan.dense:
+                logits[r] = tilt_dense(logits[r], plan.h_hat[idx], head, beta)
                 continue
             keep = filter_mask(logits[r], info.temperatures[r].view(-1), info.top_ks[r], info.top_ps[r], info.min_ps[r])
-            logits[r] = tilt_candidates(logits[r], h_hat[idx], head, beta, keep)
-            info = dataclasses.replace(info, top_ks=info.top_ks.clone(), top_ps=info.top_ps.clone(), min_ps=info.min_ps.clone())
-            info.top_ks[r] = vocab
-            info.top_ps[r] = 1.0
-            info.min_ps[r] = 0.0
-        return info
+            logits[r] = tilt_candidates(logits[r], plan.h_hat[idx], head, beta, keep)

@@ -123,3 +123,15 @@ def test_server_stats(esamp_server):
     assert stats["max_groups"] == 32 and stats["steps_submitted"] > 0
     assert stats["steps_finished"] <= stats["steps_submitted"] and stats["resets"] == 0
     assert stats["bytes_per_group"] == 3 * (2 * 3 * 576 * 384 + 576) * 4 + 4
+
+
+def test_explore_keeps_grammar_stop_bias_and_penalties(esamp_server):
+    regex = generate_ok(esamp_server, "The year is", max_new_tokens=8, regex="[0-9]{4}", explore=1.0)
+    assert len(regex["text"]) == 4 and regex["text"].isdigit()
+    stop = generate_ok(esamp_server, STORY, max_new_tokens=64, stop=[","], explore=0.5, temperature=0.8, top_p=0.9)
+    assert "," not in stop["text"] and stop["meta_info"]["finish_reason"]["type"] in ("stop", "length")
+    # token 45 is "=": the bias is applied before the tilt, so min_p's candidates include it
+    bias = generate_ok(esamp_server, STORY, max_new_tokens=4, logit_bias={"45": 100.0}, explore=0.5, min_p=0.1)
+    assert bias["text"] == "====" and bias["meta_info"]["esamp"]["steps"] >= 1
+    pen = generate_ok(esamp_server, STORY, max_new_tokens=24, frequency_penalty=1.5, presence_penalty=1.0, explore=0.5)
+    assert pen["meta_info"]["completion_tokens"] >= 1

@@ -12,7 +12,7 @@ def reference(logits, t, k, p, m):
     total = 0.0
     for rank, tok in enumerate(order.tolist()):
         pr = float(probs[tok])
-        if rank >= k or total >= p or pr < m * float(probs.max()):
+        if rank >= k or total > p or pr < m * float(probs.max()):
             if rank > 0:
                 break
         keep[tok] = True

@@ -20,6 +20,7 @@ class Info:  # the fields of SGLang's SamplingBatchInfo that the tilt reads
     top_ks: torch.Tensor
     top_ps: torch.Tensor
     min_ps: torch.Tensor
+    grammar_mask: object = None
 
 
 def make_req(rid, explore=None, group=None, top_k=V, top_p=1.0, min_p=0.0):
@@ -34,7 +35,7 @@ def make_runtime(**cfg):
     return ESampRuntime(ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg), D, head, None, "cpu")
 
 
-def run_step(rt, reqs, decode=True):
+def run_step(rt, reqs, decode=True, bias=None):
     rows = len(reqs)
     hidden = torch.randn(rows, 2 * D)
     logits = hidden[:, D:] @ rt.head_weight.T
@@ -44,12 +45,15 @@ def run_step(rt, reqs, decode=True):
     batch = SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode))
     seen = {}
 
-    def sample(lo, fb):
+    def sample(lo, fb):  # SGLang's sample: preprocessing (where the tilt hooks in), then sampling
+        if bias is not None:  # SGLang's logit_bias, applied in preprocessing before the tilt
+            lo.next_token_logits[:, bias] += 100.0
+        rt.apply_tilt(lo)
         seen["logits"], seen["info"] = lo.next_token_logits.clone(), fb.sampling_info
         return lo.next_token_logits.argmax(-1)
 
     rt.step(sample, out, batch, reqs)
-    assert batch.sampling_info is info  # restored after sampling
+    assert batch.sampling_info is info and rt.pending is None  # restored after sampling
     return logits, seen
 
 
@@ -76,6 +80,16 @@ def test_filtered_rows_tilt_candidates_then_sample_unfiltered():
     assert int(torch.isfinite(seen["logits"][0]).sum()) == 3  # only the top-3 candidates survive
     assert torch.isfinite(seen["logits"][1]).all()
     assert seen["info"].top_ks.tolist() == [V, V]
+
+
+def test_candidates_come_from_preprocessed_logits():
+    """A token pushed up by logit_bias (or allowed only by a grammar) is among the candidates."""
+    rt = make_runtime()
+    req = make_req("a", 1.0, "g:x", top_k=2)
+    rt.attach(req)
+    logits, seen = run_step(rt, [req], bias=7)
+    assert torch.isfinite(seen["logits"][0, 7]) and int(torch.isfinite(seen["logits"][0]).sum()) == 2
+    assert int(seen["logits"][0].argmax()) == 7
 
 
 def test_finish_fills_metadata_and_frees_the_group():
