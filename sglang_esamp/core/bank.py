@@ -141,23 +141,27 @@ class DistillerBank:
 
     @torch.no_grad()
     def _adam(self, slots, params: Params, grads, steps, clip, ok) -> None:
-        """Compute the new rows outside the lock (only this step writes optimizer state),
-        then scatter them in one locked section so readers see all or nothing."""
+        """Update the gathered rows in place (only this step writes optimizer state), then
+        scatter them in one locked section so readers see all or nothing. A group whose step
+        is not finite gets Adam coefficients that leave its rows as they were, so no
+        full-size select is needed."""
         t = steps + 1  # (g,)
-        bias1 = 1 - _BETA1**t
+        okf = ok.to(t.dtype)
+        decay1 = torch.where(ok, torch.full_like(t, _BETA1), torch.ones_like(t))  # (g,)
+        decay2 = torch.where(ok, torch.full_like(t, _BETA2), torch.ones_like(t))
+        lr = self.cfg.lr / (1 - _BETA1**t) * okf  # (g,) step size, 0 where not ok
         bias2_sqrt = (1 - _BETA2**t).sqrt()
+        scale = torch.where(ok, clip, torch.zeros_like(clip))  # (g,) clip factor, 0 where not ok
         updates = []
         for (name, p), grad in zip(params.items(), grads):
             view = (-1,) + (1,) * (p.dim() - 1)
-            keep = ok.view(view)
-            grad = torch.nan_to_num(grad) * clip.view(view)
-            m_old = self.exp_avg[name].index_select(0, slots)
-            v_old = self.exp_avg_sq[name].index_select(0, slots)
-            m = m_old * _BETA1 + grad * (1 - _BETA1)
-            v = v_old * _BETA2 + grad * grad * (1 - _BETA2)
-            denom = v.sqrt() / bias2_sqrt.view(view) + self.cfg.adam_eps
-            new = p.detach() - self.cfg.lr / bias1.view(view) * m / denom
-            updates.append((name, torch.where(keep, new, p.detach()), torch.where(keep, m, m_old), torch.where(keep, v, v_old)))
+            p = p.detach()
+            grad = torch.nan_to_num_(grad).mul_(scale.view(view))
+            m = self.exp_avg[name].index_select(0, slots).mul_(decay1.view(view)).add_(grad, alpha=1 - _BETA1)
+            v = self.exp_avg_sq[name].index_select(0, slots).mul_(decay2.view(view)).addcmul_(grad, grad, value=1 - _BETA2)
+            denom = v.sqrt().div_(bias2_sqrt.view(view)).add_(self.cfg.adam_eps)
+            p.sub_(m.div(denom).mul_(lr.view(view)))
+            updates.append((name, p, m, v))
         with self.lock:
             self._begin_write()
             for name, p, m, v in updates:

@@ -1,0 +1,188 @@
+"""ESamp's per-step cost against a decode step of a 7B-shaped model, on a GPU without sglang.
+
+Run as a file (``python sglang_esamp/gpu_overhead.py``): it needs only torch and
+transformers, and loads the pure-torch core (``sglang_esamp/core``) without the package's
+SGLang hooks. The model is a Llama-2-7B-shaped ``LlamaForCausalLM`` with random bf16
+weights: this measures time, not quality.
+
+It does three things:
+
+1. Checks the CUDA trainer path: the side-stream ``thread`` trainer must end with the same
+   distiller weights as the ``inline`` one on the same batches.
+2. Times each ESamp piece alone (CUDA events): distiller predict, dense tilt, candidate tilt
+   (top-k 50), train step.
+3. Times whole decode steps, plain and with ESamp (predict, dense tilt, submit to the
+   side-stream trainer), for each batch shape, and prints the overhead fraction.
+
+``--tiny`` shrinks the model so the script runs on a CPU in seconds (the test suite uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats  # noqa: E402
+from core.tilt import tilt_candidates, tilt_dense  # noqa: E402
+
+SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
+SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, reps: int) -> float:
+    """Mean seconds per call after one warm-up call."""
+    fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / reps
+
+
+def check_trainer_modes(device, hidden: int, steps: int = 12) -> float:
+    """Largest weight difference between the thread (side stream) and inline trainers."""
+    cfg = ESampConfig(max_groups=4, seed=1)
+    banks = []
+    for mode in ("thread", "inline"):
+        bank = DistillerBank(cfg, hidden, device)
+        trainer = AsyncTrainer(bank, GroupStats(cfg.max_groups, device), staleness=0, mode=mode)
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        layout = BatchLayout.from_slots([0, 0, 1, 1, 1, 3], device)
+        for _ in range(steps):
+            src = torch.randn(6, hidden, generator=gen).to(device)
+            tgt = torch.randn(6, hidden, generator=gen).to(device)
+            trainer.predict(layout, src)
+            trainer.submit(layout, src, tgt)
+            src.mul_(0)  # the trainer must have copied its inputs
+        trainer.drain()
+        sync(device)
+        trainer.close()
+        banks.append(bank)
+    return max(float((banks[0].params[k] - banks[1].params[k]).abs().max()) for k in banks[0].params)
+
+
+def build_model(shape: dict, device, dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**shape, max_position_embeddings=4096, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(config, torch_dtype=dtype)
+    return model.eval()
+
+
+@torch.no_grad()
+def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, device, dtype) -> dict:
+    rows, hidden = groups * n, model.config.hidden_size
+    head = model.lm_head.weight  # (V, D)
+    cfg = ESampConfig(max_groups=groups, distiller=distiller)
+    bank = DistillerBank(cfg, hidden, device)
+    trainer = AsyncTrainer(bank, GroupStats(groups, device), staleness=1, mode="thread" if device.type == "cuda" else "inline")
+    layout = BatchLayout.from_slots([r // n for r in range(rows)], device)
+    beta = torch.full((rows,), 0.25, device=device)
+
+    prompt = torch.randint(0, model.config.vocab_size, (rows, ctx), device=device)
+    out = model(prompt, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    token = out.logits[:, -1:].argmax(-1)
+
+    def decode(esamp: bool):
+        nonlocal token
+        o = model(token, past_key_values=cache, use_cache=True, output_hidden_states=True)
+        logits = o.logits[:, -1].float()  # (rows, V)
+        h1, h = o.hidden_states[1][:, -1], o.hidden_states[-1][:, -1]  # (rows, D) each
+        if esamp:
+            h_hat = trainer.predict(layout, h1)
+            logits = tilt_dense(logits, h_hat, head, beta)
+        token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
+        if esamp:
+            trainer.submit(layout, h1, h)
+
+    # whole steps, the two cases interleaved in blocks so clock drift hits both
+    def block(esamp: bool) -> float:
+        trainer.drain()
+        sync(device)  # no training left running under the next block
+        cache.crop(ctx)  # every block decodes at the same context length
+        return timed(lambda: decode(esamp), device, steps)
+
+    block(True)  # warm-up: allocator, kernel choices, clocks
+    plain, with_esamp = [], []
+    for _ in range(4):
+        plain.append(block(False))
+        with_esamp.append(block(True))
+    trainer.drain()
+    sync(device)
+
+    h1 = torch.randn(rows, hidden, device=device, dtype=dtype)
+    h = torch.randn(rows, hidden, device=device, dtype=dtype)
+    logits = torch.randn(rows, model.config.vocab_size, device=device)
+    h_hat = bank.predict(layout, h1)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(50, -1).indices, True)
+    pieces = {
+        "predict": timed(lambda: bank.predict(layout, h1), device, steps),
+        "tilt_dense": timed(lambda: tilt_dense(logits, h_hat, head, beta), device, steps),
+        "tilt_candidates_top50": timed(lambda: tilt_candidates(logits, h_hat, head, beta, keep), device, steps),
+        "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
+    }
+    trainer.close()
+    step_plain, step_esamp = min(plain), min(with_esamp)
+    return {
+        "distiller": distiller, "groups": groups, "n": n, "rows": rows, "ctx": ctx,
+        "decode_step_s": step_plain, "esamp_step_s": step_esamp,
+        "overhead": step_esamp / step_plain - 1.0,
+        "pieces_s": pieces,
+        "pieces_fraction_of_decode": {k: v / step_plain for k, v in pieces.items()},
+        "steps_trained": trainer.finished,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide model: a CPU smoke run")
+    parser.add_argument("--shapes", default="8x16,32x16", help="groups x n per batch, comma-separated")
+    parser.add_argument("--distillers", default="mlp,lowrank", help="distiller kinds to time, comma-separated")
+    parser.add_argument("--ctx", type=int, default=128, help="tokens already in each row's KV cache")
+    parser.add_argument("--steps", type=int, default=10, help="timed repetitions per measurement")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shape = SHAPE_TINY if args.tiny else SHAPE_7B
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "dtype": str(dtype), "torch": torch.__version__, "model": shape}
+    result["trainer_thread_vs_inline_max_abs_diff"] = check_trainer_modes(device, shape["hidden_size"])
+    print(f"device {result['device']}, {dtype}; thread vs inline trainer max |dw| = {result['trainer_thread_vs_inline_max_abs_diff']:.2e}", flush=True)
+    model = build_model(shape, device, dtype)
+    result["cases"] = []
+    print(f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'+esamp ms':>10} {'overhead':>9} {'predict':>8} {'tilt':>8} {'cand':>8} {'train':>8}  (pieces: % of decode)")
+    for distiller, spec in [(d, s) for s in args.shapes.split(",") for d in args.distillers.split(",")]:
+        groups, n = (int(x) for x in spec.split("x"))
+        case = measure(model, distiller, groups, n, args.ctx, args.steps, device, dtype)
+        result["cases"].append(case)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        frac = case["pieces_fraction_of_decode"]
+        print(
+            f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_step_s'] * 1e3:>10.2f} {case['overhead']:>8.1%} "
+            f"{frac['predict']:>8.2%} {frac['tilt_dense']:>8.2%} {frac['tilt_candidates_top50']:>8.2%} {frac['train_step']:>8.2%}",
+            flush=True,
+        )
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
