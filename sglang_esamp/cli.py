@@ -5,8 +5,8 @@ Subcommands:
 - ``serve [launch_server args...]``: the real SGLang HTTP server, with the embedded model
   unless ``--model-path`` is given and the CPU setup applied when there is no GPU.
 - ``model-path``: print the embedded model's folder, converting it first if needed.
-- ``demo``: start the server on the embedded model and answer one real request on
-  ``/generate`` and one on ``/v1/completions``.
+- ``demo``: start the embedded model with ESamp on and run best-of-n on a few MAWPS
+  single-operation word problems, plain and with explore; print a side-by-side table.
 """
 
 from __future__ import annotations
@@ -34,25 +34,38 @@ def serve(argv: list[str]) -> None:
 
 
 def demo(args: argparse.Namespace) -> None:
-    import requests
+    """Best-of-n on a few real word problems, plain and with explore, side by side."""
+    from .backend import open_backend
+    from .evaluation.diversity import embed, mean_pairwise_cosine
+    from .evaluation.tasks import load_task
+    from .recipes import score_math, solve_math
 
-    from .server import ServerProcess
-
+    problems = [p for p in load_task("mawps", split="test") if p.meta["type"] == "singleop"][: args.problems]
     embedded_model_path()  # convert before the server's start timer runs
-    prompt = "Q: A farmer has 12 sheep and buys 7 more. How many sheep does he have now?\nA:"
-    print("Starting the SGLang server on the embedded model (SmolLM2-135M-Instruct)...", flush=True)
-    t0 = time.monotonic()
-    with ServerProcess() as server:
-        print(f"Server up at {server.url} in {time.monotonic() - t0:.0f} s\n", flush=True)
-        params = {"temperature": 0, "max_new_tokens": args.max_new_tokens}
-        out = requests.post(server.url + "/generate", json={"text": prompt, "sampling_params": params}, timeout=300).json()
-        print(f"/generate ({out['meta_info']['completion_tokens']} tokens, {out['meta_info']['e2e_latency']:.2f} s):")
-        print(prompt + out["text"] + "\n")
-        body = {"model": "default", "prompt": prompt, "max_tokens": args.max_new_tokens, "temperature": 1.0, "n": 3}
-        comp = requests.post(server.url + "/v1/completions", json=body, timeout=300).json()
-        print("/v1/completions, n=3 at temperature 1:")
-        for choice in comp["choices"]:
-            print(f"  [{choice['index']}] {choice['text'].strip()!r}")
+    cases = [("vanilla T=1", None), (f"esamp explore={args.explore:g}", args.explore)]
+    rows = []
+    with open_backend(args.url) as backend:
+        for label, explore in cases:
+            print(f"\n{label}: {len(problems)} problems x n={args.n}", flush=True)
+            t0 = time.monotonic()
+            batch = [dict(question=p.question, samples=args.n) for p in problems]
+            states = solve_math.run_batch(
+                batch, backend=backend, progress_bar=True, num_threads=len(batch),
+                temperature=1.0, max_new_tokens=args.max_new_tokens, explore=explore,
+            )
+            elapsed = time.monotonic() - t0
+            scored = [score_math(st["attempts"], p.answer) for st, p in zip(states, problems)]
+            sims = [mean_pairwise_cosine(embed(st["attempts"])) for st in states]
+            for p, sc in zip(problems, scored):
+                print(f"  {p.id:<10} reference {p.answer:>6}  answers {' '.join(a or '-' for a in sc.answers)}")
+            rows.append((label, sum(sc.num_correct > 0 for sc in scored), sum(sc.num_correct for sc in scored) / (args.n * len(problems)),
+                         sum(sc.distinct for sc in scored) / len(scored), sum(sims) / len(sims), elapsed))
+    print(f"\nBest-of-{args.n} on {len(problems)} MAWPS single-operation word problems (SmolLM2-135M-Instruct unless --url says otherwise)\n")
+    print(f"| {'method':<20} | solved (pass@{args.n}) | correct samples | distinct answers | mean pairwise similarity | time |")
+    print(f"| {'-' * 20} | --- | --- | --- | --- | --- |")
+    for label, solved, frac, distinct, sim, elapsed in rows:
+        print(f"| {label:<20} | {solved}/{len(problems)} | {frac:.0%} | {distinct:.1f} | {sim:.3f} | {elapsed:.0f} s |")
+    print("\nDistinct answers: per problem, over the n attempts. Similarity: all-MiniLM-L6-v2 cosine, lower is more diverse.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,8 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="start the SGLang HTTP server; other args go to sglang.launch_server", add_help=False)
     sub.add_parser("model-path", help="print the embedded model's folder, building it if needed")
-    p_demo = sub.add_parser("demo", help="start the embedded model and answer real requests")
-    p_demo.add_argument("--max-new-tokens", type=int, default=48)
+    p_demo = sub.add_parser("demo", help="best-of-n on word problems, with and without explore")
+    p_demo.add_argument("--url", default=None, help="use this running server (started with --enable-esamp) instead of starting one")
+    p_demo.add_argument("--problems", type=int, default=6, help="number of MAWPS single-operation problems")
+    p_demo.add_argument("--n", type=int, default=8, help="attempts per problem")
+    p_demo.add_argument("--explore", type=float, default=0.25, help="ESamp's beta for the explore pass")
+    p_demo.add_argument("--max-new-tokens", type=int, default=128)
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
     args = parser.parse_args(argv)

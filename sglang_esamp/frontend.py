@@ -10,7 +10,7 @@ Group convention for a gen with ``explore`` set:
   fork, a group of its own (its n samples when ``n > 1``);
 - ``explore_group=False``: a private group, even inside a fork.
 
-Run-level default: ``prog.run(..., explore=0.25)`` applies to every gen that does not set
+Run-level default: ``prog.run(..., explore=0.25)`` (or ``prog.run_batch``) applies to every gen that does not set
 ``explore`` itself, as ``temperature`` does.
 
 Patched (all in this file, checked against the pinned sglang by tests/frontend):
@@ -19,9 +19,10 @@ Patched (all in this file, checked against the pinned sglang by tests/frontend):
 | --- | --- |
 | sglang.gen, sglang.lang.api.gen | accept explore / explore_group |
 | SglSamplingParams.to_srt_kwargs | send them in ``sampling_params`` |
+| SglSamplingParams.__init__ | the run-level default rides on the run's default params |
 | StreamExecutor.__init__, .fork | run-level default; fork group ids |
 | StreamExecutor._resolve_sampling_params | its hard-coded key list drops new keys |
-| SglFunction.run | ``explore`` as a run-level default |
+| SglFunction.run, .run_batch | ``explore`` as a run-level default |
 | RuntimeEndpoint.generate | ``gen(n>1)``: the server answers a list |
 
 Usage::
@@ -81,10 +82,16 @@ def _to_srt_kwargs(original, params: SglSamplingParams) -> dict:
     return out
 
 
+def _params_init(original, params: SglSamplingParams, *args, **kwargs) -> None:
+    original(params, *args, **kwargs)
+    params.esamp_defaults = getattr(_run_defaults, "value", {})  # set while prog.run/run_batch builds its defaults
+
+
 def _executor_init(original, exe: StreamExecutor, *args, **kwargs) -> None:
-    exe.esamp_defaults = getattr(_run_defaults, "value", {})
     exe.esamp_fork_group = None
     original(exe, *args, **kwargs)
+    # run_batch builds executors in pool threads: the defaults ride on the run's default params
+    exe.esamp_defaults = getattr(exe.default_sampling_para, "esamp_defaults", {})
 
 
 def _fork(original, exe: StreamExecutor, *args, **kwargs):
@@ -120,6 +127,9 @@ def _run(original, fn: SglFunction, *args, explore: float | None = None, explore
         _run_defaults.value = {}
 
 
+_run_batch = _run
+
+
 def _endpoint_generate(original, endpoint: RuntimeEndpoint, s, sampling_params):
     """With n > 1 the server answers a list; give the interpreter texts and metas per sample."""
     if getattr(sampling_params, "n", 1) <= 1:
@@ -150,8 +160,10 @@ def install() -> None:
     """Patch SGLang's frontend (idempotent)."""
     sglang.gen = lang_api.gen = gen
     _wrap(SglSamplingParams, "to_srt_kwargs", _to_srt_kwargs)
+    _wrap(SglSamplingParams, "__init__", _params_init)
     _wrap(StreamExecutor, "__init__", _executor_init)
     _wrap(StreamExecutor, "fork", _fork)
     _wrap(StreamExecutor, "_resolve_sampling_params", _resolve_sampling_params)
     _wrap(SglFunction, "run", _run)
+    _wrap(SglFunction, "run_batch", _run_batch)
     _wrap(RuntimeEndpoint, "generate", _endpoint_generate)

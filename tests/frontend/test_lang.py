@@ -109,3 +109,29 @@ def test_package_gen_is_the_patched_gen():
     assert expr.sampling_params.to_srt_kwargs()["explore"] == 0.3
     select = sgl.gen("z", choices=["a", "b"], explore=0.3)  # a select: nothing to explore
     assert not hasattr(select, "sampling_params") or getattr(select.sampling_params, "explore", None) is None
+
+
+@sgl.function
+def fork_default_program(s):
+    s += "Hello"
+    forks = s.fork(2)
+    forks += sgl.gen("x", max_tokens=2, ignore_eos=True)
+    s["metas"] = [f.get_meta_info("x").get("esamp") for f in forks]
+
+
+def test_run_batch_default_reaches_every_program_and_fork(backend):
+    states = fork_default_program.run_batch([{}, {}], backend=backend, num_threads=2, explore=0.5)
+    groups = []
+    for state in states:
+        metas = state["metas"]
+        assert all(m is not None and m["explore"] == 0.5 for m in metas)
+        assert len({m["group"] for m in metas}) == 1  # one fork, one group
+        groups.append(metas[0]["group"])
+    assert groups[0] != groups[1]  # two programs, two groups
+    plain = fork_default_program.run_batch([{}], backend=backend)
+    assert plain[0]["metas"] == [None, None]
+
+
+def test_run_level_explore_is_checked():
+    with pytest.raises(ValueError, match=r"explore=\.\.\.\) must be a finite number"):
+        fork_default_program.run_batch([{}], explore=float("nan"))

@@ -1,0 +1,57 @@
+"""Tasks load from the installed data packages; splits are disjoint; diversity metrics."""
+
+import numpy as np
+import pytest
+
+from sglang_esamp.evaluation.diversity import embed, mean_pairwise_cosine, vendi
+from sglang_esamp.evaluation.tasks import CREATIVE_WORDS, load_task
+
+
+@pytest.mark.parametrize("task, size", [("gsm8k", 1319), ("svamp", 1000), ("math500", 500), ("champ", 79), ("humaneval", 164)])
+def test_task_sizes(task, size):
+    problems = load_task(task)
+    assert len(problems) == size
+    assert len({p.id for p in problems}) == size
+    if problems[0].kind == "math":
+        assert all(p.answer for p in problems)
+
+
+def test_known_answers():
+    assert load_task("gsm8k", limit=1)[0].answer == "18"  # Janet's ducks
+    svamp = load_task("svamp", limit=1)[0]
+    assert svamp.answer == "145" and svamp.question.endswith("How big is each group of bananas?")
+
+
+def test_splits_are_disjoint_halves():
+    tune, test = load_task("svamp", "tune"), load_task("svamp", "test")
+    assert len(tune) == len(test) == 500 and not {p.id for p in tune} & {p.id for p in test}
+    assert [p.id for p in load_task("svamp", "test", limit=3)] == [p.id for p in test[:3]]
+
+
+def test_creative_openings_are_32_words():
+    openings = load_task("creative")
+    assert len(openings) >= 64
+    assert all(len(o.question.split()) == CREATIVE_WORDS for o in openings)
+
+
+def test_bad_task_names_the_problem():
+    with pytest.raises(ValueError, match="unknown task 'gsm9k'"):
+        load_task("gsm9k")
+    with pytest.raises(ValueError, match="unknown split"):
+        load_task("svamp", "dev")
+
+
+def test_similarity_orders_paraphrases_above_unrelated():
+    emb = embed(["The cat sat on the mat.", "A cat was sitting on the mat.", "Stock markets fell sharply today."])
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert emb[0] @ emb[1] > 0.7 and emb[0] @ emb[2] < 0.2
+    assert mean_pairwise_cosine(emb) == pytest.approx((emb[0] @ emb[1] + emb[0] @ emb[2] + emb[1] @ emb[2]) / 3, abs=1e-5)
+
+
+def test_vendi_matches_the_reference_package():
+    from vendi_score import vendi as reference
+
+    emb = embed(["a red apple", "a green apple", "the stock market", "a sailing boat at sea"])
+    assert vendi(emb) == pytest.approx(float(reference.score_dual(emb)), rel=1e-4)
+    assert vendi(np.repeat(emb[:1], 5, 0)) == pytest.approx(1.0, abs=1e-4)
+    assert np.isnan(mean_pairwise_cosine(emb[:1]))

@@ -1,0 +1,74 @@
+"""Every program in programs/, and ``sglang-esamp demo``, end to end in a fast mode: the real
+interpreter against the real CPU server (the tiny model), a few problems, n=2."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--n", "2", "--max-new-tokens", "6"]
+
+
+def run(args: list[str]) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The final markdown table: pass label -> cells."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in ("vanilla", "explore=0.5"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "program, extra",
+    [
+        ("best_of_n.py", ["--task", "mawps", "--limit", "2"]),
+        ("best_of_n.py", ["--task", "humaneval", "--limit", "1"]),
+        ("self_consistency.py", ["--task", "svamp", "--limit", "2"]),
+        ("creative_writing.py", ["--limit", "2"]),
+        ("parallel_reasoning.py", ["--task", "gsm8k", "--limit", "1", "--plan-tokens", "4"]),
+    ],
+)
+def test_program_runs_both_passes(tiny_esamp_server, program, extra):
+    out = run([f"programs/{program}", "--url", tiny_esamp_server.url, "--explore", "0.5", *FAST, *extra])
+    rows = table_rows(out)
+    assert set(rows) == {"vanilla", "explore=0.5"}, out[-2000:]
+    for cells in rows.values():
+        assert re.fullmatch(r"\d+ s", cells[-1])  # time column
+        assert all(re.fullmatch(r"[\d.]+%?|nan", c) for c in cells[:-1]), cells
+
+
+def test_best_of_n_marks_each_attempt(tiny_esamp_server):
+    out = run(["programs/best_of_n.py", "--url", tiny_esamp_server.url, "--task", "svamp", "--limit", "2", *FAST, "--no-vanilla"])
+    marks = re.findall(r"^  svamp/\S+\s+([✓·]{2})  (\d)/2$", out, flags=re.M)
+    assert len(marks) == 2 and all(m.count("✓") == int(c) for m, c in marks)
+    assert "vanilla" not in table_rows(out)
+
+
+def test_bad_flag_is_a_clear_error():
+    proc = subprocess.run([sys.executable, "programs/best_of_n.py", "--n", "0", "--url", "http://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "--n must be >= 1" in proc.stderr
+
+
+def test_demo_prints_the_side_by_side_table(tiny_esamp_server):
+    out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--problems", "2", "--n", "2", "--max-new-tokens", "6"])
+    lines = [line for line in out.splitlines() if line.startswith("| vanilla T=1") or line.startswith("| esamp explore=0.25")]
+    assert len(lines) == 2, out[-2000:]
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert re.fullmatch(r"[0-2]/2", cells[1]) and cells[2].endswith("%") and re.fullmatch(r"\d+ s", cells[5])
+        assert 0.0 <= float(cells[3]) <= 2.0 and -1.0 <= float(cells[4]) <= 1.0
+
+
+def test_unreachable_server_is_a_clear_error():
+    proc = subprocess.run([sys.executable, "programs/self_consistency.py", "--url", "http://127.0.0.1:9"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "cannot reach the SGLang server at http://127.0.0.1:9" in proc.stderr
