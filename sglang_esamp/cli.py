@@ -42,7 +42,7 @@ def demo(args: argparse.Namespace) -> None:
 
     problems = [p for p in load_task("mawps", split="test") if p.meta["type"] == "singleop"][: args.problems]
     embedded_model_path()  # convert before the server's start timer runs
-    cases = [("vanilla T=1", None), (f"esamp explore={args.explore:g}", args.explore)]
+    cases = [(f"vanilla T={args.temperature:g}", None), (f"esamp explore={args.explore:g}", args.explore)]
     rows = []
     with open_backend(args.url) as backend:
         for label, explore in cases:
@@ -51,7 +51,7 @@ def demo(args: argparse.Namespace) -> None:
             batch = [dict(question=p.question, samples=args.n) for p in problems]
             states = solve_math.run_batch(
                 batch, backend=backend, progress_bar=True, num_threads=len(batch),
-                temperature=1.0, max_new_tokens=args.max_new_tokens, explore=explore,
+                temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
             )
             elapsed = time.monotonic() - t0
             scored = [score_math(st["attempts"], p.answer) for st, p in zip(states, problems)]
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--problems", type=int, default=6, help="number of MAWPS single-operation problems")
     p_demo.add_argument("--n", type=int, default=8, help="attempts per problem")
     p_demo.add_argument("--explore", type=float, default=0.25, help="ESamp's beta for the explore pass")
+    p_demo.add_argument("--temperature", type=float, default=0.7)
     p_demo.add_argument("--max-new-tokens", type=int, default=128)
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server

@@ -60,7 +60,7 @@ def test_bad_flag_is_a_clear_error():
 
 
 def test_demo_prints_the_side_by_side_table(tiny_esamp_server):
-    out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--problems", "2", "--n", "2", "--max-new-tokens", "6"])
+    out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1"])
     lines = [line for line in out.splitlines() if line.startswith("| vanilla T=1") or line.startswith("| esamp explore=0.25")]
     assert len(lines) == 2, out[-2000:]
     for line in lines:
