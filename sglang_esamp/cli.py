@@ -7,17 +7,22 @@ Subcommands:
 - ``model-path``: print the embedded model's folder, converting it first if needed.
 - ``demo``: start the embedded model with ESamp on and run best-of-n on a few MAWPS
   single-operation word problems, plain and with explore; print a side-by-side table.
+- ``eval``: every sampling method on the same problems of one task; report and plots.
+- ``bench``: throughput of vanilla and ESamp on one server, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
 
 from . import cpu
+from .evaluation.methods import BASE_METHODS
+from .evaluation.tasks import SPLITS, TASKS
 from .model_cache import AssetMissingError, embedded_model_path
 
 logger = logging.getLogger(__name__)
@@ -68,6 +73,61 @@ def demo(args: argparse.Namespace) -> None:
     print("\nDistinct answers: per problem, over the n attempts. Similarity: all-MiniLM-L6-v2 cosine, lower is more diverse.")
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .evaluation.harness import DEFAULT_TOKENS, EvalConfig, run_eval
+    from .evaluation.methods import parse_methods
+    from .evaluation.report import aggregate, write_report
+    from .evaluation.tasks import load_task
+
+    try:
+        explore = [float(x) for x in args.explore.split(",") if x.strip()]
+        methods = parse_methods(args.methods, explore)
+    except ValueError as exc:
+        raise SystemExit(f"sglang-esamp eval: error: {exc}") from None
+    if args.n < 1 or args.concurrency < 1:
+        raise SystemExit("sglang-esamp eval: error: --n and --concurrency must be >= 1")
+    kind = load_task(args.task, limit=1)[0].kind
+    cfg = EvalConfig(args.task, args.split, args.limit, args.n, methods, args.max_new_tokens or DEFAULT_TOKENS[kind], args.concurrency)
+    out = Path(args.out)
+    with _server(args.url, ["--enable-esamp", "--enable-custom-logit-processor"]) as url:
+        run_eval(url, cfg, out)
+    results = aggregate(out)
+    write_report(out, results)
+    print((out / "report.md").read_text())
+
+
+def bench(args: argparse.Namespace) -> None:
+    import json
+
+    from .bench import print_table, run_bench
+
+    for flag in ("prompts", "n", "max_new_tokens", "repeats"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"sglang-esamp bench: error: --{flag.replace('_', '-')} must be >= 1")
+    with _server(args.url, ["--enable-esamp"]) as url:
+        result = run_bench(url, args.prompts, args.n, args.max_new_tokens, args.repeats, args.explore)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+
+
+@contextlib.contextmanager
+def _server(url: str | None, server_args: list[str]):
+    """Yield a server URL: the given one, or one started here on the embedded model."""
+    if url:
+        yield url.rstrip("/")
+        return
+    from .server import ServerProcess
+
+    embedded_model_path()
+    logger.info("Starting the SGLang server: %s", " ".join(server_args))
+    with ServerProcess(server_args) as server:
+        yield server.url
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
@@ -82,6 +142,25 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--explore", type=float, default=0.25, help="ESamp's beta for the explore pass")
     p_demo.add_argument("--temperature", type=float, default=0.7)
     p_demo.add_argument("--max-new-tokens", type=int, default=128)
+    p_eval = sub.add_parser("eval", help="quality: Pass@k, Maj@k, diversity, perplexity per sampling method")
+    p_eval.add_argument("--task", required=True, choices=TASKS)
+    p_eval.add_argument("--split", default="test", choices=SPLITS, help="tune: first half of the data; test: second half")
+    p_eval.add_argument("--methods", default="vanilla,min_p,esamp", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
+    p_eval.add_argument("--explore", default="0.25", help="comma-separated beta values for 'esamp'")
+    p_eval.add_argument("--n", type=int, default=16, help="samples per problem")
+    p_eval.add_argument("--limit", type=int, default=None, help="first N problems of the split")
+    p_eval.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative")
+    p_eval.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
+    p_eval.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
+    p_eval.add_argument("--url", default=None, help="a running server with --enable-esamp (and --enable-custom-logit-processor for fire/edt)")
+    p_bench = sub.add_parser("bench", help="throughput: vanilla vs ESamp (explore 0 and >0) on one server")
+    p_bench.add_argument("--prompts", type=int, default=4, help="B: prompts sent at once")
+    p_bench.add_argument("--n", type=int, default=16, help="samples per prompt")
+    p_bench.add_argument("--max-new-tokens", type=int, default=128, help="output length (ignore_eos)")
+    p_bench.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    p_bench.add_argument("--explore", type=float, default=0.25)
+    p_bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p_bench.add_argument("--url", default=None, help="a running server with --enable-esamp")
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
     args = parser.parse_args(argv)
@@ -90,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
             print(embedded_model_path())
         elif args.command == "demo":
             demo(args)
+        elif args.command == "eval":
+            evaluate(args)
+        elif args.command == "bench":
+            bench(args)
     except AssetMissingError as exc:
         parser.exit(2, f"sglang-esamp: error: {exc}\n")
 

@@ -1,0 +1,85 @@
+"""``sglang-esamp bench``: output throughput of plain sampling against ESamp, on one server.
+
+Cases, on the same server (started with ``--enable-esamp``) and the same prompts:
+
+- ``vanilla``: requests without ``explore`` (no group, no training, no tilt);
+- ``esamp explore=0``: capture and training only;
+- ``esamp explore=B``: capture, training and the tilt.
+
+Workload per case: B prompts x n samples, ``max_new_tokens`` fixed with ``ignore_eos``, all
+sent at once. The cases run interleaved, ``repeats`` rounds with a rotated order, after
+one untimed warm-up round, so machine noise falls on all of them; each case reports its
+median round. An ESamp case whose distiller trained no step is void.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from tqdm import tqdm
+
+from .evaluation.tasks import load_task
+
+
+def _trained_steps(url: str) -> int:
+    info = requests.get(url + "/get_server_info", timeout=30).json()
+    states = info.get("internal_states") or [{}]
+    esamp = states[0].get("esamp")
+    if esamp is None:
+        raise SystemExit(f"the server at {url} does not run ESamp; start it with --enable-esamp")
+    return int(esamp["steps_finished"])
+
+
+def _round(url: str, prompts: list[str], n: int, tokens: int, extra: dict) -> tuple[float, int]:
+    """(seconds, output tokens) for the whole workload at once."""
+    def one(prompt: str) -> int:
+        body = {"text": prompt, "sampling_params": {"n": n, "max_new_tokens": tokens, "ignore_eos": True, "temperature": 1.0, **extra}}
+        res = requests.post(url + "/generate", json=body, timeout=3600)
+        res.raise_for_status()
+        out = res.json()
+        return sum(o["meta_info"]["completion_tokens"] for o in (out if isinstance(out, list) else [out]))
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        produced = sum(pool.map(one, prompts))
+    return time.monotonic() - t0, produced
+
+
+def run_bench(url: str, prompts: int, n: int, tokens: int, repeats: int, explore: float) -> dict:
+    texts = [p.question for p in load_task("creative", limit=prompts)]
+    if len(texts) < prompts:
+        raise SystemExit(f"--prompts is at most {len(texts)} (the shipped story openings)")
+    cases = [("vanilla", {}), ("esamp explore=0", {"explore": 0.0}), (f"esamp explore={explore:g}", {"explore": explore})]
+    _round(url, texts, min(n, 2), min(tokens, 8), {"explore": explore})  # warm-up
+    runs = {name: [] for name, _ in cases}
+    steps = {name: 0 for name, _ in cases}
+    with tqdm(total=repeats * len(cases), desc="bench", unit="case") as bar:
+        for r in range(repeats):
+            for name, extra in cases[r % len(cases):] + cases[: r % len(cases)]:
+                before = _trained_steps(url)
+                seconds, produced = _round(url, texts, n, tokens, extra)
+                steps[name] += _trained_steps(url) - before
+                runs[name].append(produced / seconds)
+                bar.update(1)
+    result = {"workload": {"prompts": prompts, "n": n, "max_new_tokens": tokens, "repeats": repeats}, "cases": {}}
+    for name, _ in cases:
+        result["cases"][name] = {"tok_s": statistics.median(runs[name]), "tok_s_runs": runs[name], "steps_trained": steps[name]}
+        if name != "vanilla":
+            result["cases"][name]["void"] = steps[name] == 0
+    vanilla = result["cases"]["vanilla"]["tok_s"]
+    for case in result["cases"].values():
+        case["ratio_to_vanilla"] = case["tok_s"] / vanilla
+    result["ratio"] = result["cases"][cases[-1][0]]["ratio_to_vanilla"]
+    return result
+
+
+def print_table(result: dict) -> None:
+    w = result["workload"]
+    print(f"\n{w['prompts']} prompts x n={w['n']}, {w['max_new_tokens']} tokens each, median of {w['repeats']} interleaved rounds\n")
+    print("| case | output tok/s | ratio to vanilla | distiller steps trained | runs (tok/s) |\n| --- | --- | --- | --- | --- |")
+    for name, c in result["cases"].items():
+        steps = "-" if name == "vanilla" else str(c["steps_trained"]) + (" (VOID: no training)" if c.get("void") else "")
+        print(f"| {name} | {c['tok_s']:.1f} | {c['ratio_to_vanilla']:.3f} | {steps} | {', '.join(f'{x:.1f}' for x in c['tok_s_runs'])} |")

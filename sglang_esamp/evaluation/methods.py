@@ -1,0 +1,74 @@
+"""Sampling methods compared by ``sglang-esamp eval``, each a set of request fields.
+
+| name | sampling |
+| --- | --- |
+| ``vanilla`` | temperature 1 |
+| ``top_p`` | temperature 0.8, top-p 0.95 |
+| ``min_p`` | temperature 1, min-p 0.1 |
+| ``fire`` | temperature 1, first token at 3.0 and top-p 0.95 on every token (FIRE) |
+| ``edt`` | entropy-dependent temperature, t0 1, base 0.8, theta 1 (EDT) |
+| ``esamp@B`` | temperature 1, ``explore`` B (one group per problem: its n samples) |
+| ``matched@B`` | temperature 1 / (1 + B), the temperature ESamp's tilt alone would mimic |
+
+``esamp`` in a method list expands to one ``esamp@B`` per ``--explore`` value, and every run
+with ESamp also gets ``matched@B`` for each B. FIRE and EDT need a server started with
+``--enable-custom-logit-processor``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BASE_METHODS = ("vanilla", "top_p", "min_p", "fire", "edt", "esamp")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    sampling: dict  # sampling_params fields
+    extra: dict = field(default_factory=dict)  # top-level /generate fields (custom_logit_processor)
+
+    @property
+    def uses_esamp(self) -> bool:
+        return "explore" in self.sampling
+
+
+def _one(name: str) -> Method:
+    if name == "vanilla":
+        return Method(name, {"temperature": 1.0})
+    if name == "top_p":
+        return Method(name, {"temperature": 0.8, "top_p": 0.95})
+    if name == "min_p":
+        return Method(name, {"temperature": 1.0, "min_p": 0.1})
+    if name in ("fire", "edt"):
+        from .samplers import EntropyTemperature, FirstTokenTemperature  # imports SGLang's runtime
+    if name == "fire":
+        return Method(name, {"temperature": 1.0, "top_p": 0.95, "custom_params": {"temperature": 1.0, "first_temperature": 3.0}},
+                      {"custom_logit_processor": FirstTokenTemperature.to_str()})
+    if name == "edt":
+        return Method(name, {"temperature": 1.0, "custom_params": {"temperature": 1.0, "t0": 1.0, "base": 0.8, "theta": 1.0}},
+                      {"custom_logit_processor": EntropyTemperature.to_str()})
+    raise ValueError(f"unknown method {name!r}; choose from {', '.join(BASE_METHODS)}")
+
+
+def parse_methods(spec: str, explore: list[float]) -> list[Method]:
+    """``"vanilla,min_p,esamp"`` with explore [0.25] -> vanilla, min_p, esamp@0.25, matched@0.25."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ValueError("--methods is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--methods repeats a method: {spec!r}")
+    out = []
+    for name in names:
+        if name != "esamp":
+            out.append(_one(name))
+            continue
+        if not explore:
+            raise ValueError("method 'esamp' needs at least one --explore value")
+        for beta in explore:
+            if not 0 < beta:
+                raise ValueError(f"--explore values must be > 0; got {beta}")
+            out.append(Method(f"esamp@{beta:g}", {"temperature": 1.0, "explore": beta}))
+    for beta in explore if "esamp" in names else []:
+        out.append(Method(f"matched@{beta:g}", {"temperature": round(1.0 / (1.0 + beta), 6)}))
+    return out

@@ -1,0 +1,184 @@
+"""Aggregate ``samples.jsonl`` into ``results.json``, ``report.md`` and two plots.
+
+Per method, each metric is first computed per problem, then averaged over problems with a
+95% bootstrap interval; "vs vanilla" and "vs matched" rows give the paired per-problem
+difference with its interval, which is what separates a gain from noise.
+
+Per-problem metrics:
+
+- ``pass@k`` (unbiased estimator) for k = 1, 2, 4, ... n; ``maj@k`` (math); distinct answers;
+- ``similarity``: mean pairwise cosine of all-MiniLM-L6-v2 embeddings of the non-empty
+  samples (lower is more diverse); ``vendi`` over the same embeddings;
+- ``ppl``: exp of the mean per-token negative log-likelihood of the samples under the
+  reference model (the same server, untilted, temperature 1);
+- ``tokens``; ``early_stop``: share ended by end-of-sequence or a stop string before
+  ``max_new_tokens``; ``empty``: share with no visible text;
+- ESamp methods: the distiller's relative error ``||h - f||^2 / ||h||^2`` and its step
+  count when each sample finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections import defaultdict
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from .diversity import embed, mean_pairwise_cosine, vendi
+from .metrics import bootstrap_ci, ks_up_to, maj_at_k, nan_mean, paired_diff_ci, pass_at_k
+
+HEADLINE = ("pass@1", "pass@n", "maj@n", "similarity", "vendi", "ppl", "empty", "early_stop")
+
+
+def _per_problem(rec: dict, n: int, max_new_tokens: int) -> dict:
+    samples = rec["samples"]
+    texts = [s["text"].strip() for s in samples]
+    nonempty = [t for t in texts if t]
+    emb = embed(nonempty) if nonempty else np.zeros((0, 384))
+    nll = [s["nll"] for s in samples if s.get("nll") is not None]
+    row = {
+        "similarity": mean_pairwise_cosine(emb),
+        "vendi": vendi(emb),
+        "ppl": math.exp(sum(nll) / len(nll)) if nll else float("nan"),
+        "tokens": sum(s["tokens"] for s in samples) / len(samples),
+        "early_stop": sum(s["finish"] == "stop" and s["tokens"] < max_new_tokens for s in samples) / len(samples),
+        "empty": (len(texts) - len(nonempty)) / len(texts),
+        "seconds": rec["seconds"],
+    }
+    if "correct" in samples[0]:
+        c = sum(s["correct"] for s in samples)
+        for k in ks_up_to(n):
+            row[f"pass@{k}"] = pass_at_k(n, c, k)
+        row["pass@n"] = row[f"pass@{n}"]
+    if "answer" in samples[0]:
+        answers, correct = [s["answer"] for s in samples], [s["correct"] for s in samples]
+        for k in ks_up_to(n):
+            row[f"maj@{k}"] = maj_at_k(answers, correct, k)
+        row["maj@n"] = row[f"maj@{n}"]
+        row["distinct"] = len({a for a in answers if a is not None})
+    meta = [s["esamp"] for s in samples if s.get("esamp")]
+    if meta:
+        row["rel_err"] = nan_mean([m.get("rel_err", float("nan")) for m in meta])
+        row["steps"] = nan_mean([m.get("steps", float("nan")) for m in meta])
+    return row
+
+
+def aggregate(out: Path) -> dict:
+    cfg = json.loads((out / "config.json").read_text())
+    n, max_tokens = cfg["n"], cfg["max_new_tokens"]
+    rows: dict[str, dict[str, dict]] = defaultdict(dict)  # method -> problem -> metrics
+    with open(out / "samples.jsonl") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[rec["method"]][rec["problem"]] = _per_problem(rec, n, max_tokens)
+    methods = [m["name"] for m in cfg["methods"] if m["name"] in rows]
+    common = sorted(set.intersection(*(set(rows[m]) for m in methods))) if methods else []
+    results = {"config": cfg, "problems": len(common), "environment": _environment(), "methods": {}}
+    for m in methods:
+        per = [rows[m][p] for p in common]
+        summary = {}
+        for key in per[0] if per else []:
+            values = [r.get(key, float("nan")) for r in per]
+            mean, lo, hi = bootstrap_ci(values)
+            summary[key] = {"mean": mean, "ci95": [lo, hi]}
+        summary["seconds_total"] = sum(r["seconds"] for r in per)
+        for ref in ("vanilla", "matched@" + m.split("@")[1] if m.startswith("esamp@") else None):
+            if ref and ref in rows and ref != m:
+                summary[f"vs {ref}"] = {
+                    key: dict(zip(("mean", "low", "high"), paired_diff_ci([rows[m][p].get(key, float("nan")) for p in common],
+                                                                       [rows[ref][p].get(key, float("nan")) for p in common])))
+                    for key in HEADLINE if key in per[0]
+                }
+        results["methods"][m] = summary
+    return results
+
+
+def _environment() -> dict:
+    env = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
+    for pkg in ("sglang", "torch", "sglang-esamp"):
+        try:
+            env[pkg] = version(pkg)
+        except Exception:  # not installed under that name
+            env[pkg] = None
+    return env
+
+
+def _fmt(stat: dict | None, pct: bool) -> str:
+    if not stat or stat["mean"] is None or math.isnan(stat["mean"]):
+        return "-"
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}")
+    return f"{f(stat['mean'])} [{f(stat['ci95'][0])}, {f(stat['ci95'][1])}]"
+
+
+PCT = {"pass@1", "pass@n", "maj@n", "empty", "early_stop"}
+
+
+def write_report(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    cfg, methods = results["config"], results["methods"]
+    cols = [k for k in ("pass@1", "pass@n", "maj@n", "distinct", "similarity", "vendi", "ppl", "tokens", "early_stop", "empty", "rel_err")
+            if any(k in s for s in methods.values())]
+    lines = [
+        f"# {cfg['task']} ({cfg['split']} split): {results['problems']} problems, n = {cfg['n']}, max {cfg['max_new_tokens']} new tokens",
+        "",
+        "Mean over problems [95% bootstrap interval]. Percentages for pass, maj, early stop and empty. "
+        "similarity: mean pairwise cosine of non-empty samples (lower = more diverse); vendi: effective number "
+        "of distinct samples; ppl: perplexity under the reference model.",
+        "",
+        "| method | " + " | ".join(c.replace("@n", f"@{cfg['n']}") for c in cols) + " | time |",
+        "| --- " * (len(cols) + 2) + "|",
+    ]
+    for name, s in methods.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(s.get(c), c in PCT) for c in cols) + f" | {s['seconds_total']:.0f} s |")
+    diffs = [(name, ref, d) for name, s in methods.items() for ref, d in ((k[3:], v) for k, v in s.items() if k.startswith("vs "))]
+    if diffs:
+        keys = [k for k in HEADLINE if any(k in d for _, _, d in diffs)]
+        lines += ["", "Paired differences (method minus reference, per problem) [95% interval]; an interval that excludes 0 is a real difference at this size.", "",
+                  "| method | vs | " + " | ".join(k.replace("@n", f"@{cfg['n']}") for k in keys) + " |", "| --- " * (len(keys) + 2) + "|"]
+        for name, ref, d in diffs:
+            cells = [_fmt({"mean": d[k]["mean"], "ci95": [d[k]["low"], d[k]["high"]]}, k in PCT) if k in d else "-" for k in keys]
+            lines.append(f"| {name} | {ref} | " + " | ".join(cells) + " |")
+    env = results["environment"]
+    lines += ["", f"sglang {env['sglang']}, torch {env['torch']}, Python {env['python']} on {env['machine']}."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _plots(out, results)
+
+
+def _plots(out: Path, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, methods = results["config"]["n"], results["methods"]
+    ks = ks_up_to(n)
+    if any("pass@1" in s for s in methods.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, s in methods.items():
+            ax.plot(ks, [100 * s[f"pass@{k}"]["mean"] for k in ks], marker="o", label=name)
+        ax.set(xscale="log", xlabel="k", ylabel="Pass@k (%)", title=f"{results['config']['task']}: Pass@k")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "passk.png", dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, s in methods.items():
+        x, y = s["ppl"], s["similarity"]
+        ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci95"][0]], [x["ci95"][1] - x["mean"]]],
+                    yerr=[[y["mean"] - y["ci95"][0]], [y["ci95"][1] - y["mean"]]], fmt="o", capsize=3, label=name)
+    ax.set(xlabel="perplexity under the reference model", ylabel="mean pairwise cosine (lower = more diverse)",
+           title=f"{results['config']['task']}: diversity vs perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "diversity.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,71 @@
+"""``sglang-esamp eval`` and ``bench`` end to end in a tiny mode against the real CPU server,
+and the GPU overhead script in its CPU smoke mode."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "--task", "svamp", "--limit", "2", "--n", "2", "--methods", "vanilla,min_p,fire,edt,esamp",
+            "--explore", "0.5", "--max-new-tokens", "6", "--concurrency", "2", "--out", str(out), "--url", tiny_esamp_server.url]
+    cli(*args)
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    names = ["vanilla", "min_p", "fire", "edt", "esamp@0.5", "matched@0.5"]
+    assert sorted((r["method"], r["problem"]) for r in records) == sorted((m, p) for m in names for p in {r["problem"] for r in records})
+    assert all(len(r["samples"]) == 2 and all(isinstance(s["correct"], bool) for s in r["samples"]) for r in records)
+    esamp = [s["esamp"] for r in records if r["method"] == "esamp@0.5" for s in r["samples"]]
+    assert all(m is not None and m["explore"] == 0.5 for m in esamp)
+    results = json.loads((out / "results.json").read_text())
+    assert results["problems"] == 2 and list(results["methods"]) == names
+    for summary in results["methods"].values():
+        assert 0.0 <= summary["pass@1"]["mean"] <= summary["pass@2"]["mean"] <= 1.0
+        assert summary["ppl"]["mean"] > 1.0 and summary["tokens"]["mean"] <= 6
+    assert "vs matched@0.5" in results["methods"]["esamp@0.5"]
+    for name in ("report.md", "passk.png", "diversity.png"):
+        assert (out / name).stat().st_size > 0
+
+    cli(*args)  # everything is done: nothing is redone
+    assert len((out / "samples.jsonl").read_text().splitlines()) == len(records)
+    other = cli(*[a if a != "6" else "7" for a in args], check=False)
+    assert other.returncode != 0 and "holds a run with another configuration" in other.stderr
+
+
+def test_eval_bad_flags_are_clear_errors(tmp_path):
+    proc = cli("eval", "--task", "svamp", "--methods", "vanilla,nope", "--out", str(tmp_path), "--url", "http://127.0.0.1:9", check=False)
+    assert proc.returncode != 0 and "unknown method 'nope'" in proc.stderr
+    proc = cli("eval", "--task", "gsm9k", "--out", str(tmp_path), check=False)
+    assert proc.returncode != 0 and "invalid choice: 'gsm9k'" in proc.stderr
+
+
+def test_bench_json_reports_training_and_ratio(tiny_esamp_server):
+    proc = cli("bench", "--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--repeats", "1", "--json", "--url", tiny_esamp_server.url)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    cases = result["cases"]
+    assert list(cases) == ["vanilla", "esamp explore=0", "esamp explore=0.25"]
+    assert all(c["tok_s"] > 0 for c in cases.values())
+    assert cases["esamp explore=0"]["steps_trained"] > 0 and cases["esamp explore=0.25"]["steps_trained"] > 0
+    assert not cases["esamp explore=0.25"]["void"]
+    assert abs(result["ratio"] - cases["esamp explore=0.25"]["tok_s"] / cases["vanilla"]["tok_s"]) < 1e-9
+
+
+def test_gpu_overhead_script_smoke_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, "sglang_esamp/gpu_overhead.py", "--tiny", "--shapes", "2x4", "--steps", "1", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["trainer_thread_vs_inline_max_abs_diff"] == 0.0
+    assert [c["distiller"] for c in result["cases"]] == ["mlp", "lowrank"]
+    assert all(c["steps_trained"] > 0 and c["decode_step_s"] > 0 for c in result["cases"])
