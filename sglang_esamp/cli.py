@@ -8,6 +8,7 @@ Subcommands:
 - ``demo``: start the embedded model with ESamp on and run best-of-n on a few MAWPS
   single-operation word problems, plain and with explore; print a side-by-side table.
 - ``eval``: every sampling method on the same problems of one task; report and plots.
+- ``eval-summary``: the headline numbers of several eval folders in one table.
 - ``bench``: throughput of vanilla and ESamp on one server, interleaved.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import os
 import sys
 import time
@@ -89,9 +91,12 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.n < 1 or args.concurrency < 1:
         raise SystemExit("sglang-esamp eval: error: --n and --concurrency must be >= 1")
     kind = load_task(args.task, limit=1)[0].kind
-    cfg = EvalConfig(args.task, args.split, args.limit, args.n, methods, args.max_new_tokens or DEFAULT_TOKENS[kind], args.concurrency)
+    if args.url and args.server_args:
+        raise SystemExit("sglang-esamp eval: error: --server-args applies only to a server started here (no --url)")
+    cfg = EvalConfig(args.task, args.split, args.limit, args.n, methods, args.max_new_tokens or DEFAULT_TOKENS[kind], args.concurrency,
+                     args.server_args)
     out = Path(args.out)
-    with _server(args.url, ["--enable-esamp", "--enable-custom-logit-processor"]) as url:
+    with _server(args.url, ["--enable-esamp", "--enable-custom-logit-processor", *shlex.split(args.server_args)]) as url:
         run_eval(url, cfg, out)
     results = aggregate(out)
     write_report(out, results)
@@ -153,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
     p_eval.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
     p_eval.add_argument("--url", default=None, help="a running server with --enable-esamp (and --enable-custom-logit-processor for fire/edt)")
+    p_eval.add_argument("--server-args", default="", help='extra flags for the server started here, e.g. "--esamp-tilt residual"')
+    p_sum = sub.add_parser("eval-summary", help="one table of the headline numbers of several eval folders (ablations)")
+    p_sum.add_argument("dirs", nargs="+", help="--out folders of finished eval runs")
     p_bench = sub.add_parser("bench", help="throughput: vanilla vs ESamp (explore 0 and >0) on one server")
     p_bench.add_argument("--prompts", type=int, default=4, help="B: prompts sent at once")
     p_bench.add_argument("--n", type=int, default=16, help="samples per prompt")
@@ -173,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
             evaluate(args)
         elif args.command == "bench":
             bench(args)
+        elif args.command == "eval-summary":
+            from .evaluation.report import summary_table
+
+            print(summary_table(args.dirs))
     except AssetMissingError as exc:
         parser.exit(2, f"sglang-esamp: error: {exc}\n")
 

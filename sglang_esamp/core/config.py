@@ -19,6 +19,7 @@ DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random",)  # warm starts ("prompt", "calibrated") plug in beside this one
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
+TILT_MODES = ("paper", "residual")  # see core/tilt.py
 
 
 @dataclass(slots=True)
@@ -34,6 +35,8 @@ class ESampConfig:
     max_explore: float = 4.0  # largest beta a request may ask for
     staleness: int = 1  # prediction may miss at most this many of the latest training steps
     init: str = "random"
+    tilt: str = "paper"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
+    plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
     trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
     group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed
     group_by: str = "request"  # without explore_group: "request" (its n samples) or "prompt" (same prompt)
@@ -51,6 +54,10 @@ class ESampConfig:
         _check_float(self, "max_explore", low=0.0)
         _check_int(self, "staleness", low=0)
         _check_choice(self, "init", INIT_KINDS)
+        _check_choice(self, "tilt", TILT_MODES)
+        _check_float(self, "plausibility", low=0.0)
+        if self.plausibility >= 1.0:
+            raise ValueError(f"ESampConfig.plausibility must be < 1, got {self.plausibility}")
         _check_choice(self, "trainer", TRAINER_MODES)
         _check_float(self, "group_ttl", low=0.0)
         _check_choice(self, "group_by", GROUP_BY)

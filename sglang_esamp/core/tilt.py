@@ -21,6 +21,16 @@ Semantics:
 - ``keep`` is the guard's interface: any (N, V) mask of allowed tokens. Passing it changes
   no other argument.
 
+Two modes:
+
+- ``paper``: the formula above.
+- ``residual``: first remove from the distiller's logits their affine fit on the model's
+  own logits over the row's allowed tokens, d = a * l + b + r, and tilt by the residual
+  only: l - beta * r. The paper's tilt equals (1 + beta (1 - a)) l - beta r + const: when
+  the distiller's logits are a flattened copy of the model's (a < 1, as a young distiller's
+  are), part of its effect is plain sharpening, i.e. a lower temperature. The residual mode
+  keeps only the part that is specific to what the distiller has not learned.
+
 Shapes: N rows, V vocabulary, D hidden.
 """
 
@@ -41,26 +51,53 @@ def mix_hidden(h: torch.Tensor, h_hat: torch.Tensor, beta: torch.Tensor) -> torc
     return torch.where(beta > 0, mixed, h)
 
 
-def tilt_logits(logits: torch.Tensor, logits_dist: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+MODES = ("paper", "residual")
+
+
+def residual(logits: torch.Tensor, logits_dist: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N, K) distiller logits minus their per-row least-squares fit a * logits + b over the
+    ``valid`` entries; 0 elsewhere."""
+    w = valid.to(torch.float32)
+    l, d = torch.where(valid, logits.float(), 0.0), torch.where(valid, logits_dist.float(), 0.0)
+    count = w.sum(-1, keepdim=True).clamp_min(1.0)  # (N, 1)
+    lc = (l - l.sum(-1, keepdim=True) / count) * w
+    dc = (d - d.sum(-1, keepdim=True) / count) * w
+    a = (lc * dc).sum(-1, keepdim=True) / (lc * lc).sum(-1, keepdim=True).clamp_min(1e-6)  # (N, 1)
+    return (dc - a * lc).to(logits.dtype)
+
+
+def _tilt(logits: torch.Tensor, logits_dist: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "residual":
+        return logits - b * residual(logits, logits_dist, valid)
+    if mode != "paper":
+        raise ValueError(f"unknown tilt mode {mode!r}; expected one of {', '.join(MODES)}")
+    return logits + b * (logits - logits_dist)
+
+
+def tilt_logits(
+    logits: torch.Tensor, logits_dist: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor | None = None, mode: str = "paper"
+) -> torch.Tensor:
     """(N, V) logits, (N, V) distiller logits, (N,) beta -> (N, V) tilted logits."""
     b = beta.to(logits.dtype).unsqueeze(-1)  # (N, 1)
-    tilted = logits + b * (logits - logits_dist)
+    valid = torch.isfinite(logits) if keep is None else keep & torch.isfinite(logits)
+    tilted = _tilt(logits, logits_dist, b, valid, mode)
     if keep is not None:
         tilted = tilted.masked_fill(~keep, float("-inf"))
     return torch.where(b > 0, tilted, logits)
 
 
 def tilt_dense(
-    logits: torch.Tensor, h_hat: torch.Tensor, head_weight: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor | None = None
+    logits: torch.Tensor, h_hat: torch.Tensor, head_weight: torch.Tensor, beta: torch.Tensor,
+    keep: torch.Tensor | None = None, mode: str = "paper",
 ) -> torch.Tensor:
     """Full-vocabulary tilt. head_weight: (V, D). Costs one (N, D) x (D, V) matmul."""
     beta = _safe_beta(beta, h_hat)
     logits_dist = torch.nan_to_num(h_hat).to(head_weight.dtype) @ head_weight.t()  # (N, V)
-    return tilt_logits(logits, logits_dist.to(logits.dtype), beta, keep)
+    return tilt_logits(logits, logits_dist.to(logits.dtype), beta, keep, mode)
 
 
 def tilt_candidates(
-    logits: torch.Tensor, h_hat: torch.Tensor, head_weight: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor
+    logits: torch.Tensor, h_hat: torch.Tensor, head_weight: torch.Tensor, beta: torch.Tensor, keep: torch.Tensor, mode: str = "paper"
 ) -> torch.Tensor:
     """Tilt only the kept tokens; the rest go to -inf. Costs N x K x D for K kept tokens.
 
@@ -75,6 +112,6 @@ def tilt_candidates(
     cand_dist = torch.einsum("nd,nkd->nk", torch.nan_to_num(h_hat).to(rows.dtype), rows).to(logits.dtype)
     cand = logits.gather(1, idx)  # (N, K)
     b = beta.to(logits.dtype).unsqueeze(-1)
-    cand_new = torch.where(valid, cand + b * (cand - cand_dist), torch.full_like(cand, float("-inf")))
+    cand_new = torch.where(valid, _tilt(cand, cand_dist, b, valid, mode), torch.full_like(cand, float("-inf")))
     tilted = torch.full_like(logits, float("-inf")).scatter_(1, idx, cand_new)
     return torch.where(b > 0, tilted, logits)

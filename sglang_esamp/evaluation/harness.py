@@ -40,6 +40,7 @@ class EvalConfig:
     methods: list[Method]
     max_new_tokens: int
     concurrency: int = 4
+    server_args: str = ""  # extra flags of the server the run started (ESamp settings under test)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

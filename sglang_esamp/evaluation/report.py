@@ -182,3 +182,17 @@ def _plots(out: Path, results: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "diversity.png", dpi=120)
     plt.close(fig)
+
+
+SUMMARY = ("similarity", "vendi", "ppl", "empty", "early_stop", "pass@1", "pass@n")
+
+
+def summary_table(dirs: list[str]) -> str:
+    """Markdown: one row per (run, method) of finished eval folders, with each run's server flags."""
+    lines = ["| server flags | method | " + " | ".join(SUMMARY) + " |", "| --- " * (len(SUMMARY) + 2) + "|"]
+    for d in dirs:
+        res = json.loads((Path(d) / "results.json").read_text())
+        flags = res["config"].get("server_args") or "(defaults)"
+        for name, s in res["methods"].items():
+            lines.append(f"| {flags} | {name} | " + " | ".join(_fmt(s.get(k), k in PCT) for k in SUMMARY) + " |")
+    return "\n".join(lines)

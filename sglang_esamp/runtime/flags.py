@@ -20,7 +20,7 @@ import json
 import logging
 import os
 
-from ..core.config import DISTILLER_KINDS, GROUP_BY, INIT_KINDS, TRAINER_MODES, ESampConfig
+from ..core.config import DISTILLER_KINDS, GROUP_BY, INIT_KINDS, TILT_MODES, TRAINER_MODES, ESampConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ _HELP = {
     "max_explore": "Largest explore (beta) a request may ask for.",
     "staleness": "Training steps a prediction may lag behind.",
     "init": "Initialisation of a new group's distiller.",
+    "tilt": "'paper': (1+beta)*logit - beta*logit_of_prediction; 'residual': tilt only by the part of the prediction's logits not explained by an affine fit on the model's own (no implicit temperature change).",
+    "plausibility": "Guard for requests without top-k/top-p/min-p: tilt only tokens whose probability is at least this fraction of the top token's, the rest are not sampled (0: no guard). Filtered requests tilt within their filters' candidates.",
     "trainer": "'thread': train in a background worker; 'inline': right after sampling; 'auto': thread on CUDA, inline on CPU.",
     "group_ttl": "Seconds an idle group keeps its distiller before its slot is freed.",
     "group_by": "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
@@ -45,7 +47,7 @@ _HELP = {
 }
 
 
-_CHOICES = {"distiller": DISTILLER_KINDS, "init": INIT_KINDS, "trainer": TRAINER_MODES, "group_by": GROUP_BY}
+_CHOICES = {"distiller": DISTILLER_KINDS, "init": INIT_KINDS, "tilt": TILT_MODES, "trainer": TRAINER_MODES, "group_by": GROUP_BY}
 
 
 def flag_name(field: str) -> str:

@@ -39,7 +39,8 @@ class TiltPlan:
     h_hat: torch.Tensor  # (M, D), rows = layout.rows
     betas: list[float]  # per layout row
     dense: list[int]  # indices into layout.rows: full-vocabulary tilt (greedy or unfiltered)
-    cand: list[int]  # indices into layout.rows: tilt over the filters' candidates
+    cand: list[int]  # indices into layout.rows: tilt over the filters' (or the guard's) candidates
+    floors: list[float]  # per cand row: the guard's plausibility floor, 0 for a row with its own filters
     info: object  # the batch's SamplingBatchInfo, whose filters define the candidates
     sample_info: object  # what SGLang samples with: neutral filters on the candidate rows
 
@@ -178,25 +179,33 @@ class ESampRuntime:
 
     def _plan_tilt(self, layout, h_hat, states, reqs, info, vocab) -> TiltPlan | None:
         """Sort the rows with beta > 0 into dense and candidate rows (from host-side request
-        values: no device read). Candidate rows are sampled with neutral filters, because the
-        tilt itself sends the tokens their filters exclude to -inf."""
-        dense, cand = [], []
+        values: no device read). A row with top-k/top-p/min-p tilts within its filters'
+        candidates; with the guard on (``plausibility`` > 0), every other row tilts within
+        its plausible tokens. Candidate rows are sampled with neutral filters (the tilt has
+        already sent the excluded tokens to -inf), except greedy rows, which keep top-k 1."""
+        dense, cand, floors = [], [], []
+        guard = self.cfg.plausibility
         for i, row in enumerate(layout.row_list):
             if states[row].beta <= 0:
                 continue
             sp = reqs[row].sampling_params
-            filtered = 0 < sp.top_k < vocab or sp.top_p < 1.0 or sp.min_p > 0.0
-            (cand if filtered and sp.top_k > 1 else dense).append(i)  # top_k <= 1 is greedy
+            greedy = sp.top_k == 1
+            filtered = not greedy and (0 < sp.top_k < vocab or sp.top_p < 1.0 or sp.min_p > 0.0)
+            if filtered or guard > 0:
+                cand.append(i)
+                floors.append(0.0 if filtered else guard)
+            else:
+                dense.append(i)
         if not dense and not cand:
             return None
         sample_info = info
-        if cand:
-            rows = [layout.row_list[i] for i in cand]
+        sampled = [layout.row_list[i] for i in cand if reqs[layout.row_list[i]].sampling_params.top_k != 1]
+        if sampled:
             sample_info = dataclasses.replace(info, top_ks=info.top_ks.clone(), top_ps=info.top_ps.clone(), min_ps=info.min_ps.clone())
-            sample_info.top_ks[rows] = vocab
-            sample_info.top_ps[rows] = 1.0
-            sample_info.min_ps[rows] = 0.0
-        return TiltPlan(layout, h_hat, [states[r].beta for r in layout.row_list], dense, cand, info, sample_info)
+            sample_info.top_ks[sampled] = vocab
+            sample_info.top_ps[sampled] = 1.0
+            sample_info.min_ps[sampled] = 0.0
+        return TiltPlan(layout, h_hat, [states[r].beta for r in layout.row_list], dense, cand, floors, info, sample_info)
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the planned rows in place, after SGLang's penalties, grammar and logit bias,
@@ -206,7 +215,7 @@ class ESampRuntime:
             return
         logits = logits_output.next_token_logits  # (rows, V)
         head = self.head_weight[: logits.shape[-1]]
-        info = plan.info
+        info, mode = plan.info, self.cfg.tilt
         for part in (plan.dense, plan.cand):
             if not part:
                 continue
@@ -214,7 +223,12 @@ class ESampRuntime:
             r = plan.layout.rows[idx]
             beta = torch.tensor([plan.betas[i] for i in part], device=logits.device)
             if part is plan.dense:
-                logits[r] = tilt_dense(logits[r], plan.h_hat[idx], head, beta)
+                logits[r] = tilt_dense(logits[r], plan.h_hat[idx], head, beta, mode=mode)
                 continue
-            keep = filter_mask(logits[r], info.temperatures[r].view(-1), info.top_ks[r], info.top_ps[r], info.min_ps[r])
-            logits[r] = tilt_candidates(logits[r], plan.h_hat[idx], head, beta, keep)
+            floor = torch.tensor(plan.floors, device=logits.device)
+            guarded = floor > 0  # rows without filters: plausibility floor at the row's temperature
+            top_k = torch.where(guarded, torch.full_like(info.top_ks[r], logits.shape[-1]), info.top_ks[r])
+            top_p = torch.where(guarded, torch.ones_like(info.top_ps[r]), info.top_ps[r])
+            min_p = torch.where(guarded, floor.to(info.min_ps.dtype), info.min_ps[r])
+            keep = filter_mask(logits[r], info.temperatures[r].view(-1), top_k, top_p, min_p)
+            logits[r] = tilt_candidates(logits[r], plan.h_hat[idx], head, beta, keep, mode=mode)

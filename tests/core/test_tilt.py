@@ -91,3 +91,39 @@ def test_greedy_argmax_moves_with_beta():
     h_hat = torch.tensor([[2.0, 0.0, 0.0]])  # the distiller already "knows" token 0
     out = tilt_dense(h @ head.T, h_hat, head, torch.tensor([0.25]))
     assert int(out.argmax()) == 1 and int((h @ head.T).argmax()) == 0
+
+
+def test_residual_tilt_ignores_what_an_affine_fit_explains():
+    from sglang_esamp.core.tilt import residual, tilt_logits
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    flat = 0.4 * logits + 1.5  # a flattened copy: the paper's tilt sharpens, the residual does nothing
+    beta = torch.tensor([0.5, 1.0, 2.0])
+    paper = tilt_logits(logits, flat, beta)
+    assert torch.allclose(paper, logits * (1 + 0.6 * beta).unsqueeze(-1) - 1.5 * beta.unsqueeze(-1), atol=1e-5)
+    assert torch.allclose(tilt_logits(logits, flat, beta, mode="residual"), logits, atol=1e-5)
+    bump = flat.clone()
+    bump[:, 7] -= 3.0  # the distiller underrates token 7: the residual tilt raises it, and only it stands out
+    out = tilt_logits(logits, bump, beta, mode="residual")
+    delta = out - logits
+    assert (delta[:, 7] > 0).all() and (delta[:, 7] > 5 * delta[:, torch.arange(50) != 7].abs().max(-1).values).all()
+    valid = torch.ones_like(logits, dtype=torch.bool)
+    valid[:, 40:] = False
+    r = residual(logits, bump, valid)
+    assert (r[:, 40:] == 0).all()
+
+
+def test_residual_candidates_match_dense_on_the_kept_set():
+    from sglang_esamp.core.tilt import tilt_candidates, tilt_dense
+
+    torch.manual_seed(2)
+    head = torch.randn(30, 8)
+    h, h_hat = torch.randn(2, 8), torch.randn(2, 8)
+    logits = h @ head.T
+    keep = logits >= logits.topk(6, -1).values[:, -1:]
+    beta = torch.tensor([0.5, 0.25])
+    dense = tilt_dense(logits, h_hat, head, beta, keep=keep, mode="residual")
+    cand = tilt_candidates(logits, h_hat, head, beta, keep, mode="residual")
+    assert torch.allclose(dense, cand, atol=1e-5)
+    assert torch.equal(torch.isfinite(cand), keep)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sglang_esamp.evaluation.report import aggregate, write_report
+from sglang_esamp.evaluation.report import aggregate, summary_table, write_report
 
 
 def sample(text, answer, correct, nll=1.0, finish="length", tokens=8):
@@ -45,3 +45,7 @@ def test_aggregate_and_report(tmp_path):
     assert "| esamp@0.5 | 50.0 [50.0, 50.0] | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] | 2.000 [2.000, 2.000] |" in report
     assert (tmp_path / "passk.png").stat().st_size > 1000 and (tmp_path / "diversity.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["methods"]["vanilla"]["pass@1"]["mean"] == 0.5
+
+    table = summary_table([str(tmp_path)]).splitlines()
+    assert len(table) == 2 + 3 and table[3].startswith("| (defaults) | esamp@0.5 | ")
+    assert table[3].endswith("| 50.0 [50.0, 50.0] | 100.0 [100.0, 100.0] |")

@@ -118,3 +118,30 @@ def test_released_rows_and_a_full_novelty_table():
     assert not torch.equal(seen["logits"][1], logits[1])
     rt.finish(live, with_metadata=True)
     assert live.customized_info["esamp"][0]["novelty"] is None
+
+
+def test_guard_keeps_unfiltered_rows_within_plausible_tokens_and_greedy_stays_greedy():
+    rt = make_runtime(plausibility=0.2)
+    reqs = [make_req("a", 1.0, "g:x"), make_req("b", 1.0, "g:x", top_k=1), make_req("c", 1.0, "g:x", top_k=5)]
+    for r in reqs:
+        rt.attach(r)
+    logits, seen = run_step(rt, reqs)
+    probs = torch.softmax(logits, -1)
+    plausible = probs >= 0.2 * probs.max(-1, keepdim=True).values  # (3, V)
+    assert torch.equal(torch.isfinite(seen["logits"][0]), plausible[0])
+    assert torch.equal(torch.isfinite(seen["logits"][1]), plausible[1])  # greedy: argmax over the guarded tilt
+    assert int(torch.isfinite(seen["logits"][2]).sum()) == 5  # a filtered row keeps its own filter, no floor
+    assert seen["info"].top_ks.tolist() == [V, 1, V]
+
+
+def test_residual_mode_reaches_the_runtime():
+    paper, resid = make_runtime(), make_runtime(tilt="residual")
+    outs = []
+    for rt in (paper, resid):
+        req = make_req("a", 1.0, "g:x")
+        rt.attach(req)
+        torch.manual_seed(1)
+        logits, seen = run_step(rt, [req])
+        outs.append((logits, seen["logits"]))
+    assert torch.equal(outs[0][0], outs[1][0])  # same inputs
+    assert not torch.allclose(outs[0][1], outs[1][1])  # different tilts
