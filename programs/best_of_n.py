@@ -13,9 +13,8 @@ the explore pass.
 """
 
 import argparse
-import time
 
-from sglang_esamp.backend import add_program_args, open_backend, program_cases
+from sglang_esamp.backend import add_program_args, program_cases, run_passes
 from sglang_esamp.evaluation.sandbox import check_humaneval
 from sglang_esamp.evaluation.tasks import TASKS, load_task
 from sglang_esamp.recipes import complete_code, score_math, solve_math
@@ -34,25 +33,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10, help="number of problems")
     add_program_args(parser, n=8, max_new_tokens=160, temperature=0.7)
     args = parser.parse_args()
-    cases = program_cases(args)
+    program_cases(args)  # flag errors before any server starts
     problems = load_task(args.task, args.split, args.limit)
     program = complete_code if problems[0].kind == "code" else solve_math
+    batch = [dict(prompt=p.question, samples=args.n) if p.kind == "code" else dict(question=p.question, samples=args.n) for p in problems]
     summary = []
-    with open_backend(args.url) as backend:
-        for label, explore in cases:
-            print(f"\n== {label}: {len(problems)} {args.task} problems, n={args.n}", flush=True)
-            t0 = time.monotonic()
-            batch = [dict(prompt=p.question, samples=args.n) if p.kind == "code" else dict(question=p.question, samples=args.n) for p in problems]
-            states = program.run_batch(
-                batch, backend=backend, progress_bar=True, num_threads=len(batch),
-                temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
-            )
-            passed = [verify(p, st) for p, st in zip(problems, states)]
-            for p, marks in zip(problems, passed):
-                print(f"  {p.id:<24} {''.join('✓' if m else '·' for m in marks)}  {sum(marks)}/{args.n}")
-            pass1 = sum(sum(m) for m in passed) / (len(problems) * args.n)
-            passn = sum(any(m) for m in passed) / len(problems)
-            summary.append((label, pass1, passn, time.monotonic() - t0))
+    for label, states, seconds in run_passes(program, batch, args):
+        passed = [verify(p, st) for p, st in zip(problems, states)]
+        for p, marks in zip(problems, passed):
+            print(f"  {p.id:<24} {''.join('✓' if m else '·' for m in marks)}  {sum(marks)}/{args.n}")
+        pass1 = sum(sum(m) for m in passed) / (len(problems) * args.n)
+        passn = sum(any(m) for m in passed) / len(problems)
+        summary.append((label, pass1, passn, seconds))
     print(f"\n| pass | Pass@1 | Pass@{args.n} | time |\n| --- | --- | --- | --- |")
     for label, pass1, passn, elapsed in summary:
         print(f"| {label} | {pass1:.1%} | {passn:.1%} | {elapsed:.0f} s |")

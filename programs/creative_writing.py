@@ -8,11 +8,10 @@ empty; plain and with explore.
 """
 
 import argparse
-import time
 
 import numpy as np
 
-from sglang_esamp.backend import add_program_args, open_backend, program_cases
+from sglang_esamp.backend import add_program_args, program_cases, run_passes
 from sglang_esamp.evaluation.diversity import embed, mean_pairwise_cosine, vendi
 from sglang_esamp.evaluation.metrics import nan_mean
 from sglang_esamp.evaluation.tasks import load_task
@@ -26,28 +25,21 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=3, help="continuations printed per opening")
     add_program_args(parser, n=8, max_new_tokens=96)
     args = parser.parse_args()
-    cases = program_cases(args)
+    program_cases(args)  # flag errors before any server starts
     openings = load_task("creative", args.split, args.limit)
     summary = []
-    with open_backend(args.url) as backend:
-        for label, explore in cases:
-            print(f"\n== {label}: {len(openings)} openings, n={args.n}", flush=True)
-            t0 = time.monotonic()
-            states = continue_story.run_batch(
-                [dict(opening=o.question, samples=args.n) for o in openings], backend=backend, progress_bar=True,
-                num_threads=len(openings), temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
-            )
-            sims, vendis, empty = [], [], 0
-            for o, st in zip(openings, states):
-                texts = [t.strip() for t in st["continuations"] if t.strip()]
-                empty += args.n - len(texts)
-                emb = embed(texts) if texts else np.zeros((0, 384))
-                sims.append(mean_pairwise_cosine(emb))
-                vendis.append(vendi(emb))
-                print(f"\n  {o.question[:90]}...  (similarity {sims[-1]:.3f}, Vendi {vendis[-1]:.2f}, empty {args.n - len(texts)})")
-                for t in texts[: args.show]:
-                    print(f"    - {t[:140]!r}")
-            summary.append((label, nan_mean(sims), nan_mean(vendis), empty / (args.n * len(openings)), time.monotonic() - t0))
+    for label, states, seconds in run_passes(continue_story, [dict(opening=o.question, samples=args.n) for o in openings], args):
+        sims, vendis, empty = [], [], 0
+        for o, st in zip(openings, states):
+            texts = [t.strip() for t in st["continuations"] if t.strip()]
+            empty += args.n - len(texts)
+            emb = embed(texts) if texts else np.zeros((0, 384))
+            sims.append(mean_pairwise_cosine(emb))
+            vendis.append(vendi(emb))
+            print(f"\n  {o.question[:90]}...  (similarity {sims[-1]:.3f}, Vendi {vendis[-1]:.2f}, empty {args.n - len(texts)})")
+            for t in texts[: args.show]:
+                print(f"    - {t[:140]!r}")
+        summary.append((label, nan_mean(sims), nan_mean(vendis), empty / (args.n * len(openings)), seconds))
     print(f"\n| pass | mean pairwise similarity | Vendi (of {args.n}) | empty | time |\n| --- | --- | --- | --- | --- |")
     for label, sim, v, empty, elapsed in summary:
         print(f"| {label} | {sim:.3f} | {v:.2f} | {empty:.0%} | {elapsed:.0f} s |")

@@ -6,9 +6,8 @@ it is right, plain and with explore.
 """
 
 import argparse
-import time
 
-from sglang_esamp.backend import add_program_args, open_backend, program_cases
+from sglang_esamp.backend import add_program_args, program_cases, run_passes
 from sglang_esamp.evaluation.answers import answers_match, extract_answer
 from sglang_esamp.evaluation.tasks import load_task
 from sglang_esamp.recipes import plan_then_solve
@@ -22,27 +21,21 @@ def main() -> None:
     parser.add_argument("--plan-tokens", type=int, default=64, help="length of each plan")
     add_program_args(parser, n=4, max_new_tokens=160)
     args = parser.parse_args()
-    cases = program_cases(args)
+    program_cases(args)  # flag errors before any server starts
     problems = load_task(args.task, args.split, args.limit)
+    batch = [dict(question=p.question, samples=args.n, plan_tokens=args.plan_tokens) for p in problems]
     summary = []
-    with open_backend(args.url) as backend:
-        for label, explore in cases:
-            print(f"\n== {label}: {len(problems)} {args.task} problems, {args.n} plans each", flush=True)
-            t0 = time.monotonic()
-            states = plan_then_solve.run_batch(
-                [dict(question=p.question, samples=args.n, plan_tokens=args.plan_tokens) for p in problems], backend=backend,
-                progress_bar=True, num_threads=len(problems), temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
-            )
-            right = 0
-            for p, st in zip(problems, states):
-                answer = extract_answer(st["final"])
-                ok = answers_match(answer, p.answer)
-                right += ok
-                print(f"\n  {p.id}: {p.question[:100]}")
-                for i, plan in enumerate(st["plans"]):
-                    print(f"    plan {i + 1}: {plan[:120]!r}")
-                print(f"    final: {answer} (reference {p.answer}) {'✓' if ok else '✗'}")
-            summary.append((label, right / len(problems), time.monotonic() - t0))
+    for label, states, seconds in run_passes(plan_then_solve, batch, args):
+        right = 0
+        for p, st in zip(problems, states):
+            answer = extract_answer(st["final"])
+            ok = answers_match(answer, p.answer)
+            right += ok
+            print(f"\n  {p.id}: {p.question[:100]}")
+            for i, plan in enumerate(st["plans"]):
+                print(f"    plan {i + 1}: {plan[:120]!r}")
+            print(f"    final: {answer} (reference {p.answer}) {'✓' if ok else '✗'}")
+        summary.append((label, right / len(problems), seconds))
     print("\n| pass | accuracy of the joined answer | time |\n| --- | --- | --- |")
     for label, acc, elapsed in summary:
         print(f"| {label} | {acc:.1%} | {elapsed:.0f} s |")

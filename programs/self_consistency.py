@@ -5,10 +5,9 @@ vote (Maj@n). Shows each problem's vote distribution, plain and with explore.
 """
 
 import argparse
-import time
 from collections import Counter
 
-from sglang_esamp.backend import add_program_args, open_backend, program_cases
+from sglang_esamp.backend import add_program_args, program_cases, run_passes
 from sglang_esamp.evaluation.answers import answers_match
 from sglang_esamp.evaluation.metrics import majority
 from sglang_esamp.evaluation.tasks import load_task
@@ -22,26 +21,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10, help="number of problems")
     add_program_args(parser, n=8, max_new_tokens=160, temperature=0.7)
     args = parser.parse_args()
-    cases = program_cases(args)
+    program_cases(args)  # flag errors before any server starts
     problems = load_task(args.task, args.split, args.limit)
     summary = []
-    with open_backend(args.url) as backend:
-        for label, explore in cases:
-            print(f"\n== {label}: {len(problems)} {args.task} problems, n={args.n}", flush=True)
-            t0 = time.monotonic()
-            states = solve_math.run_batch(
-                [dict(question=p.question, samples=args.n) for p in problems], backend=backend, progress_bar=True,
-                num_threads=len(problems), temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
-            )
-            right = 0
-            for p, st in zip(problems, states):
-                answers = score_math(st["attempts"], p.answer).answers
-                vote = majority(answers)
-                ok = answers_match(vote, p.answer)
-                right += ok
-                votes = ", ".join(f"{a}×{c}" for a, c in Counter(a or "none" for a in answers).most_common())
-                print(f"  {p.id:<20} {'✓' if ok else '✗'} vote {vote} (reference {p.answer})  [{votes}]")
-            summary.append((label, right / len(problems), time.monotonic() - t0))
+    for label, states, seconds in run_passes(solve_math, [dict(question=p.question, samples=args.n) for p in problems], args):
+        right = 0
+        for p, st in zip(problems, states):
+            answers = score_math(st["attempts"], p.answer).answers
+            vote = majority(answers)
+            ok = answers_match(vote, p.answer)
+            right += ok
+            votes = ", ".join(f"{a}×{c}" for a, c in Counter(a or "none" for a in answers).most_common())
+            print(f"  {p.id:<20} {'✓' if ok else '✗'} vote {vote} (reference {p.answer})  [{votes}]")
+        summary.append((label, right / len(problems), seconds))
     print(f"\n| pass | Maj@{args.n} | time |\n| --- | --- | --- |")
     for label, acc, elapsed in summary:
         print(f"| {label} | {acc:.1%} | {elapsed:.0f} s |")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import requests
@@ -68,3 +69,18 @@ def program_cases(args) -> list[tuple[str, float | None]]:
         raise SystemExit(f"--explore must be >= 0; got {args.explore}")
     cases = [] if args.no_vanilla else [("vanilla", None)]
     return cases + [(f"explore={args.explore:g}", args.explore)]
+
+
+def run_passes(program, batch: list[dict], args):
+    """Yield (label, states, seconds) for each pass of a program: plain, then explore. The
+    whole batch goes at once, with a progress bar; sampling settings come from ``args``."""
+    cases = program_cases(args)
+    with open_backend(args.url) as backend:
+        for label, explore in cases:
+            print(f"\n== {label}: {len(batch)} prompts, n={args.n}", flush=True)
+            t0 = time.monotonic()
+            states = program.run_batch(
+                batch, backend=backend, progress_bar=True, num_threads=len(batch),
+                temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
+            )
+            yield label, states, time.monotonic() - t0

@@ -107,10 +107,10 @@ def tilt_candidates(
     beta = _safe_beta(beta, h_hat)
     k = max(int(keep.sum(-1).max()), 1)
     idx = torch.topk(logits.masked_fill(~keep, float("-inf")), k, dim=-1).indices  # (N, K)
-    valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
+    cand = logits.gather(1, idx)  # (N, K)
+    valid = keep.gather(1, idx) & torch.isfinite(cand)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
     rows = head_weight[idx]  # (N, K, D)
     cand_dist = torch.einsum("nd,nkd->nk", torch.nan_to_num(h_hat).to(rows.dtype), rows).to(logits.dtype)
-    cand = logits.gather(1, idx)  # (N, K)
     b = beta.to(logits.dtype).unsqueeze(-1)
     cand_new = torch.where(valid, _tilt(cand, cand_dist, b, valid, mode), torch.full_like(cand, float("-inf")))
     tilted = torch.full_like(logits, float("-inf")).scatter_(1, idx, cand_new)

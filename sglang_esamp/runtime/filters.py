@@ -13,10 +13,21 @@ from __future__ import annotations
 import torch
 
 
+def min_p_mask(logits: torch.Tensor, temperature: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """The min-p rule alone, without softmax or sort: p_i >= min_p * p_max at temperature T
+    is logit_i >= logit_max + T * log(min_p)."""
+    floor = logits.max(-1, keepdim=True).values + temperature.unsqueeze(-1) * torch.log(min_p.clamp_min(1e-30)).unsqueeze(-1)
+    return logits >= floor  # (n, V)
+
+
 def filter_mask(
-    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor
+    logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor,
+    min_p_only: bool = False,
 ) -> torch.Tensor:
-    """(n, V) logits, (n,) temperature, top_k, top_p, min_p -> (n, V) bool keep mask."""
+    """(n, V) logits, (n,) temperature, top_k, top_p, min_p -> (n, V) bool keep mask.
+    ``min_p_only``: the caller knows no row has top-k or top-p, so the sort is skipped."""
+    if min_p_only:
+        return min_p_mask(logits, temperature, min_p)
     probs = torch.softmax(logits / temperature.unsqueeze(-1), dim=-1)  # (n, V)
     sorted_p, order = probs.sort(dim=-1, descending=True)
     rank = torch.arange(logits.shape[-1], device=logits.device).unsqueeze(0)  # (1, V)

@@ -133,8 +133,9 @@ def init_attention_backends(runner, *args, **kwargs):
     model.set_eagle3_layers_to_capture([cfg.source_layer])
     model.logits_processor.esamp_capture = True
     norm = getattr(getattr(model, "model", None), "norm", None)
+    stop_ids = sorted(getattr(runner.model_config, "hf_eos_token_id", None) or [])
     _RUNTIME = ESampRuntime(
-        cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device
+        cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device, stop_ids
     )
 
 

@@ -41,6 +41,7 @@ class TiltPlan:
     dense: list[int]  # indices into layout.rows: full-vocabulary tilt (greedy or unfiltered)
     cand: list[int]  # indices into layout.rows: tilt over the filters' (or the guard's) candidates
     floors: list[float]  # per cand row: the guard's plausibility floor, 0 for a row with its own filters
+    min_p_only: bool  # no cand row has top-k or top-p (host-side): its keep set needs no sort
     info: object  # the batch's SamplingBatchInfo, whose filters define the candidates
     sample_info: object  # what SGLang samples with: neutral filters on the candidate rows
 
@@ -55,8 +56,14 @@ class RequestState:
 
 
 class ESampRuntime:
-    def __init__(self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device):
+    def __init__(
+        self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device,
+        stop_ids: list[int] | None = None,
+    ):
         self.cfg = cfg
+        # end-of-sequence ids: the tilt never raises their logits (a young distiller underrates
+        # them, and the paper's tilt then ends up to half of the samples early on SmolLM2)
+        self.stop_ids = torch.tensor(sorted(stop_ids or []), dtype=torch.int64, device=device)
         self.hidden = hidden
         # (V_padded, D), the LM head. On a CPU, a float32 copy: without native bf16 the tilt's
         # head matmul for 32 rows took 114 ms in bf16 and 54 ms in fp32 on a 2-core AVX2 machine.
@@ -185,6 +192,7 @@ class ESampRuntime:
         already sent the excluded tokens to -inf), except greedy rows, which keep top-k 1."""
         dense, cand, floors = [], [], []
         guard = self.cfg.plausibility
+        min_p_only = True
         for i, row in enumerate(layout.row_list):
             if states[row].beta <= 0:
                 continue
@@ -194,6 +202,7 @@ class ESampRuntime:
             if filtered or guard > 0:
                 cand.append(i)
                 floors.append(0.0 if filtered else guard)
+                min_p_only &= not filtered or (not 0 < sp.top_k < vocab and sp.top_p >= 1.0)
             else:
                 dense.append(i)
         if not dense and not cand:
@@ -205,7 +214,7 @@ class ESampRuntime:
             sample_info.top_ks[sampled] = vocab
             sample_info.top_ps[sampled] = 1.0
             sample_info.min_ps[sampled] = 0.0
-        return TiltPlan(layout, h_hat, [states[r].beta for r in layout.row_list], dense, cand, floors, info, sample_info)
+        return TiltPlan(layout, h_hat, [states[r].beta for r in layout.row_list], dense, cand, floors, min_p_only, info, sample_info)
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the planned rows in place, after SGLang's penalties, grammar and logit bias,
@@ -222,13 +231,20 @@ class ESampRuntime:
             idx = torch.tensor(part, device=logits.device)
             r = plan.layout.rows[idx]
             beta = torch.tensor([plan.betas[i] for i in part], device=logits.device)
+            before = logits[r]
             if part is plan.dense:
-                logits[r] = tilt_dense(logits[r], plan.h_hat[idx], head, beta, mode=mode)
+                logits[r] = self._cap_stops(tilt_dense(before, plan.h_hat[idx], head, beta, mode=mode), before)
                 continue
             floor = torch.tensor(plan.floors, device=logits.device)
             guarded = floor > 0  # rows without filters: plausibility floor at the row's temperature
             top_k = torch.where(guarded, torch.full_like(info.top_ks[r], logits.shape[-1]), info.top_ks[r])
             top_p = torch.where(guarded, torch.ones_like(info.top_ps[r]), info.top_ps[r])
             min_p = torch.where(guarded, floor.to(info.min_ps.dtype), info.min_ps[r])
-            keep = filter_mask(logits[r], info.temperatures[r].view(-1), top_k, top_p, min_p)
-            logits[r] = tilt_candidates(logits[r], plan.h_hat[idx], head, beta, keep, mode=mode)
+            keep = filter_mask(logits[r], info.temperatures[r].view(-1), top_k, top_p, min_p, plan.min_p_only)
+            logits[r] = self._cap_stops(tilt_candidates(before, plan.h_hat[idx], head, beta, keep, mode=mode), before)
+
+    def _cap_stops(self, tilted: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """(n, V) tilted logits with every stop id's logit at most its untilted value."""
+        if self.stop_ids.numel():
+            tilted[:, self.stop_ids] = torch.minimum(tilted[:, self.stop_ids], before[:, self.stop_ids])
+        return tilted

@@ -29,10 +29,10 @@ def make_req(rid, explore=None, group=None, top_k=V, top_p=1.0, min_p=0.0):
     return SimpleNamespace(rid=rid, sampling_params=sp, origin_input_ids=[1, 2, 3], customized_info=None)
 
 
-def make_runtime(**cfg):
+def make_runtime(stop_ids=None, **cfg):
     torch.manual_seed(0)
     head = torch.randn(V, D)
-    return ESampRuntime(ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg), D, head, None, "cpu")
+    return ESampRuntime(ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg), D, head, None, "cpu", stop_ids)
 
 
 def run_step(rt, reqs, decode=True, bias=None):
@@ -145,3 +145,15 @@ def test_residual_mode_reaches_the_runtime():
         outs.append((logits, seen["logits"]))
     assert torch.equal(outs[0][0], outs[1][0])  # same inputs
     assert not torch.allclose(outs[0][1], outs[1][1])  # different tilts
+
+
+def test_the_tilt_never_raises_a_stop_token():
+    for tilt, guard in (("paper", 0.0), ("residual", 0.0), ("paper", 0.01)):
+        rt = make_runtime(stop_ids=[3, 5], tilt=tilt, plausibility=guard)
+        reqs = [make_req(str(i), 2.0, "g:x") for i in range(16)]
+        for r in reqs:
+            rt.attach(r)
+        logits, seen = run_step(rt, reqs)
+        assert (seen["logits"][:, [3, 5]] <= logits[:, [3, 5]]).all()
+        finite = torch.isfinite(seen["logits"])
+        assert not torch.allclose(seen["logits"][finite], logits[finite])  # the rest is tilted
