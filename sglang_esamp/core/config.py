@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from .tilt import MODES as TILT_MODES
+
 DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random",)  # warm starts ("prompt", "calibrated") plug in beside this one
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
-TILT_MODES = ("paper", "residual")  # see core/tilt.py
 
 
 @dataclass(slots=True)
