@@ -10,6 +10,8 @@ Subcommands:
 - ``eval``: every sampling method on the same problems of one task; report and plots.
 - ``eval-summary``: the headline numbers of several eval folders in one table.
 - ``bench``: throughput of vanilla and ESamp on one server, interleaved.
+- ``calibrate [--model-path P] [--esamp-* flags]``: fit (or show) the cached base distiller
+  that ``--esamp-init calibrated`` starts every group from.
 """
 
 from __future__ import annotations
@@ -119,6 +121,24 @@ def bench(args: argparse.Namespace) -> None:
         print_table(result)
 
 
+def calibrate(args: argparse.Namespace) -> None:
+    from .calibrate import base_path, load_or_calibrate
+    from .runtime import flags
+
+    strict = argparse.ArgumentParser(prog="sglang-esamp calibrate")
+    flags.add_arguments(strict)
+    strict.parse_args(["--enable-esamp", *args.esamp_flags])  # exits 2 naming an unknown flag
+    model = args.model_path or str(embedded_model_path())
+    cfg = flags.parse(["--enable-esamp", *args.esamp_flags, "--esamp-init", "calibrated"])
+    path = base_path(model, cfg)
+    if args.refit and path.is_file():
+        path.unlink()
+    t0 = time.monotonic()
+    fit, path = load_or_calibrate(model, cfg, progress=True)
+    print(f"base distiller: {path}")
+    print(f"rows {fit.train_rows}, held-out rel_err {fit.rel_err:.3f} (random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
+
+
 @contextlib.contextmanager
 def _server(url: str | None, server_args: list[str]):
     """Yield a server URL: the given one, or one started here on the embedded model."""
@@ -169,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     p_bench.add_argument("--explore", type=float, default=0.25)
     p_bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p_bench.add_argument("--url", default=None, help="a running server with --enable-esamp")
+    p_cal = sub.add_parser("calibrate", help="fit the cached base distiller of --esamp-init calibrated (once per model)")
+    p_cal.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
+    p_cal.add_argument("--refit", action="store_true", help="fit again even if a cached base exists")
+    p_cal.add_argument("esamp_flags", nargs=argparse.REMAINDER, help="--esamp-* flags that shape the distiller (distiller, intermediate, rank, source-layer, seed)")
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
     args = parser.parse_args(argv)
@@ -181,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
             evaluate(args)
         elif args.command == "bench":
             bench(args)
+        elif args.command == "calibrate":
+            calibrate(args)
         elif args.command == "eval-summary":
             from .evaluation.report import summary_table
 

@@ -22,7 +22,7 @@ import time
 
 import requests
 
-START_TIMEOUT = 300.0  # first start on 2 cores includes the one-time model conversion
+START_TIMEOUT = 600.0  # a first start on 2 cores may include the model conversion and the calibrated base fit
 
 
 def free_port() -> int:

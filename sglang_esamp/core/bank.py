@@ -48,6 +48,7 @@ class DistillerBank:
         hidden: int,
         device: torch.device | str = "cpu",
         out_gain: torch.Tensor | None = None,
+        base: Params | None = None,
     ):
         self.cfg = cfg
         self.hidden = hidden
@@ -56,8 +57,9 @@ class DistillerBank:
         self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.lock = threading.Lock()
+        self.base = None if base is None else self._check_base(base)  # name -> (1, ...): warm start
         g = cfg.max_groups
-        init = random_init(self.arch.shapes(), g, self.generator, self.out_gain)
+        init = self._fresh(g)
         self.params: Params = {k: v.to(self.device) for k, v in init.items()}  # (G, ...)
         self.exp_avg: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.exp_avg_sq: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
@@ -74,11 +76,24 @@ class DistillerBank:
         per = sum(v[0].numel() for v in self.params.values())
         return 3 * per * 4 + 4
 
+    def _check_base(self, base: Params) -> Params:
+        shapes = self.arch.shapes()
+        got = {k: tuple(v.shape[1:]) for k, v in base.items()}
+        if got != shapes or any(v.shape[0] != 1 for v in base.values()):
+            raise ValueError(f"base distiller does not fit this architecture: expected {shapes}, got {got}")
+        return {k: v.detach().float().cpu() for k, v in base.items()}
+
+    def _fresh(self, g: int) -> Params:
+        """(g, ...) initial weights: copies of the base when there is one, else the paper's random init."""
+        if self.base is not None:
+            return {k: v.expand(g, *v.shape[1:]).clone() for k, v in self.base.items()}
+        return random_init(self.arch.shapes(), g, self.generator, self.out_gain)
+
     def reset(self, slots: list[int]) -> None:
-        """Give these slots fresh weights and a fresh optimizer (a new group moves in)."""
+        """Give these slots initial weights and a fresh optimizer (a new group moves in)."""
         if not slots:
             return
-        fresh = random_init(self.arch.shapes(), len(slots), self.generator, self.out_gain)
+        fresh = self._fresh(len(slots))
         idx = torch.tensor(slots, dtype=torch.int64, device=self.device)
         with self.lock:
             self._begin_write()

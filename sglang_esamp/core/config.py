@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from .tilt import MODES as TILT_MODES
 
 DISTILLER_KINDS = ("mlp", "lowrank")
-INIT_KINDS = ("random",)  # warm starts ("prompt", "calibrated") plug in beside this one
+INIT_KINDS = ("random", "calibrated")
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
 
@@ -35,7 +35,7 @@ class ESampConfig:
     max_groups: int = 32  # distiller slots; memory is bounded by this (15 MiB each on SmolLM2)
     max_explore: float = 4.0  # largest beta a request may ask for
     staleness: int = 1  # prediction may miss at most this many of the latest training steps
-    init: str = "random"
+    init: str = "random"  # "random": the paper's; "calibrated": a copy of a per-model base distiller
     tilt: str = "paper"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
     plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
     trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU

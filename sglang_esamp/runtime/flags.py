@@ -37,7 +37,7 @@ _HELP = {
     "max_groups": "Distiller slots: groups exploring at once. Memory is bounded by this.",
     "max_explore": "Largest explore (beta) a request may ask for.",
     "staleness": "Training steps a prediction may lag behind.",
-    "init": "Initialisation of a new group's distiller.",
+    "init": "Initialisation of a new group's distiller: 'random' (the paper's) or 'calibrated' (a copy of a base distiller fitted once per model on its own text and cached; see docs/design.md).",
     "tilt": "'paper': (1+beta)*logit - beta*logit_of_prediction; 'residual': tilt only by the part of the prediction's logits not explained by an affine fit on the model's own (no implicit temperature change).",
     "plausibility": "Guard for requests without top-k/top-p/min-p: tilt only tokens whose probability is at least this fraction of the top token's, the rest are not sampled (0: no guard). Filtered requests tilt within their filters' candidates.",
     "trainer": "'thread': train in a background worker; 'inline': right after sampling; 'auto': thread on CUDA, inline on CPU.",

@@ -134,8 +134,15 @@ def init_attention_backends(runner, *args, **kwargs):
     model.logits_processor.esamp_capture = True
     norm = getattr(getattr(model, "model", None), "norm", None)
     stop_ids = sorted(getattr(runner.model_config, "hf_eos_token_id", None) or [])
+    base = None
+    if cfg.init == "calibrated":
+        from ..calibrate import load_or_calibrate
+
+        base, path = load_or_calibrate(runner.model_config.model_path, cfg)
+        logger.info("ESamp: new groups start from the calibrated base %s (held-out rel_err %.3f)", path, base.rel_err)
     _RUNTIME = ESampRuntime(
-        cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device, stop_ids
+        cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device, stop_ids,
+        base=None if base is None else base.params,
     )
 
 

@@ -58,7 +58,7 @@ class RequestState:
 class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device,
-        stop_ids: list[int] | None = None,
+        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None,
     ):
         self.cfg = cfg
         # end-of-sequence ids: the tilt never raises their logits (a young distiller underrates
@@ -68,7 +68,7 @@ class ESampRuntime:
         # (V_padded, D), the LM head. On a CPU, a float32 copy: without native bf16 the tilt's
         # head matmul for 32 rows took 114 ms in bf16 and 54 ms in fp32 on a 2-core AVX2 machine.
         self.head_weight = head_weight.detach().float() if head_weight.device.type == "cpu" else head_weight
-        self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain)
+        self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain, base=base)
         self.stats = GroupStats(cfg.max_groups, device)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
         self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
