@@ -35,8 +35,8 @@ class ESampConfig:
     max_groups: int = 32  # distiller slots; memory is bounded by this (15 MiB each on SmolLM2)
     max_explore: float = 4.0  # largest beta a request may ask for
     staleness: int = 1  # prediction may miss at most this many of the latest training steps
-    init: str = "random"  # "random": the paper's; "calibrated": a copy of a per-model base distiller
-    tilt: str = "paper"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
+    init: str = "calibrated"  # "random": the paper's; "calibrated": a copy of a per-model base distiller
+    tilt: str = "residual"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
     plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
     trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
     group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed

@@ -66,12 +66,13 @@ def residual(logits: torch.Tensor, logits_dist: torch.Tensor, valid: torch.Tenso
     return (dc - a * lc).to(logits.dtype)
 
 
-def _tilt(logits: torch.Tensor, logits_dist: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
+def _tilt(logits: torch.Tensor, logits_dist: torch.Tensor, b: torch.Tensor, valid, mode: str) -> torch.Tensor:
+    """``valid``: an (N, K) mask, or a callable that builds it (only the residual mode reads it)."""
     if mode == "residual":
-        return logits - b * residual(logits, logits_dist, valid)
+        return logits - b * residual(logits, logits_dist, valid() if callable(valid) else valid)
     if mode != "paper":
         raise ValueError(f"unknown tilt mode {mode!r}; expected one of {', '.join(MODES)}")
-    return logits + b * (logits - logits_dist)
+    return torch.lerp(logits_dist, logits, 1 + b)  # (1 + b) l - b d in one pass
 
 
 def tilt_logits(
@@ -79,8 +80,7 @@ def tilt_logits(
 ) -> torch.Tensor:
     """(N, V) logits, (N, V) distiller logits, (N,) beta -> (N, V) tilted logits."""
     b = beta.to(logits.dtype).unsqueeze(-1)  # (N, 1)
-    valid = torch.isfinite(logits) if keep is None else keep & torch.isfinite(logits)
-    tilted = _tilt(logits, logits_dist, b, valid, mode)
+    tilted = _tilt(logits, logits_dist, b, lambda: torch.isfinite(logits) if keep is None else keep & torch.isfinite(logits), mode)
     if keep is not None:
         tilted = tilted.masked_fill(~keep, float("-inf"))
     return torch.where(b > 0, tilted, logits)

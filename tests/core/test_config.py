@@ -12,6 +12,12 @@ def test_defaults_are_the_papers():
     assert cfg.source_layer == 0 and cfg.max_explore == 4.0
 
 
+def test_init_and_tilt_defaults_come_from_the_ablation():
+    """docs/results/ablation.md: the paper's random init and tilt do not explore on SmolLM2."""
+    cfg = ESampConfig()
+    assert (cfg.init, cfg.tilt, cfg.plausibility) == ("calibrated", "residual", 0.0)
+
+
 @pytest.mark.parametrize(
     "field, value",
     [

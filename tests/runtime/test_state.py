@@ -135,7 +135,7 @@ def test_guard_keeps_unfiltered_rows_within_plausible_tokens_and_greedy_stays_gr
 
 
 def test_residual_mode_reaches_the_runtime():
-    paper, resid = make_runtime(), make_runtime(tilt="residual")
+    paper, resid = make_runtime(tilt="paper"), make_runtime(tilt="residual")
     outs = []
     for rt in (paper, resid):
         req = make_req("a", 1.0, "g:x")
