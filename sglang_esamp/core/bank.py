@@ -81,7 +81,7 @@ class DistillerBank:
         got = {k: tuple(v.shape[1:]) for k, v in base.items()}
         if got != shapes or any(v.shape[0] != 1 for v in base.values()):
             raise ValueError(f"base distiller does not fit this architecture: expected {shapes}, got {got}")
-        return {k: v.detach().float().cpu() for k, v in base.items()}
+        return {k: v.detach().float().to(self.device) for k, v in base.items()}  # kept where the slots live
 
     def _fresh(self, g: int) -> Params:
         """(g, ...) initial weights: copies of the base when there is one, else the paper's random init."""

@@ -29,7 +29,6 @@ class BaseFit:
     params: Params  # name -> (1, *shape), float32, CPU
     rel_err_init: float  # held-out sum ||h - f||^2 / sum ||h||^2 of the random init
     rel_err: float  # the same after fitting
-    rel_err_zero: float  # predicting zero: 1.0 by definition, kept for the report
     train_rows: int
     heldout_rows: int
 
@@ -79,4 +78,4 @@ def fit_base(
         opt.step()
         sched.step()
     params = {k: v.detach() for k, v in params.items()}
-    return BaseFit(params, init_err, rel_err(arch, params, src[n_train:], tgt[n_train:]), 1.0, n_train, n_held)
+    return BaseFit(params, init_err, rel_err(arch, params, src[n_train:], tgt[n_train:]), n_train, n_held)
