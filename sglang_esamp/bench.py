@@ -21,16 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from tqdm import tqdm
 
+from .evaluation.client import esamp_state
 from .evaluation.tasks import load_task
 
 
-def _trained_steps(url: str) -> int:
-    info = requests.get(url + "/get_server_info", timeout=30).json()
-    states = info.get("internal_states") or [{}]
-    esamp = states[0].get("esamp")
+def _counters(url: str) -> dict[str, int]:
+    """Distiller steps trained, and row-steps tilted per form of the tilt, so far."""
+    esamp = esamp_state(url)
     if esamp is None:
         raise SystemExit(f"the server at {url} does not run ESamp; start it with --enable-esamp")
-    return int(esamp["steps_finished"])
+    return {"steps": int(esamp["steps_finished"]), **{k: int(v) for k, v in esamp["tilted_rows"].items()}}
 
 
 def _round(url: str, prompts: list[str], n: int, tokens: int, extra: dict) -> tuple[float, int]:
@@ -55,20 +55,23 @@ def run_bench(url: str, prompts: int, n: int, tokens: int, repeats: int, explore
     cases = [("vanilla", {}), ("esamp explore=0", {"explore": 0.0}), (f"esamp explore={explore:g}", {"explore": explore})]
     _round(url, texts, min(n, 2), min(tokens, 8), {"explore": explore})  # warm-up
     runs = {name: [] for name, _ in cases}
-    steps = {name: 0 for name, _ in cases}
+    counts = {name: {} for name, _ in cases}
     with tqdm(total=repeats * len(cases), desc="bench", unit="case") as bar:
         for r in range(repeats):
             for name, extra in cases[r % len(cases):] + cases[: r % len(cases)]:
-                before = _trained_steps(url)
+                before = _counters(url)
                 seconds, produced = _round(url, texts, n, tokens, extra)
-                steps[name] += _trained_steps(url) - before
+                for key, value in _counters(url).items():
+                    counts[name][key] = counts[name].get(key, 0) + value - before[key]
                 runs[name].append(produced / seconds)
                 bar.update(1)
     result = {"workload": {"prompts": prompts, "n": n, "max_new_tokens": tokens, "repeats": repeats}, "cases": {}}
     for name, _ in cases:
-        result["cases"][name] = {"tok_s": statistics.median(runs[name]), "tok_s_runs": runs[name], "steps_trained": steps[name]}
+        steps = counts[name].pop("steps")
+        result["cases"][name] = {"tok_s": statistics.median(runs[name]), "tok_s_runs": runs[name], "steps_trained": steps,
+                                 "tilted_rows": counts[name]}
         if name != "vanilla":
-            result["cases"][name]["void"] = steps[name] == 0
+            result["cases"][name]["void"] = steps == 0
     vanilla = result["cases"]["vanilla"]["tok_s"]
     for case in result["cases"].values():
         case["ratio_to_vanilla"] = case["tok_s"] / vanilla

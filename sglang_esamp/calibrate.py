@@ -162,6 +162,6 @@ def _load(path: Path) -> BaseFit:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         info = blob["info"]
-        return BaseFit(blob["params"], info["rel_err_init"], info["rel_err"], info["rows"], 0)
+        return BaseFit(blob["params"], info["rel_err_init"], info["rel_err"], info["rows"], 0)  # the split is not stored: all rows count as train
     except Exception as exc:
         raise ValueError(f"cannot read the calibrated base distiller {path}: {exc}; delete the file to refit it") from exc

@@ -136,7 +136,7 @@ def calibrate(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     fit, path = load_or_calibrate(model, cfg, progress=True)
     print(f"base distiller: {path}")
-    print(f"rows {fit.train_rows}, held-out rel_err {fit.rel_err:.3f} (random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
+    print(f"rows {fit.train_rows + fit.heldout_rows} (text pairs), held-out rel_err {fit.rel_err:.3f} (random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
 
 
 @contextlib.contextmanager

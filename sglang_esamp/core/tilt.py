@@ -3,8 +3,8 @@
 ``logit`` is the model's logit (LM head on the deep state h), ``logit_dist`` the LM head on
 the distiller's prediction h_hat. Three exact forms of the same formula:
 
-- ``mix_hidden``: (1 + beta) h - beta h_hat, to feed ONE LM-head matmul. Exact because the
-  head is linear without bias. For a caller that can act before the LM head runs.
+- ``mix_hidden`` / ``mix_residual``: a state that feeds ONE LM-head matmul in place of h
+  (the head is linear without bias). For a caller that acts before the LM head runs.
 - ``tilt_dense``: tilts a row's whole vocabulary from logits already computed (one extra
   head matmul on h_hat).
 - ``tilt_candidates``: tilts only the tokens in ``keep`` (the row's top-k/top-p/min-p set,
@@ -30,6 +30,10 @@ Two modes:
   the distiller's logits are a flattened copy of the model's (a < 1, as a young distiller's
   are), part of its effect is plain sharpening, i.e. a lower temperature. The residual mode
   keeps only the part that is specific to what the distiller has not learned.
+  Over the full vocabulary the fit needs no logits: cov(l, d) = h^T C h_hat with C the
+  head's centred Gram matrix (``head_gram``), so ``mix_residual`` builds the tilted state
+  in D dimensions; its logits differ from the dense form's by a per-row constant, which it
+  returns for callers that compare tilted and untilted logits (the stop cap).
 
 Shapes: N rows, V vocabulary, D hidden.
 """
@@ -49,6 +53,30 @@ def mix_hidden(h: torch.Tensor, h_hat: torch.Tensor, beta: torch.Tensor) -> torc
     beta = _safe_beta(beta, h_hat).to(h.dtype).unsqueeze(-1)  # (N, 1)
     mixed = h + beta * (h - torch.nan_to_num(h_hat))
     return torch.where(beta > 0, mixed, h)
+
+
+def head_gram(head_weight: torch.Tensor) -> torch.Tensor:
+    """(D, D) centred Gram matrix of the head's (V, D) rows: sum_v (w_v - w_mean)(w_v - w_mean)^T."""
+    w = head_weight.float()
+    w = w - w.mean(0)  # centred first: no cancellation in float32
+    return w.t() @ w
+
+
+def mix_residual(
+    h: torch.Tensor, h_hat: torch.Tensor, beta: torch.Tensor, gram: torch.Tensor, head_mean: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual tilt over the full vocabulary, as a state: ((N, D) mixed, (N,) shift).
+
+    head(mixed) = l - beta * r + shift, with r the residual of d on its affine fit a * l + b
+    over every token: mixed = (1 + beta a) h - beta h_hat, shift = -beta b. ``gram``: (D, D)
+    from ``head_gram``; ``head_mean``: (D,) the mean head row."""
+    beta = _safe_beta(beta, h_hat).float().unsqueeze(-1)  # (N, 1)
+    hf, hh = h.float(), torch.nan_to_num(h_hat).float()
+    ch = hf @ gram  # (N, D)
+    a = (ch * hh).sum(-1, keepdim=True) / (ch * hf).sum(-1, keepdim=True).clamp_min(1e-6)  # (N, 1)
+    b = hh @ head_mean - a.squeeze(-1) * (hf @ head_mean)  # (N,)
+    mixed = torch.where(beta > 0, (1 + beta * a) * hf - beta * hh, hf)
+    return mixed.to(h.dtype), -beta.squeeze(-1) * b
 
 
 MODES = ("paper", "residual")

@@ -17,6 +17,12 @@ from .tasks import Problem
 TIMEOUT = 3600.0
 
 
+def esamp_state(url: str) -> dict | None:
+    """The ESamp section of the server's /get_server_info (counters and config); None when off."""
+    info = requests.get(url.rstrip("/") + "/get_server_info", timeout=30).json()
+    return (info.get("internal_states") or [{}])[0].get("esamp")
+
+
 class EvalClient:
     def __init__(self, url: str):
         self.url = url.rstrip("/")

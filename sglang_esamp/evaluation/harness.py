@@ -5,7 +5,9 @@ sending the chunk's problems at once (n samples per request), so machine noise a
 server's state fall on all methods alike. Only generation is timed; scoring the samples
 under the reference model and running code tests come after. Each (method, problem) record is appended to
 ``samples.jsonl`` as soon as it is scored: a rerun with the same ``--out`` skips what is
-there, and refuses a folder written with another configuration.
+there, and refuses a folder written with another configuration, the server's effective
+ESamp config included (so a change of defaults cannot mix into a resumed run). A larger
+``--limit`` extends a run: problems come in file order, so the first ones are the same.
 
 Files in ``--out``: ``config.json``, ``samples.jsonl``; then ``report.py`` adds
 ``results.json``, ``report.md``, ``passk.png`` and ``diversity.png``.
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from ..recipes import CODE_STOP, MATH_INSTRUCTION
 from .answers import answers_match, extract_answer
-from .client import EvalClient
+from .client import EvalClient, esamp_state
 from .methods import Method
 from .sandbox import check_humaneval
 from .tasks import Problem, load_task
@@ -41,6 +43,7 @@ class EvalConfig:
     max_new_tokens: int
     concurrency: int = 4
     server_args: str = ""  # extra flags of the server the run started (ESamp settings under test)
+    esamp_config: dict | None = None  # the server's effective ESamp config, read from it at the start
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -73,15 +76,21 @@ def _finish(client: EvalClient, method: Method, problem: Problem, ids: list[int]
     return {"method": method.name, "problem": problem.id, "samples": samples}
 
 
+def _covers(limit: int | None, old: int | None) -> bool:
+    return limit is None or (old is not None and limit >= old)
+
+
 def _open_out(out: Path, cfg: EvalConfig) -> set[tuple[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
+    new = json.loads(json.dumps(cfg.to_json()))
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        if old != json.loads(json.dumps(cfg.to_json())):
+        if {**old, "limit": None} != {**new, "limit": None}:
             raise SystemExit(f"{out} holds a run with another configuration ({config_path}); choose another --out")
-    else:
-        config_path.write_text(json.dumps(cfg.to_json(), indent=2))
+        if not _covers(new["limit"], old["limit"]):
+            raise SystemExit(f"{out} holds a run of --limit {old['limit']}; a rerun may extend it, not cut it")
+    config_path.write_text(json.dumps(new, indent=2))
     done = set()
     path = out / "samples.jsonl"
     if path.exists():
@@ -97,8 +106,9 @@ def _open_out(out: Path, cfg: EvalConfig) -> set[tuple[str, str]]:
 
 def run_eval(url: str, cfg: EvalConfig, out: Path) -> None:
     problems = load_task(cfg.task, cfg.split, cfg.limit)
-    done = _open_out(out, cfg)
     client = EvalClient(url)
+    cfg = dataclasses.replace(cfg, esamp_config=(esamp_state(url) or {}).get("config"))
+    done = _open_out(out, cfg)
     chunks = [problems[i : i + cfg.concurrency] for i in range(0, len(problems), cfg.concurrency)]
     bar = tqdm(total=len(problems) * len(cfg.methods), desc=f"eval {cfg.task}", unit="problem-method", initial=len(done))
     with open(out / "samples.jsonl", "a") as sink, ThreadPoolExecutor(cfg.concurrency) as pool:

@@ -15,7 +15,9 @@ matters in is noted; all are registered in every process (it costs nothing elsew
 | ModelRunner.init_attention_backends                   | BEFORE | capture layer output, build the runtime   |
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
 | ForwardBatch.init_new                                 | AFTER  | rows -> requests                          |
-| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's   |
+| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's; predict, mix the tilt into it |
+| LogitsProcessor._get_logits                           | AROUND | the LM head reads the mixed state         |
+| ModelRunner.forward                                   | AROUND | the batch's requests, for the head hooks  |
 | ModelRunner.sample                                    | AROUND | predict, sample, train                    |
 | ModelRunner._preprocess_logits                        | AFTER  | tilt, after penalties, grammar and bias   |
 | Scheduler._create_generation_req                      | AFTER  | a request joins its group                 |
@@ -142,7 +144,7 @@ def init_attention_backends(runner, *args, **kwargs):
         logger.info("ESamp: new groups start from the calibrated base %s (held-out rel_err %.3f)", path, base.rel_err)
     _RUNTIME = ESampRuntime(
         cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device, stop_ids,
-        base=None if base is None else base.params,
+        base=None if base is None else base.params, vocab_size=runner.model_config.vocab_size,
     )
 
 
@@ -163,6 +165,19 @@ def forward_batch_init_new(result, cls, batch, *args, **kwargs):
     return result
 
 
+def model_runner_forward(original, runner, forward_batch, *args, **kwargs):
+    """Hands the batch's requests to the LM-head hooks below for the length of one forward
+    (the eager runner passes the model a copy of the batch, without them). A replayed CUDA
+    graph never calls those hooks."""
+    if _RUNTIME is None:
+        return original(runner, forward_batch, *args, **kwargs)
+    _RUNTIME.forward_reqs = getattr(forward_batch, "esamp_reqs", None)
+    try:
+        return original(runner, forward_batch, *args, **kwargs)
+    finally:
+        _RUNTIME.forward_reqs = None
+
+
 def hidden_states_to_store(original, processor, hidden_states, hidden_states_before_norm, aux_hidden_states,
                            pruned_states, pruned_states_before_norm, aux_pruned_states, sample_indices, logits_metadata):
     out = original(processor, hidden_states, hidden_states_before_norm, aux_hidden_states, pruned_states,
@@ -172,7 +187,21 @@ def hidden_states_to_store(original, processor, hidden_states, hidden_states_bef
     import torch
 
     final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
+    reqs = _RUNTIME.forward_reqs if _RUNTIME is not None else None
+    # the next head call reads pruned_states for exactly these rows, with no rescaling of its logits
+    plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping
+    if reqs and plain_head and not logits_metadata.extend_return_logprob and len(reqs) == pruned_states.shape[0]:
+        _RUNTIME.prepare(reqs, out, pruned_states)
     return torch.cat([out, final.to(out.dtype)], dim=-1)  # (rows, 2D): layer output | LM-head input
+
+
+def get_logits(original, processor, hidden_states, *args, **kwargs):
+    """The LM head on the mixed state that ``prepare`` built for this very input, if any."""
+    if _RUNTIME is not None and _RUNTIME.prepared is not None:
+        logits = _RUNTIME.latent_logits(lambda mixed: original(processor, mixed, *args, **kwargs), hidden_states)
+        if logits is not None:
+            return logits
+    return original(processor, hidden_states, *args, **kwargs)
 
 
 def sample(original, runner, logits_output, forward_batch):
@@ -228,6 +257,8 @@ HOOKS = [
     (S + "model_executor.forward_batch_info.get_server_return_hidden_states_mode", server_capture_mode, HookType.AROUND),
     (S + "model_executor.forward_batch_info.ForwardBatch.init_new", forward_batch_init_new, HookType.AFTER),
     (S + "layers.logits_processor.LogitsProcessor._get_hidden_states_to_store", hidden_states_to_store, HookType.AROUND),
+    (S + "layers.logits_processor.LogitsProcessor._get_logits", get_logits, HookType.AROUND),
+    (S + "model_executor.model_runner.ModelRunner.forward", model_runner_forward, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.sample", sample, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner._preprocess_logits", preprocess_logits, HookType.AFTER),
     (S + "managers.scheduler.Scheduler._create_generation_req", create_generation_req, HookType.AFTER),

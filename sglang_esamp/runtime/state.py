@@ -5,13 +5,22 @@ bookkeeping, and does the per-step work that the hooks ask for:
 
 - ``attach(req)`` when the scheduler creates a request: find or open its group's slot;
 - ``step(...)`` around ``ModelRunner.sample``: predict, sample, then queue training;
-- ``apply_tilt(...)`` after SGLang's logit preprocessing (penalties, grammar, bias): tilt;
+- ``prepare(...)`` inside an eager forward, before the LM head: predict, and tilt the
+  unfiltered rows in the head's input (``latent_logits`` then runs the head on it);
+- ``apply_tilt(...)`` after SGLang's logit preprocessing (penalties, grammar, bias): tilt
+  the rest;
 - ``finish(req)`` when a request finishes or is aborted: fill its metadata, free its rows.
 
 One decode step::
 
-    h1, hL (captured) -> predict h_hat = f_group(h1) -> tilt logits of rows with explore > 0
+    h1, hL (captured) -> predict h_hat = f_group(h1) -> tilt rows with explore > 0
       -> SGLang samples -> trainer.submit(h1, hL)  (decode batches only; async)
+
+Where the tilt happens: an unfiltered row (no top-k/top-p/min-p, guard off) is tilted in
+the LM head's input when the forward runs eagerly (CPU, or a batch without a CUDA graph):
+one head matmul on the mixed state instead of a second one on h_hat. A replayed CUDA graph
+skips the Python hooks, so there the same rows take the dense form after the forward.
+Filtered and guarded rows always take the candidate form.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, GroupTable
-from ..core.tilt import tilt_candidates, tilt_dense
+from ..core.tilt import head_gram, mix_hidden, mix_residual, tilt_candidates, tilt_dense
 from .filters import filter_mask
 from .params import CUSTOM_KEY, group_label
 
@@ -47,6 +56,19 @@ class TiltPlan:
 
 
 @dataclass
+class Prepared:
+    """What ``prepare`` did inside one eager forward, for ``latent_logits`` and ``step``."""
+    reqs: list  # the batch's requests (``step`` matches them by identity)
+    layout: BatchLayout
+    h_hat: torch.Tensor  # (M, D), rows = layout.rows
+    latent: list[int]  # indices into layout.rows tilted in the head's input
+    src: torch.Tensor | None  # (rows, D) the head input to replace; None once replaced
+    mixed: torch.Tensor | None  # (rows, D) what the head reads instead
+    rows: torch.Tensor | None  # (L,) batch rows of ``latent``
+    shift: torch.Tensor | None  # (L,) tilted-logit offset of those rows (see core.tilt.mix_residual)
+
+
+@dataclass
 class RequestState:
     beta: float
     key: str
@@ -58,7 +80,7 @@ class RequestState:
 class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device,
-        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None,
+        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None, vocab_size: int | None = None,
     ):
         self.cfg = cfg
         # end-of-sequence ids: the tilt never raises their logits (a young distiller underrates
@@ -68,12 +90,19 @@ class ESampRuntime:
         # (V_padded, D), the LM head. On a CPU, a float32 copy: without native bf16 the tilt's
         # head matmul for 32 rows took 114 ms in bf16 and 54 ms in fp32 on a 2-core AVX2 machine.
         self.head_weight = head_weight.detach().float() if head_weight.device.type == "cpu" else head_weight
+        self.vocab = vocab_size or head_weight.shape[0]
+        if cfg.tilt == "residual":  # the affine fit over the whole vocabulary, in D dimensions
+            self.head_gram = head_gram(self.head_weight[: self.vocab])  # (D, D)
+            self.head_mean = self.head_weight[: self.vocab].float().mean(0)  # (D,)
+        self.prepared: Prepared | None = None  # set by prepare() for latent_logits() and step()
+        self.forward_reqs: list | None = None  # the requests of the forward under way (hooks.model_runner_forward)
         self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain, base=base)
         self.stats = GroupStats(cfg.max_groups, device)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
         self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
         self.used_slots: set[int] = set()
         self.pending: TiltPlan | None = None  # set by step() for apply_tilt() inside SGLang's sample
+        self.tilted_rows = {"head_input": 0, "dense": 0, "candidates": 0}  # row-steps per form of the tilt
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.free_rows = list(range(MAX_TRACKED_REQUESTS - 1, -1, -1))
@@ -136,28 +165,87 @@ class ESampRuntime:
             "evictions": self.table.evictions,
             "denied_groups": self.table.denied,
             "bytes_per_group": self.bank.bytes_per_group,
+            "tilted_rows": dict(self.tilted_rows),
+            "config": dataclasses.asdict(self.cfg),
         }
 
-    # ---- one batch (inside ModelRunner.sample) ----
+    # ---- one batch: prepare (inside an eager forward), then step (around ModelRunner.sample) ----
 
-    def step(self, sample, logits_output, forward_batch, reqs):
-        """Predict, call SGLang's ``sample`` (which calls back ``apply_tilt`` once its
-        penalties, grammar mask and logit bias are in), then queue training. Returns its
-        token ids."""
+    def _slots(self, reqs) -> tuple[list, list[int]]:
         states = [getattr(r, "esamp", None) for r in reqs]
         # a released request can still sit in an overlapped batch: its slot may be a new group's
-        slots = [s.slot if s is not None and s.slot is not None and not s.released else -1 for s in states]
+        return states, [s.slot if s is not None and s.slot is not None and not s.released else -1 for s in states]
+
+    @staticmethod
+    def _filtered(sp, vocab: int) -> bool:
+        """Sampled (not greedy) with top-k, top-p or min-p."""
+        return sp.top_k != 1 and (0 < sp.top_k < vocab or sp.top_p < 1.0 or sp.min_p > 0.0)
+
+    def _is_dense(self, state, req) -> bool:
+        """Tilted over the whole vocabulary: explore > 0, no filter, guard off (greedy included)."""
+        return state.beta > 0 and not self._filtered(req.sampling_params, self.vocab) and self.cfg.plausibility <= 0
+
+    def prepare(self, reqs, h1: torch.Tensor, h: torch.Tensor) -> None:
+        """Inside an eager forward, before the LM head: predict, and mix the dense rows' tilt
+        into ``h`` (rows, D), the head's input. h1: (rows, D) the captured shallow states."""
+        states, slots = self._slots(reqs)
+        if max(slots, default=-1) < 0:
+            return
+        layout = BatchLayout.from_slots(slots, h1.device)
+        h_hat = self.trainer.predict(layout, h1)  # (M, D)
+        latent = [i for i, row in enumerate(layout.row_list) if self._is_dense(states[row], reqs[row])]
+        prep = Prepared(reqs, layout, h_hat, latent, None, None, None, None)
+        if latent:
+            idx = torch.tensor(latent, device=h.device)
+            rows = layout.rows[idx]
+            beta = torch.tensor([states[layout.row_list[i]].beta for i in latent], device=h.device)
+            if self.cfg.tilt == "residual":
+                mixed_rows, shift = mix_residual(h[rows], h_hat[idx], beta, self.head_gram, self.head_mean)
+            else:
+                mixed_rows, shift = mix_hidden(h[rows], h_hat[idx], beta), torch.zeros_like(beta)
+            mixed = h.clone()
+            mixed[rows] = mixed_rows
+            prep.src, prep.mixed, prep.rows, prep.shift = h, mixed, rows, shift
+        self.prepared = prep
+
+    def latent_logits(self, head_fn, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        """Logits of the prepared mixed state if ``hidden_states`` is the head input that
+        ``prepare`` saw (once), with the stop cap; None otherwise."""
+        prep = self.prepared
+        if prep is None or prep.src is None or prep.src is not hidden_states:
+            return None
+        src, prep.src = prep.src, None
+        logits = head_fn(prep.mixed)  # (rows, V)
+        if self.stop_ids.numel():  # untilted stop logits, on the tilted logits' offset
+            before = src[prep.rows].to(self.head_weight.dtype) @ self.head_weight[self.stop_ids].t() + prep.shift.unsqueeze(-1)
+            cols = self.stop_ids.unsqueeze(0)
+            rows = prep.rows.unsqueeze(1)
+            logits[rows, cols] = torch.minimum(logits[rows, cols], before.to(logits.dtype))
+        return logits
+
+    def step(self, sample, logits_output, forward_batch, reqs):
+        """Predict (unless ``prepare`` did), call SGLang's ``sample`` (which calls back
+        ``apply_tilt`` once its penalties, grammar mask and logit bias are in), then queue
+        training. Returns its token ids."""
+        prep, self.prepared = self.prepared, None
+        states, slots = self._slots(reqs)
         captured = logits_output.hidden_states
         if max(slots, default=-1) < 0 or captured is None or captured.shape[-1] != 2 * self.hidden:
             return sample(logits_output, forward_batch)
         h1, h = captured[:, : self.hidden], captured[:, self.hidden :]  # (rows, D) each
         logits_output.hidden_states = h1  # what SGLang itself captures in this mode
-        layout = BatchLayout.from_slots(slots, h1.device)
-        h_hat = self.trainer.predict(layout, h1)  # (M, D), rows = layout.rows
+        if prep is not None and prep.reqs is reqs and prep.src is None:
+            layout, h_hat, done = prep.layout, prep.h_hat, set(prep.latent)
+        else:  # a replayed graph, or a head call that did not take the mixed state
+            layout = BatchLayout.from_slots(slots, h1.device)
+            h_hat, done = self.trainer.predict(layout, h1), set()  # (M, D)
         self._record_novelty(states, layout, h, h_hat)
         saved = forward_batch.sampling_info
-        plan = self._plan_tilt(layout, h_hat, states, reqs, saved, logits_output.next_token_logits.shape[-1])
+        plan = self._plan_tilt(layout, h_hat, states, reqs, saved, logits_output.next_token_logits.shape[-1], done)
+        self.tilted_rows["head_input"] += len(done)
         if plan is not None:
+            self.tilted_rows["dense"] += len(plan.dense)
+            self.tilted_rows["candidates"] += len(plan.cand)
             self.pending = plan
             forward_batch.sampling_info = plan.sample_info
         try:
@@ -184,21 +272,21 @@ class ESampRuntime:
         self.novelty_sum.index_add_(0, rows, novelty)
         self.novelty_count.index_add_(0, rows, torch.ones_like(novelty))
 
-    def _plan_tilt(self, layout, h_hat, states, reqs, info, vocab) -> TiltPlan | None:
-        """Sort the rows with beta > 0 into dense and candidate rows (from host-side request
-        values: no device read). A row with top-k/top-p/min-p tilts within its filters'
-        candidates; with the guard on (``plausibility`` > 0), every other row tilts within
-        its plausible tokens. Candidate rows are sampled with neutral filters (the tilt has
-        already sent the excluded tokens to -inf), except greedy rows, which keep top-k 1."""
+    def _plan_tilt(self, layout, h_hat, states, reqs, info, vocab, done) -> TiltPlan | None:
+        """Sort the rows with beta > 0 that ``prepare`` has not tilted (``done``) into dense and
+        candidate rows (from host-side request values: no device read). A row with
+        top-k/top-p/min-p tilts within its filters' candidates; with the guard on
+        (``plausibility`` > 0), every other row tilts within its plausible tokens. Candidate
+        rows are sampled with neutral filters (the tilt has already sent the excluded tokens
+        to -inf), except greedy rows, which keep top-k 1."""
         dense, cand, floors = [], [], []
         guard = self.cfg.plausibility
         min_p_only = True
         for i, row in enumerate(layout.row_list):
-            if states[row].beta <= 0:
+            if states[row].beta <= 0 or i in done:
                 continue
             sp = reqs[row].sampling_params
-            greedy = sp.top_k == 1
-            filtered = not greedy and (0 < sp.top_k < vocab or sp.top_p < 1.0 or sp.min_p > 0.0)
+            filtered = self._filtered(sp, vocab)
             if filtered or guard > 0:
                 cand.append(i)
                 floors.append(0.0 if filtered else guard)

@@ -127,3 +127,20 @@ def test_residual_candidates_match_dense_on_the_kept_set():
     cand = tilt_candidates(logits, h_hat, head, beta, keep, mode="residual")
     assert torch.allclose(dense, cand, atol=1e-5)
     assert torch.equal(torch.isfinite(cand), keep)
+
+
+def test_residual_mix_in_hidden_space_matches_the_dense_residual(case):
+    from sglang_esamp.core import head_gram, mix_residual
+
+    head, h, h_hat, beta = case
+    mixed, shift = mix_residual(h, h_hat, beta, head_gram(head), head.mean(0))
+    dense = tilt_dense(h @ head.T, h_hat, head, beta, mode="residual")
+    torch.testing.assert_close(mixed @ head.T, dense + shift[:, None], rtol=1e-4, atol=1e-4)
+    assert torch.equal(mixed[beta == 0], h[beta == 0]) and (shift[beta == 0] == 0).all()
+    # a prediction that is an affine copy of the model's state's logits (a flattened one) does nothing
+    flat_mixed, flat_shift = mix_residual(h, 0.4 * h, beta, head_gram(head), head.mean(0))
+    torch.testing.assert_close(flat_mixed @ head.T, h @ head.T + flat_shift[:, None], rtol=1e-4, atol=1e-4)
+    h_hat = h_hat.clone()
+    h_hat[2, 0] = float("nan")
+    mixed, shift = mix_residual(h, h_hat, beta, head_gram(head), head.mean(0))
+    assert torch.equal(mixed[2], h[2]) and shift[2] == 0

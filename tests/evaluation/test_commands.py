@@ -27,6 +27,8 @@ def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path
     assert all(len(r["samples"]) == 2 and all(isinstance(s["correct"], bool) for s in r["samples"]) for r in records)
     esamp = [s["esamp"] for r in records if r["method"] == "esamp@0.5" for s in r["samples"]]
     assert all(m is not None and m["explore"] == 0.5 for m in esamp)
+    server_cfg = json.loads((out / "config.json").read_text())["esamp_config"]
+    assert server_cfg["max_groups"] == 4 and server_cfg["tilt"] == "residual" and server_cfg["init"] == "calibrated"
     results = json.loads((out / "results.json").read_text())
     assert results["problems"] == 2 and list(results["methods"]) == names
     for summary in results["methods"].values():
@@ -40,6 +42,13 @@ def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path
     assert len((out / "samples.jsonl").read_text().splitlines()) == len(records)
     other = cli(*[a if a != "6" else "7" for a in args], check=False)
     assert other.returncode != 0 and "holds a run with another configuration" in other.stderr
+    cut = cli(*[a if a != "2" or i != 4 else "1" for i, a in enumerate(args)], check=False)
+    assert cut.returncode != 0 and "may extend it, not cut it" in cut.stderr
+    extended = [a if a != "2" or i != 4 else "3" for i, a in enumerate(args)]
+    cli(*extended)  # a larger --limit adds the third problem only
+    records3 = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert records3[: len(records)] == records and len(records3) == len(records) * 3 // 2
+    assert json.loads((out / "results.json").read_text())["problems"] == 3
 
 
 def test_eval_bad_flags_are_clear_errors(tmp_path):
@@ -57,6 +66,9 @@ def test_bench_json_reports_training_and_ratio(tiny_esamp_server):
     assert all(c["tok_s"] > 0 for c in cases.values())
     assert cases["esamp explore=0"]["steps_trained"] > 0 and cases["esamp explore=0.25"]["steps_trained"] > 0
     assert not cases["esamp explore=0.25"]["void"]
+    # CPU forwards are eager: every tilted row-step took the LM-head-input form
+    assert cases["esamp explore=0.25"]["tilted_rows"]["head_input"] > 0 and cases["esamp explore=0.25"]["tilted_rows"]["dense"] == 0
+    assert sum(cases["esamp explore=0"]["tilted_rows"].values()) == 0
     assert abs(result["ratio"] - cases["esamp explore=0.25"]["tok_s"] / cases["vanilla"]["tok_s"]) < 1e-9
 
 

@@ -26,6 +26,10 @@ def test_hook_arities_match_the_wrapped_functions():
     original = inspect.unwrap(LogitsProcessor._get_hidden_states_to_store)
     params = list(inspect.signature(original).parameters)[1:]  # without self
     assert params == list(inspect.signature(hooks.hidden_states_to_store).parameters)[2:]
+    from sglang.srt.model_executor.model_runner import ModelRunner
+
+    assert list(inspect.signature(inspect.unwrap(ModelRunner.forward)).parameters)[1] == "forward_batch"
+    assert list(inspect.signature(inspect.unwrap(LogitsProcessor._get_logits)).parameters)[1] == "hidden_states"
 
 
 def test_openai_requests_keep_extra_fields():

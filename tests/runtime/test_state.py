@@ -35,10 +35,17 @@ def make_runtime(stop_ids=None, **cfg):
     return ESampRuntime(ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg), D, head, None, "cpu", stop_ids)
 
 
-def run_step(rt, reqs, decode=True, bias=None):
+def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
+    """One batch. eager: as an eager forward runs it, with ``prepare`` and the head call
+    (logits_processor's hooks) before ``step``; otherwise as after a replayed graph."""
     rows = len(reqs)
-    hidden = torch.randn(rows, 2 * D)
-    logits = hidden[:, D:] @ rt.head_weight.T
+    hidden = torch.randn(rows, 2 * D) if hidden is None else hidden
+    h = hidden[:, D:].clone()  # the LM head's input
+    logits = h @ rt.head_weight.T
+    if eager:
+        rt.prepare(reqs, hidden[:, :D], h)
+        mixed = rt.latent_logits(lambda x: x @ rt.head_weight.T, h)
+        logits = logits if mixed is None else mixed
     out = SimpleNamespace(hidden_states=hidden, next_token_logits=logits.clone())
     info = Info(torch.ones(rows, 1), torch.tensor([r.sampling_params.top_k for r in reqs]),
                 torch.tensor([r.sampling_params.top_p for r in reqs]), torch.tensor([r.sampling_params.min_p for r in reqs]))
@@ -157,3 +164,39 @@ def test_the_tilt_never_raises_a_stop_token():
         assert (seen["logits"][:, [3, 5]] <= logits[:, [3, 5]]).all()
         finite = torch.isfinite(seen["logits"])
         assert not torch.allclose(seen["logits"][finite], logits[finite])  # the rest is tilted
+
+
+def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
+    """Rows tilted in the head's input get the same distribution as the dense form after the
+    forward (up to a per-row constant), the stop cap included; other rows are unchanged."""
+    hidden = torch.randn(5, 2 * D)
+    for tilt in ("paper", "residual"):
+        runs = []
+        for eager in (False, True):
+            rt = make_runtime(stop_ids=[3], tilt=tilt)
+            reqs = [make_req("a", 1.0, "g:x"), make_req("b", 0.5, "g:x"), make_req("c"), make_req("d", 1.0, "g:x", top_k=4),
+                    make_req("e", 2.0, "g:y", top_k=1)]
+            for r in reqs:
+                rt.attach(r)
+            _, seen = run_step(rt, reqs, hidden=hidden, eager=eager)
+            runs.append(seen["logits"])
+            assert rt.trainer.submitted == 1 and rt.prepared is None
+            # a, b, e in the head's input when eager, else dense; d within its top-k
+            assert rt.server_stats()["tilted_rows"] == {"head_input": 3 * eager, "dense": 3 * (not eager), "candidates": 1}
+        post, pre = runs
+        logits = hidden[:, D:] @ rt.head_weight.T  # untilted
+        torch.testing.assert_close(torch.log_softmax(pre, -1), torch.log_softmax(post, -1), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(post[0], logits[0]) and torch.equal(pre[2], logits[2])
+        capped = (post[:, 3] == logits[:, 3])  # the cap bound somewhere, so it is exercised
+        assert capped[[0, 1, 4]].any()
+
+
+def test_prepare_is_only_used_by_its_own_batch():
+    rt = make_runtime()
+    reqs = [make_req("a", 1.0, "g:x")]
+    rt.attach(reqs[0])
+    h = torch.randn(1, D)
+    rt.prepare(reqs, torch.randn(1, D), h)
+    assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h.clone()) is None  # another tensor: not replaced
+    logits, seen = run_step(rt, [make_req("z")] + reqs)  # another batch: the stale preparation is dropped
+    assert rt.prepared is None and torch.equal(seen["logits"][0], logits[0])
