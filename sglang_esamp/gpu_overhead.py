@@ -9,8 +9,8 @@ It does three things:
 
 1. Checks the CUDA trainer path: the side-stream ``thread`` trainer must end with the same
    distiller weights as the ``inline`` one on the same batches.
-2. Times each ESamp piece alone (CUDA events): distiller predict, dense tilt, candidate tilt
-   (top-k 50), train step.
+2. Times each ESamp piece alone (CUDA events): distiller predict, dense tilt (paper and
+   residual), candidate tilt (top-k 50), the residual tilt's mixed head input, train step.
 3. Times whole decode steps, plain and with ESamp (predict, dense tilt, submit to the
    side-stream trainer), for each batch shape, and prints the overhead fraction.
 
@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats  # noqa: E402
-from core.tilt import tilt_candidates, tilt_dense  # noqa: E402
+from core.tilt import head_gram, mix_residual, tilt_candidates, tilt_dense  # noqa: E402
 
 SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
 SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
@@ -130,10 +130,13 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     logits = torch.randn(rows, model.config.vocab_size, device=device)
     h_hat = bank.predict(layout, h1)
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(50, -1).indices, True)
+    gram, head_mean = head_gram(head), head.float().mean(0)  # the residual tilt's per-model constants
     pieces = {
         "predict": timed(lambda: bank.predict(layout, h1), device, steps),
         "tilt_dense": timed(lambda: tilt_dense(logits, h_hat, head, beta), device, steps),
         "tilt_candidates_top50": timed(lambda: tilt_candidates(logits, h_hat, head, beta, keep), device, steps),
+        "tilt_dense_residual": timed(lambda: tilt_dense(logits, h_hat, head, beta, mode="residual"), device, steps),
+        "mix_residual": timed(lambda: mix_residual(h, h_hat, beta, gram, head_mean), device, steps),
         "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
     }
     trainer.close()
