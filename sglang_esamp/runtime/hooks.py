@@ -171,11 +171,11 @@ def model_runner_forward(original, runner, forward_batch, *args, **kwargs):
     graph never calls those hooks."""
     if _RUNTIME is None:
         return original(runner, forward_batch, *args, **kwargs)
-    _RUNTIME.forward_reqs = getattr(forward_batch, "esamp_reqs", None)
+    _RUNTIME.begin_forward(forward_batch)
     try:
         return original(runner, forward_batch, *args, **kwargs)
     finally:
-        _RUNTIME.forward_reqs = None
+        _RUNTIME.end_forward()
 
 
 def hidden_states_to_store(original, processor, hidden_states, hidden_states_before_norm, aux_hidden_states,
@@ -187,11 +187,10 @@ def hidden_states_to_store(original, processor, hidden_states, hidden_states_bef
     import torch
 
     final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
-    reqs = _RUNTIME.forward_reqs if _RUNTIME is not None else None
-    # the next head call reads pruned_states for exactly these rows, with no rescaling of its logits
+    # the next head call reads pruned_states, one row per request, with no rescaling of its logits
     plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping
-    if reqs and plain_head and not logits_metadata.extend_return_logprob and len(reqs) == pruned_states.shape[0]:
-        _RUNTIME.prepare(reqs, out, pruned_states)
+    if _RUNTIME is not None and plain_head and not logits_metadata.extend_return_logprob:
+        _RUNTIME.prepare(out, pruned_states)
     return torch.cat([out, final.to(out.dtype)], dim=-1)  # (rows, 2D): layer output | LM-head input
 
 

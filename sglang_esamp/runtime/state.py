@@ -57,8 +57,8 @@ class TiltPlan:
 
 @dataclass
 class Prepared:
-    """What ``prepare`` did inside one eager forward, for ``latent_logits`` and ``step``."""
-    reqs: list  # the batch's requests (``step`` matches them by identity)
+    """What ``prepare`` did inside one eager forward, for ``latent_logits`` and ``step``
+    (which finds it on its forward batch, so a delayed sample still gets its own)."""
     layout: BatchLayout
     h_hat: torch.Tensor  # (M, D), rows = layout.rows
     latent: list[int]  # indices into layout.rows tilted in the head's input
@@ -94,8 +94,8 @@ class ESampRuntime:
         if cfg.tilt == "residual":  # the affine fit over the whole vocabulary, in D dimensions
             self.head_gram = head_gram(self.head_weight[: self.vocab])  # (D, D)
             self.head_mean = self.head_weight[: self.vocab].float().mean(0)  # (D,)
-        self.prepared: Prepared | None = None  # set by prepare() for latent_logits() and step()
-        self.forward_reqs: list | None = None  # the requests of the forward under way (hooks.model_runner_forward)
+        self.forward_batch = None  # the ForwardBatch of the forward under way (begin_forward .. end_forward)
+        self.prepared: Prepared | None = None  # what prepare() did in it, for latent_logits()
         self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain, base=base)
         self.stats = GroupStats(cfg.max_groups, device)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
@@ -185,16 +185,27 @@ class ESampRuntime:
         """Tilted over the whole vocabulary: explore > 0, no filter, guard off (greedy included)."""
         return state.beta > 0 and not self._filtered(req.sampling_params, self.vocab) and self.cfg.plausibility <= 0
 
-    def prepare(self, reqs, h1: torch.Tensor, h: torch.Tensor) -> None:
+    def begin_forward(self, forward_batch) -> None:
+        self.forward_batch, self.prepared = forward_batch, None
+
+    def end_forward(self) -> None:
+        self.forward_batch, self.prepared = None, None
+
+    def prepare(self, h1: torch.Tensor, h: torch.Tensor) -> None:
         """Inside an eager forward, before the LM head: predict, and mix the dense rows' tilt
-        into ``h`` (rows, D), the head's input. h1: (rows, D) the captured shallow states."""
+        into ``h`` (rows, D), the head's input. h1: (rows, D) the captured shallow states.
+        The result rides on the forward batch to ``step``."""
+        batch = self.forward_batch
+        reqs = getattr(batch, "esamp_reqs", None)
+        if not reqs or len(reqs) != h.shape[0]:
+            return
         states, slots = self._slots(reqs)
         if max(slots, default=-1) < 0:
             return
         layout = BatchLayout.from_slots(slots, h1.device)
         h_hat = self.trainer.predict(layout, h1)  # (M, D)
         latent = [i for i, row in enumerate(layout.row_list) if self._is_dense(states[row], reqs[row])]
-        prep = Prepared(reqs, layout, h_hat, latent, None, None, None, None)
+        prep = Prepared(layout, h_hat, latent, None, None, None, None)
         if latent:
             idx = torch.tensor(latent, device=h.device)
             rows = layout.rows[idx]
@@ -206,7 +217,7 @@ class ESampRuntime:
             mixed = h.clone()
             mixed[rows] = mixed_rows
             prep.src, prep.mixed, prep.rows, prep.shift = h, mixed, rows, shift
-        self.prepared = prep
+        self.prepared = batch.esamp_prepared = prep
 
     def latent_logits(self, head_fn, hidden_states: torch.Tensor) -> torch.Tensor | None:
         """Logits of the prepared mixed state if ``hidden_states`` is the head input that
@@ -227,16 +238,17 @@ class ESampRuntime:
         """Predict (unless ``prepare`` did), call SGLang's ``sample`` (which calls back
         ``apply_tilt`` once its penalties, grammar mask and logit bias are in), then queue
         training. Returns its token ids."""
-        prep, self.prepared = self.prepared, None
+        prep = getattr(forward_batch, "esamp_prepared", None)
+        forward_batch.esamp_prepared = None
         states, slots = self._slots(reqs)
         captured = logits_output.hidden_states
         if max(slots, default=-1) < 0 or captured is None or captured.shape[-1] != 2 * self.hidden:
             return sample(logits_output, forward_batch)
         h1, h = captured[:, : self.hidden], captured[:, self.hidden :]  # (rows, D) each
         logits_output.hidden_states = h1  # what SGLang itself captures in this mode
-        if prep is not None and prep.reqs is reqs and prep.src is None:
-            layout, h_hat, done = prep.layout, prep.h_hat, set(prep.latent)
-        else:  # a replayed graph, or a head call that did not take the mixed state
+        if prep is not None:  # rows in prep.latent are tilted already, if the head read the mixed state
+            layout, h_hat, done = prep.layout, prep.h_hat, set(prep.latent if prep.src is None else ())
+        else:  # a replayed graph
             layout = BatchLayout.from_slots(slots, h1.device)
             h_hat, done = self.trainer.predict(layout, h1), set()  # (M, D)
         self._record_novelty(states, layout, h, h_hat)

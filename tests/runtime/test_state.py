@@ -42,14 +42,16 @@ def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
     hidden = torch.randn(rows, 2 * D) if hidden is None else hidden
     h = hidden[:, D:].clone()  # the LM head's input
     logits = h @ rt.head_weight.T
-    if eager:
-        rt.prepare(reqs, hidden[:, :D], h)
-        mixed = rt.latent_logits(lambda x: x @ rt.head_weight.T, h)
-        logits = logits if mixed is None else mixed
-    out = SimpleNamespace(hidden_states=hidden, next_token_logits=logits.clone())
     info = Info(torch.ones(rows, 1), torch.tensor([r.sampling_params.top_k for r in reqs]),
                 torch.tensor([r.sampling_params.top_p for r in reqs]), torch.tensor([r.sampling_params.min_p for r in reqs]))
-    batch = SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode))
+    batch = SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode), esamp_reqs=reqs)
+    if eager:
+        rt.begin_forward(batch)
+        rt.prepare(hidden[:, :D], h)
+        mixed = rt.latent_logits(lambda x: x @ rt.head_weight.T, h)
+        logits = logits if mixed is None else mixed
+        rt.end_forward()
+    out = SimpleNamespace(hidden_states=hidden, next_token_logits=logits.clone())
     seen = {}
 
     def sample(lo, fb):  # SGLang's sample: preprocessing (where the tilt hooks in), then sampling
@@ -60,7 +62,7 @@ def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
         return lo.next_token_logits.argmax(-1)
 
     rt.step(sample, out, batch, reqs)
-    assert batch.sampling_info is info and rt.pending is None  # restored after sampling
+    assert batch.sampling_info is info and rt.pending is None and batch.esamp_prepared is None  # restored after sampling
     return logits, seen
 
 
@@ -180,7 +182,7 @@ def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
                 rt.attach(r)
             _, seen = run_step(rt, reqs, hidden=hidden, eager=eager)
             runs.append(seen["logits"])
-            assert rt.trainer.submitted == 1 and rt.prepared is None
+            assert rt.trainer.submitted == 1 and rt.prepared is None and rt.forward_batch is None
             # a, b, e in the head's input when eager, else dense; d within its top-k
             assert rt.server_stats()["tilted_rows"] == {"head_input": 3 * eager, "dense": 3 * (not eager), "candidates": 1}
         post, pre = runs
@@ -191,12 +193,22 @@ def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
         assert capped[[0, 1, 4]].any()
 
 
-def test_prepare_is_only_used_by_its_own_batch():
+def test_a_preparation_belongs_to_its_own_forward_batch():
+    """Only the head input that ``prepare`` saw is replaced, and ``step`` takes the
+    preparation from its own batch (a delayed sample after another forward included)."""
     rt = make_runtime()
-    reqs = [make_req("a", 1.0, "g:x")]
-    rt.attach(reqs[0])
+    req = make_req("a", 1.0, "g:x")
+    rt.attach(req)
+    batch = SimpleNamespace(esamp_reqs=[req])
+    rt.begin_forward(batch)
     h = torch.randn(1, D)
-    rt.prepare(reqs, torch.randn(1, D), h)
+    rt.prepare(torch.randn(1, D), h)
     assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h.clone()) is None  # another tensor: not replaced
-    logits, seen = run_step(rt, [make_req("z")] + reqs)  # another batch: the stale preparation is dropped
-    assert rt.prepared is None and torch.equal(seen["logits"][0], logits[0])
+    assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h) is not None
+    assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h) is None  # once
+    rt.end_forward()
+    assert batch.esamp_prepared.latent == [0] and batch.esamp_prepared.src is None
+    rt.begin_forward(SimpleNamespace(esamp_reqs=[req, make_req("b")]))  # a wrong row count: nothing prepared
+    rt.prepare(torch.randn(1, D), h)
+    assert rt.prepared is None
+    rt.end_forward()
