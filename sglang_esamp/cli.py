@@ -8,6 +8,7 @@ Subcommands:
 - ``demo``: start the embedded model with ESamp on and run best-of-n on a few MAWPS
   single-operation word problems, plain and with explore; print a side-by-side table.
 - ``eval``: every sampling method on the same problems of one task; report and plots.
+- ``eval-report DIR``: the report of what an eval folder holds so far (an interrupted run too).
 - ``eval-summary``: the headline numbers of several eval folders in one table.
 - ``bench``: throughput of vanilla and ESamp on one server, interleaved.
 - ``calibrate [--model-path P] [--esamp-* flags]``: fit (or show) the cached base distiller
@@ -105,6 +106,18 @@ def evaluate(args: argparse.Namespace) -> None:
     print((out / "report.md").read_text())
 
 
+def eval_report(folder: str) -> None:
+    from pathlib import Path
+
+    from .evaluation.report import aggregate, write_report
+
+    out = Path(folder)
+    if not (out / "config.json").is_file() or not (out / "samples.jsonl").is_file():
+        raise SystemExit(f"sglang-esamp eval-report: error: {out} is not an eval folder (no config.json and samples.jsonl)")
+    write_report(out, aggregate(out))
+    print((out / "report.md").read_text())
+
+
 def bench(args: argparse.Namespace) -> None:
     import json
 
@@ -179,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
     p_eval.add_argument("--url", default=None, help="a running server with --enable-esamp (and --enable-custom-logit-processor for fire/edt)")
     p_eval.add_argument("--server-args", default="", help='extra flags for the server started here, e.g. "--esamp-tilt residual"')
+    p_rep = sub.add_parser("eval-report", help="write the report of an eval folder from the problems it holds so far")
+    p_rep.add_argument("dir", help="an eval --out folder, finished or interrupted")
     p_sum = sub.add_parser("eval-summary", help="one table of the headline numbers of several eval folders (ablations)")
     p_sum.add_argument("dirs", nargs="+", help="--out folders of finished eval runs")
     p_bench = sub.add_parser("bench", help="throughput: vanilla vs ESamp (explore 0 and >0) on one server")
@@ -207,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             bench(args)
         elif args.command == "calibrate":
             calibrate(args)
+        elif args.command == "eval-report":
+            eval_report(args.dir)
         elif args.command == "eval-summary":
             from .evaluation.report import summary_table
 

@@ -38,6 +38,11 @@ def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path
     for name in ("report.md", "passk.png", "diversity.png"):
         assert (out / name).stat().st_size > 0
 
+    (out / "report.md").unlink()
+    assert "| esamp@0.5 |" in cli("eval-report", str(out)).stdout and (out / "report.md").stat().st_size > 0
+    bad = cli("eval-report", str(tmp_path), check=False)
+    assert bad.returncode != 0 and "is not an eval folder" in bad.stderr
+
     cli(*args)  # everything is done: nothing is redone
     assert len((out / "samples.jsonl").read_text().splitlines()) == len(records)
     other = cli(*[a if a != "6" else "7" for a in args], check=False)
