@@ -88,7 +88,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     try:
         explore = [float(x) for x in args.explore.split(",") if x.strip()]
-        methods = parse_methods(args.methods, explore)
+        methods = parse_methods(args.methods, explore, args.min_p)
     except ValueError as exc:
         raise SystemExit(f"sglang-esamp eval: error: {exc}") from None
     if args.n < 1 or args.concurrency < 1:
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--split", default="test", choices=SPLITS, help="tune: first half of the data; test: second half")
     p_eval.add_argument("--methods", default="vanilla,min_p,esamp", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
     p_eval.add_argument("--explore", default="0.25", help="comma-separated beta values for 'esamp'")
+    p_eval.add_argument("--min-p", type=float, default=0.0, help="a min-p floor for every method (0: none)")
     p_eval.add_argument("--n", type=int, default=16, help="samples per problem")
     p_eval.add_argument("--limit", type=int, default=None, help="first N problems of the split")
     p_eval.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative")

@@ -12,7 +12,9 @@
 
 ``esamp`` in a method list expands to one ``esamp@B`` per ``--explore`` value, and every run
 with ESamp also gets ``matched@B`` for each B. FIRE and EDT need a server started with
-``--enable-custom-logit-processor``.
+``--enable-custom-logit-processor``. ``--min-p P`` gives every method a min-p of at least P
+(the names stay; the config and report record it): on a small model, T = 1 without a floor
+rarely solves a word problem, and this is the setting of the reference prototype's SVAMP run.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ def _one(name: str) -> Method:
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(BASE_METHODS)}")
 
 
-def parse_methods(spec: str, explore: list[float]) -> list[Method]:
+def parse_methods(spec: str, explore: list[float], min_p: float = 0.0) -> list[Method]:
     """``"vanilla,min_p,esamp"`` with explore [0.25] -> vanilla, min_p, esamp@0.25, matched@0.25."""
+    if not 0.0 <= min_p < 1.0:
+        raise ValueError(f"--min-p must be in [0, 1); got {min_p}")
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ValueError("--methods is empty")
@@ -71,4 +75,6 @@ def parse_methods(spec: str, explore: list[float]) -> list[Method]:
             out.append(Method(f"esamp@{beta:g}", {"temperature": 1.0, "explore": beta}))
     for beta in explore if "esamp" in names else []:
         out.append(Method(f"matched@{beta:g}", {"temperature": round(1.0 / (1.0 + beta), 6)}))
+    if min_p > 0:
+        out = [Method(m.name, {**m.sampling, "min_p": max(m.sampling.get("min_p", 0.0), min_p)}, m.extra) for m in out]
     return out

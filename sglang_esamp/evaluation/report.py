@@ -132,6 +132,9 @@ def write_report(out: Path, results: dict) -> None:
         "similarity: mean pairwise cosine of non-empty samples (lower = more diverse); vendi: effective number "
         "of distinct samples; ppl: perplexity under the reference model.",
         "",
+        "Sampling: " + "; ".join(f"{m['name']}: " + ", ".join(f"{k} {v}" for k, v in m["sampling"].items() if k != "custom_params")
+                                 for m in cfg["methods"]) + ".",
+        "",
         "| method | " + " | ".join(c.replace("@n", f"@{cfg['n']}") for c in cols) + " | time |",
         "| --- " * (len(cols) + 2) + "|",
     ]

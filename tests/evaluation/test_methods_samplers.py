@@ -19,6 +19,16 @@ def test_parse_methods_adds_matched_temperature_per_beta():
     assert "custom_logit_processor" in parse_methods("fire", [])[0].extra
 
 
+def test_min_p_floor_reaches_every_method():
+    methods = {m.name: m for m in parse_methods("vanilla,esamp,min_p,top_p", [0.25], min_p=0.05)}
+    assert methods["vanilla"].sampling == {"temperature": 1.0, "min_p": 0.05}
+    assert methods["esamp@0.25"].sampling == {"temperature": 1.0, "explore": 0.25, "min_p": 0.05}
+    assert methods["matched@0.25"].sampling == {"temperature": 0.8, "min_p": 0.05}
+    assert methods["min_p"].sampling["min_p"] == 0.1 and methods["top_p"].sampling["top_p"] == 0.95
+    with pytest.raises(ValueError, match="--min-p must be in"):
+        parse_methods("vanilla", [], min_p=1.0)
+
+
 @pytest.mark.parametrize("spec, explore, message", [
     ("vanilla,bogus", [0.25], "unknown method 'bogus'"),
     ("esamp", [], "needs at least one --explore"),
