@@ -51,7 +51,9 @@ def test_loss_falls_over_a_long_generation(esamp_server):
     s, l = short["meta_info"]["esamp"], long["meta_info"]["esamp"]
     # one step per decode step; the metadata may trail the trainer by --esamp-staleness (1)
     assert s["steps"] in (4, 5) and l["steps"] in (158, 159)
-    assert l["loss"] < 0.7 * s["loss"] and l["rel_err"] < s["rel_err"]
+    # the last step's raw loss moves with the text's state norms (ratios 0.44-0.70 seen over
+    # three runs); its relative error and the mean loss are the steadier signals (0.43-0.51, 0.24-0.75)
+    assert l["rel_err"] < 0.7 * s["rel_err"] and l["loss_mean"] < s["loss_mean"]
 
 
 @pytest.mark.parametrize(
