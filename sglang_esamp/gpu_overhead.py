@@ -11,8 +11,10 @@ It does three things:
    distiller weights as the ``inline`` one on the same batches.
 2. Times each ESamp piece alone (CUDA events): distiller predict, dense tilt (paper and
    residual), candidate tilt (top-k 50), the residual tilt's mixed head input, train step.
-3. Times whole decode steps, plain and with ESamp (predict, dense tilt, submit to the
-   side-stream trainer), for each batch shape, and prints the overhead fraction.
+3. Times whole decode steps for each batch shape, and prints the overhead fractions:
+   plain; ESamp with the dense residual tilt after the head (the form of a replayed CUDA
+   graph); ESamp with the tilt mixed into the head's input (the form of an eager forward).
+   Both ESamp cases predict, tilt and submit to the side-stream trainer.
 
 ``--tiny`` shrinks the model so the script runs on a CPU in seconds (the test suite uses it).
 """
@@ -98,30 +100,40 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     cache = out.past_key_values
     token = out.logits[:, -1:].argmax(-1)
 
-    def decode(esamp: bool):
+    gram, head_mean = head_gram(head), head.float().mean(0)  # the residual tilt's per-model constants
+
+    def decode(form: str):
+        """One decode step; form: "plain", "dense" or "latent"."""
         nonlocal token
-        o = model(token, past_key_values=cache, use_cache=True, output_hidden_states=True)
-        logits = o.logits[:, -1].float()  # (rows, V)
-        h1, h = o.hidden_states[1][:, -1], o.hidden_states[-1][:, -1]  # (rows, D) each
-        if esamp:
-            h_hat = trainer.predict(layout, h1)
-            logits = tilt_dense(logits, h_hat, head, beta)
+        o = model.model(token, past_key_values=cache, use_cache=True, output_hidden_states=True)
+        h1, h = o.hidden_states[1][:, -1], o.last_hidden_state[:, -1]  # (rows, D) each
+        if form != "plain":
+            h_hat = trainer.predict(layout, h1)  # (rows, D)
+        if form == "latent":
+            mixed, _ = mix_residual(h, h_hat, beta, gram, head_mean)
+            logits = model.lm_head(mixed.to(h.dtype)).float()  # (rows, V)
+        else:
+            logits = model.lm_head(h).float()
+            if form == "dense":
+                logits = tilt_dense(logits, h_hat, head, beta, mode="residual")
         token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
-        if esamp:
+        if form != "plain":
             trainer.submit(layout, h1, h)
 
-    # whole steps, the two cases interleaved in blocks so clock drift hits both
-    def block(esamp: bool) -> float:
+    # whole steps, the cases interleaved in blocks so clock drift hits all alike
+    def block(form: str) -> float:
         trainer.drain()
         sync(device)  # no training left running under the next block
         cache.crop(ctx)  # every block decodes at the same context length
-        return timed(lambda: decode(esamp), device, steps)
+        return timed(lambda: decode(form), device, steps)
 
-    block(True)  # warm-up: allocator, kernel choices, clocks
-    plain, with_esamp = [], []
+    forms = ("plain", "dense", "latent")
+    for form in forms:  # warm-up: allocator, kernel choices, clocks
+        block(form)
+    times = {form: [] for form in forms}
     for _ in range(4):
-        plain.append(block(False))
-        with_esamp.append(block(True))
+        for form in forms:
+            times[form].append(block(form))
     trainer.drain()
     sync(device)
 
@@ -130,7 +142,6 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     logits = torch.randn(rows, model.config.vocab_size, device=device)
     h_hat = bank.predict(layout, h1)
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(50, -1).indices, True)
-    gram, head_mean = head_gram(head), head.float().mean(0)  # the residual tilt's per-model constants
     pieces = {
         "predict": timed(lambda: bank.predict(layout, h1), device, steps),
         "tilt_dense": timed(lambda: tilt_dense(logits, h_hat, head, beta), device, steps),
@@ -140,13 +151,14 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
     }
     trainer.close()
-    step_plain, step_esamp = min(plain), min(with_esamp)
+    step = {form: min(t) for form, t in times.items()}
     return {
         "distiller": distiller, "groups": groups, "n": n, "rows": rows, "ctx": ctx,
-        "decode_step_s": step_plain, "esamp_step_s": step_esamp,
-        "overhead": step_esamp / step_plain - 1.0,
+        "decode_step_s": step["plain"], "esamp_dense_step_s": step["dense"], "esamp_latent_step_s": step["latent"],
+        "overhead_dense": step["dense"] / step["plain"] - 1.0,
+        "overhead_latent": step["latent"] / step["plain"] - 1.0,
         "pieces_s": pieces,
-        "pieces_fraction_of_decode": {k: v / step_plain for k, v in pieces.items()},
+        "pieces_fraction_of_decode": {k: v / step["plain"] for k, v in pieces.items()},
         "steps_trained": trainer.finished,
     }
 
@@ -169,7 +181,7 @@ def main(argv=None) -> None:
     print(f"device {result['device']}, {dtype}; thread vs inline trainer max |dw| = {result['trainer_thread_vs_inline_max_abs_diff']:.2e}", flush=True)
     model = build_model(shape, device, dtype)
     result["cases"] = []
-    print(f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'+esamp ms':>10} {'overhead':>9} {'predict':>8} {'tilt':>8} {'cand':>8} {'train':>8}  (pieces: % of decode)")
+    print(f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'dense ms':>9} {'latent ms':>10} {'ovh dense':>10} {'ovh latent':>11} {'predict':>8} {'tilt':>8} {'mix':>8} {'train':>8}  (pieces: % of decode)")
     for distiller, spec in [(d, s) for s in args.shapes.split(",") for d in args.distillers.split(",")]:
         groups, n = (int(x) for x in spec.split("x"))
         case = measure(model, distiller, groups, n, args.ctx, args.steps, device, dtype)
@@ -179,8 +191,9 @@ def main(argv=None) -> None:
                 json.dump(result, f, indent=2)
         frac = case["pieces_fraction_of_decode"]
         print(
-            f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_step_s'] * 1e3:>10.2f} {case['overhead']:>8.1%} "
-            f"{frac['predict']:>8.2%} {frac['tilt_dense']:>8.2%} {frac['tilt_candidates_top50']:>8.2%} {frac['train_step']:>8.2%}",
+            f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_dense_step_s'] * 1e3:>9.2f} {case['esamp_latent_step_s'] * 1e3:>10.2f} "
+            f"{case['overhead_dense']:>10.1%} {case['overhead_latent']:>11.1%} "
+            f"{frac['predict']:>8.2%} {frac['tilt_dense_residual']:>8.2%} {frac['mix_residual']:>8.2%} {frac['train_step']:>8.2%}",
             flush=True,
         )
         if device.type == "cuda":

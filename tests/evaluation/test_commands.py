@@ -85,4 +85,8 @@ def test_gpu_overhead_script_smoke_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert result["trainer_thread_vs_inline_max_abs_diff"] == 0.0
     assert [c["distiller"] for c in result["cases"]] == ["mlp", "lowrank"]
-    assert all(c["steps_trained"] > 0 and c["decode_step_s"] > 0 for c in result["cases"])
+    for c in result["cases"]:
+        assert c["steps_trained"] > 0 and c["decode_step_s"] > 0
+        for form in ("dense", "latent"):
+            assert abs(c[f"overhead_{form}"] - (c[f"esamp_{form}_step_s"] / c["decode_step_s"] - 1)) < 1e-9
+        assert set(c["pieces_s"]) >= {"predict", "tilt_dense_residual", "mix_residual", "train_step"}
