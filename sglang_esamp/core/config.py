@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from .tilt import MODES as TILT_MODES
 
 DISTILLER_KINDS = ("mlp", "lowrank")
-INIT_KINDS = ("random", "calibrated")
+INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
 
@@ -35,7 +35,8 @@ class ESampConfig:
     max_groups: int = 32  # distiller slots; memory is bounded by this (15 MiB each on SmolLM2)
     max_explore: float = 4.0  # largest beta a request may ask for
     staleness: int = 1  # prediction may miss at most this many of the latest training steps
-    init: str = "calibrated"  # "random": the paper's; "calibrated": a copy of a per-model base distiller
+    init: str = "calibrated"  # "random": the paper's; "calibrated": a copy of a per-model base distiller; "+prompt"/"prompt": then fit on the prompt
+    prompt_steps: int = 4  # optimizer steps on a new group's prompt rows, for the inits with "prompt"
     tilt: str = "residual"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
     plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
     trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
@@ -55,6 +56,7 @@ class ESampConfig:
         _check_float(self, "max_explore", low=0.0)
         _check_int(self, "staleness", low=0)
         _check_choice(self, "init", INIT_KINDS)
+        _check_int(self, "prompt_steps", low=1)
         _check_choice(self, "tilt", TILT_MODES)
         _check_float(self, "plausibility", low=0.0)
         if self.plausibility >= 1.0:
@@ -63,6 +65,16 @@ class ESampConfig:
         _check_float(self, "group_ttl", low=0.0)
         _check_choice(self, "group_by", GROUP_BY)
         _check_int(self, "seed", low=0)
+
+    @property
+    def calibrated(self) -> bool:
+        """New groups start from the per-model base distiller."""
+        return self.init.startswith("calibrated")
+
+    @property
+    def prompt_fit(self) -> bool:
+        """New groups train on their prompt's rows before their first decode step."""
+        return self.init.endswith("prompt")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..core.config import ESampConfig
 from ..recipes import CODE_STOP, MATH_INSTRUCTION
 from .answers import answers_match, extract_answer
 from .client import EvalClient, esamp_state
@@ -86,6 +87,8 @@ def _open_out(out: Path, cfg: EvalConfig) -> set[tuple[str, str]]:
     new = json.loads(json.dumps(cfg.to_json()))
     if config_path.exists():
         old = json.loads(config_path.read_text())
+        if old.get("esamp_config") is not None:  # a knob added since the run started ran at its default
+            old["esamp_config"] = dataclasses.asdict(ESampConfig()) | old["esamp_config"]
         if {**old, "limit": None} != {**new, "limit": None}:
             raise SystemExit(f"{out} holds a run with another configuration ({config_path}); choose another --out")
         if not _covers(new["limit"], old["limit"]):

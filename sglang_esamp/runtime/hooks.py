@@ -15,7 +15,7 @@ matters in is noted; all are registered in every process (it costs nothing elsew
 | ModelRunner.init_attention_backends                   | BEFORE | capture layer output, build the runtime   |
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
 | ForwardBatch.init_new                                 | AFTER  | rows -> requests                          |
-| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's; predict, mix the tilt into it |
+| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's; fit new groups on their prompt; predict, mix the tilt into it |
 | LogitsProcessor._get_logits                           | AROUND | the LM head reads the mixed state         |
 | ModelRunner.forward                                   | AROUND | the batch's requests, for the head hooks  |
 | ModelRunner.sample                                    | AROUND | predict, sample, train                    |
@@ -137,7 +137,7 @@ def init_attention_backends(runner, *args, **kwargs):
     norm = getattr(getattr(model, "model", None), "norm", None)
     stop_ids = sorted(getattr(runner.model_config, "hf_eos_token_id", None) or [])
     base = None
-    if cfg.init == "calibrated":
+    if cfg.calibrated:
         from ..calibrate import load_or_calibrate
 
         base, path = load_or_calibrate(runner.model_config.model_path, cfg)
@@ -186,6 +186,10 @@ def hidden_states_to_store(original, processor, hidden_states, hidden_states_bef
         return out
     import torch
 
+    if _RUNTIME is not None and _RUNTIME.prompt_pending and aux_hidden_states is not None and logits_metadata.forward_mode.is_extend():
+        from sglang.srt.layers.aux_hidden_states import pack_aux_hidden_states
+
+        _RUNTIME.fit_prompts(pack_aux_hidden_states(aux_hidden_states), hidden_states)  # every prefilled token
     final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
     # the next head call reads pruned_states, one row per request, with no rescaling of its logits
     plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping

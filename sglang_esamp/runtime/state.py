@@ -5,6 +5,8 @@ bookkeeping, and does the per-step work that the hooks ask for:
 
 - ``attach(req)`` when the scheduler creates a request: find or open its group's slot;
 - ``step(...)`` around ``ModelRunner.sample``: predict, sample, then queue training;
+- ``fit_prompts(...)`` inside a prefill, for ``--esamp-init *prompt``: queue a new group's
+  training steps on its prompt's rows, before its first prediction;
 - ``prepare(...)`` inside an eager forward, before the LM head: predict, and tilt the
   unfiltered rows in the head's input (``latent_logits`` then runs the head on it);
 - ``apply_tilt(...)`` after SGLang's logit preprocessing (penalties, grammar, bias): tilt
@@ -40,6 +42,7 @@ from .params import CUSTOM_KEY, group_label
 logger = logging.getLogger(__name__)
 
 MAX_TRACKED_REQUESTS = 65536  # rows of the per-request novelty table
+PROMPT_ROWS = 1024  # a prompt fit uses at most this many of each request's last prefilled tokens
 
 
 @dataclass
@@ -101,6 +104,7 @@ class ESampRuntime:
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
         self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
         self.used_slots: set[int] = set()
+        self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.pending: TiltPlan | None = None  # set by step() for apply_tilt() inside SGLang's sample
         self.tilted_rows = {"head_input": 0, "dense": 0, "candidates": 0}  # row-steps per form of the tilt
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
@@ -129,6 +133,8 @@ class ESampRuntime:
             self.bank.reset([slot])
             self.stats.clear([slot])
             self.used_slots.add(slot)
+            if self.cfg.prompt_fit:
+                self.prompt_pending.add(slot)
         row_id = self.free_rows.pop() if self.free_rows else None
         if row_id is not None:
             self.novelty_sum[row_id] = 0.0
@@ -190,6 +196,34 @@ class ESampRuntime:
 
     def end_forward(self) -> None:
         self.forward_batch, self.prepared = None, None
+
+    def fit_prompts(self, h1: torch.Tensor, h: torch.Tensor) -> None:
+        """Inside a prefill: queue ``prompt_steps`` training steps for every group in the batch
+        that has not fitted its prompt yet, on its requests' prefilled tokens (the last
+        ``PROMPT_ROWS`` of each; not a sequence's first token, which no decode step resembles).
+        h1, h: (tokens, D), every token of the batch: the shallow states and the head's input."""
+        batch = self.forward_batch
+        reqs = getattr(batch, "esamp_reqs", None)
+        lens = getattr(batch, "extend_seq_lens_cpu", None)
+        starts = getattr(batch, "extend_prefix_lens_cpu", None) or [1] * len(lens or ())
+        if not reqs or lens is None or len(lens) != len(reqs) or sum(lens) != h.shape[0]:
+            return
+        _, slots = self._slots(reqs)
+        rows, row_slots, offset = [], [], 0
+        for slot, n, start in zip(slots, lens, starts):
+            if slot in self.prompt_pending:
+                first = offset + max(n - PROMPT_ROWS, 1 if start == 0 else 0)
+                rows += range(first, offset + n)
+                row_slots += [slot] * (offset + n - first)
+            offset += n
+        if not rows:
+            return
+        self.prompt_pending -= set(row_slots)
+        idx = torch.tensor(rows, dtype=torch.int64).to(h.device, non_blocking=True)
+        layout = BatchLayout.from_slots(row_slots, h.device)
+        src, tgt = h1[idx], h[idx]  # (rows, D) each
+        for _ in range(self.cfg.prompt_steps):
+            self.trainer.submit(layout, src, tgt)
 
     def prepare(self, h1: torch.Tensor, h: torch.Tensor) -> None:
         """Inside an eager forward, before the LM head: predict, and mix the dense rows' tilt

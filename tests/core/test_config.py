@@ -32,6 +32,8 @@ def test_init_and_tilt_defaults_come_from_the_ablation():
         ("max_explore", -0.1),
         ("staleness", -1),
         ("init", "magic"),
+        ("init", "prompt+calibrated"),
+        ("prompt_steps", 0),
         ("trainer", "gpu"),
         ("group_ttl", "long"),
         ("source_layer", True),
@@ -50,3 +52,12 @@ def test_ints_are_accepted_for_floats():
 def test_field_names_cover_every_field():
     names = ESampConfig.field_names()
     assert "max_groups" in names and "staleness" in names and len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    "init, calibrated, prompt_fit",
+    [("random", False, False), ("calibrated", True, False), ("prompt", False, True), ("calibrated+prompt", True, True)],
+)
+def test_init_kinds_name_their_start_and_prompt_fit(init, calibrated, prompt_fit):
+    cfg = ESampConfig(init=init)
+    assert (cfg.calibrated, cfg.prompt_fit) == (calibrated, prompt_fit)

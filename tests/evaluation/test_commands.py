@@ -45,6 +45,16 @@ def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path
 
     cli(*args)  # everything is done: nothing is redone
     assert len((out / "samples.jsonl").read_text().splitlines()) == len(records)
+    config_path = out / "config.json"
+    saved = json.loads(config_path.read_text())
+    for value, accepted in ((None, True), (9, False)):  # a run from before a knob existed ran at its default
+        edited = json.loads(json.dumps(saved))
+        edited["esamp_config"].pop("prompt_steps")
+        if value is not None:
+            edited["esamp_config"]["prompt_steps"] = value
+        config_path.write_text(json.dumps(edited))
+        assert (cli(*args, check=False).returncode == 0) == accepted
+    config_path.write_text(json.dumps(saved))
     other = cli(*[a if a != "6" else "7" for a in args], check=False)
     assert other.returncode != 0 and "holds a run with another configuration" in other.stderr
     cut = cli(*[a if a != "2" or i != 4 else "1" for i, a in enumerate(args)], check=False)

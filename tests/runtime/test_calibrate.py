@@ -72,12 +72,13 @@ def test_server_groups_start_from_the_calibrated_base(calibrated, tiny_model, ca
     path = base_path(str(tiny_model), ESampConfig(init="calibrated"))
     mtime = path.stat().st_mtime_ns
     first = {}
-    for init in ("calibrated", "random"):
-        with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-init", init]) as srv:
+    for init in ("calibrated", "random", "calibrated+prompt"):
+        with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-init", init, "--esamp-prompt-steps", "2"]) as srv:
             first[init] = generate_ok(srv, STORY, temperature=0, max_new_tokens=2, explore=0.25)["meta_info"]["esamp"]
             if init == "calibrated":
                 assert "calibrated base" in srv.tail(20000)
     assert path.stat().st_mtime_ns == mtime  # loaded, not refitted
     assert first["calibrated"]["steps"] == first["random"]["steps"] == 1
+    assert first["calibrated+prompt"]["steps"] == 3  # 2 on the prompt's rows during the prefill, then the decode step
     # the first step's error is the initial distiller's: the base's is far below a random one's
     assert first["calibrated"]["rel_err"] < 0.8 * first["random"]["rel_err"], first

@@ -212,3 +212,48 @@ def test_a_preparation_belongs_to_its_own_forward_batch():
     rt.prepare(torch.randn(1, D), h)
     assert rt.prepared is None
     rt.end_forward()
+
+
+def test_prompt_init_fits_each_new_group_once_on_its_prefilled_tokens():
+    rt = make_runtime(init="prompt", prompt_steps=3)
+    reqs = [make_req("a", 0.5, "g:x"), make_req("b"), make_req("c", 0.25, "g:y")]
+    for r in reqs:
+        rt.attach(r)
+    sa, sc = reqs[0].esamp.slot, reqs[2].esamp.slot
+    assert rt.prompt_pending == {sa, sc}
+    twin = make_runtime(init="random")  # the same random start, trained by hand on the expected rows
+    for r in (make_req("a2", 0.5, "g:x"), make_req("c2", 0.25, "g:y")):
+        twin.attach(r)
+    # request a: a whole prompt of 4 tokens; b: no ESamp; c: 3 new tokens after a cached prefix
+    lens, starts = [4, 2, 3], [0, 0, 5]
+    h1, h = torch.randn(9, D), torch.randn(9, D)
+    batch = SimpleNamespace(esamp_reqs=reqs, extend_seq_lens_cpu=lens, extend_prefix_lens_cpu=starts)
+    rt.begin_forward(batch)
+    rt.fit_prompts(h1, h)
+    rt.end_forward()
+    assert rt.prompt_pending == set() and rt.trainer.submitted == 3
+    assert rt.stats.snapshot(sa)["steps"] == rt.stats.snapshot(sc)["steps"] == 3
+    rows = [1, 2, 3, 6, 7, 8]  # a's first token (position 0) and all of b are left out
+    from sglang_esamp.core import BatchLayout
+
+    layout = BatchLayout.from_slots([sa] * 3 + [sc] * 3)
+    for _ in range(3):
+        twin.trainer.submit(layout, h1[rows], h[rows])
+    for k in rt.bank.params:
+        assert torch.allclose(rt.bank.params[k], twin.bank.params[k], atol=1e-6), k
+    # a later prefill of the same groups (their other samples) trains nothing more
+    rt.begin_forward(batch)
+    rt.fit_prompts(h1, h)
+    rt.end_forward()
+    assert rt.trainer.submitted == 3
+
+
+def test_inits_without_prompt_fit_nothing():
+    rt = make_runtime(init="random")
+    req = make_req("a", 0.5, "g:x")
+    rt.attach(req)
+    assert rt.prompt_pending == set()
+    rt.begin_forward(SimpleNamespace(esamp_reqs=[req], extend_seq_lens_cpu=[4], extend_prefix_lens_cpu=[0]))
+    rt.fit_prompts(torch.randn(4, D), torch.randn(4, D))
+    rt.end_forward()
+    assert rt.trainer.submitted == 0
