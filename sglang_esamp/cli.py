@@ -13,6 +13,8 @@ Subcommands:
 - ``bench``: throughput of vanilla and ESamp on one server, interleaved.
 - ``calibrate [--model-path P] [--esamp-* flags]``: fit (or show) the cached base distiller
   that ``--esamp-init calibrated`` starts every group from.
+- ``init-study``: a group distiller's error over its first decode steps, for each init,
+  replayed offline on the model's own samples.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import shlex
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import cpu
 from .evaluation.methods import BASE_METHODS
@@ -152,6 +155,29 @@ def calibrate(args: argparse.Namespace) -> None:
     print(f"rows {fit.train_rows + fit.heldout_rows} (text pairs), held-out rel_err {fit.rel_err:.3f} (random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
 
 
+def init_study(args: argparse.Namespace) -> None:
+    from .core.config import INIT_KINDS
+    from .init_study import run, table
+    from .runtime import flags
+
+    try:
+        cfg = flags.from_namespace(args)
+    except ValueError as exc:
+        raise SystemExit(f"sglang-esamp init-study: error: {exc}") from None
+    model = args.model_path or str(embedded_model_path())
+    inits = [i.strip() for i in args.inits.split(",") if i.strip()] if args.inits else list(INIT_KINDS)
+    try:
+        steps = [int(k) for k in args.prompt_steps.split(",")] if args.prompt_steps else None
+        if steps and min(steps) < 1:
+            raise ValueError(f"--prompt-steps must be positive integers; got {args.prompt_steps}")
+        result = run(model, args.task, args.split, args.limit, args.n, args.max_new_tokens, args.min_p, inits, cfg,
+                     Path(args.out) if args.out else None, prompt_steps=steps)
+    except ValueError as exc:
+        raise SystemExit(f"sglang-esamp init-study: error: {exc}") from None
+    print(table(result))
+    print(f"{result['problems']} prompts x n={result['n']}, {result['seconds']:.0f} s")
+
+
 @contextlib.contextmanager
 def _server(url: str | None, server_args: list[str]):
     """Yield a server URL: the given one, or one started here on the embedded model."""
@@ -209,6 +235,20 @@ def main(argv: list[str] | None = None) -> None:
     p_cal.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
     p_cal.add_argument("--refit", action="store_true", help="fit again even if a cached base exists")
     p_cal.add_argument("esamp_flags", nargs=argparse.REMAINDER, help="--esamp-* flags that shape the distiller (distiller, intermediate, rank, source-layer, seed)")
+    from .runtime import flags
+
+    p_init = sub.add_parser("init-study", help="a group distiller's error over its first decode steps, per --esamp-init (offline)")
+    p_init.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
+    p_init.add_argument("--task", choices=TASKS, default="svamp")
+    p_init.add_argument("--split", choices=SPLITS, default="tune")
+    p_init.add_argument("--limit", type=int, default=8, help="prompts")
+    p_init.add_argument("--n", type=int, default=8, help="samples per prompt: one group")
+    p_init.add_argument("--max-new-tokens", type=int, default=96)
+    p_init.add_argument("--min-p", type=float, default=0.1, help="min-p of the plain sampling that writes the samples (0: none)")
+    p_init.add_argument("--inits", default=None, help="comma-separated --esamp-init values to compare (default: all)")
+    p_init.add_argument("--prompt-steps", default=None, help="comma-separated step counts to try for the prompt inits (default: --esamp-prompt-steps)")
+    p_init.add_argument("--out", default=None, help="folder for results.json and rel_err.png")
+    flags.add_arguments(p_init, enable_flag=False)  # the distiller's shape, lr, prompt steps, seed
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
     args = parser.parse_args(argv)
@@ -223,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
             bench(args)
         elif args.command == "calibrate":
             calibrate(args)
+        elif args.command == "init-study":
+            init_study(args)
         elif args.command == "eval-report":
             eval_report(args.dir)
         elif args.command == "eval-summary":

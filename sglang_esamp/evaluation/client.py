@@ -23,6 +23,15 @@ def esamp_state(url: str) -> dict | None:
     return (info.get("internal_states") or [{}])[0].get("esamp")
 
 
+def prompt_ids(tokenizer, problem: Problem, instruction: str) -> list[int]:
+    """Math: the chat template around question + instruction. Code, creative: raw text."""
+    if problem.kind == "math":
+        messages = [{"role": "user", "content": f"{problem.question}\n{instruction}"}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(problem.question, add_special_tokens=False)["input_ids"]
+
+
 class EvalClient:
     def __init__(self, url: str):
         self.url = url.rstrip("/")
@@ -39,12 +48,7 @@ class EvalClient:
         return AutoTokenizer.from_pretrained(self.model_path)
 
     def prompt_ids(self, problem: Problem, instruction: str) -> list[int]:
-        """Math: the chat template around question + instruction. Code, creative: raw text."""
-        if problem.kind == "math":
-            messages = [{"role": "user", "content": f"{problem.question}\n{instruction}"}]
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self.tokenizer(problem.question, add_special_tokens=False)["input_ids"]
+        return prompt_ids(self.tokenizer, problem, instruction)
 
     def _post(self, body: dict):
         res = requests.post(self.url + "/generate", json=body, timeout=TIMEOUT)

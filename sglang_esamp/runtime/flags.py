@@ -55,9 +55,10 @@ def flag_name(field: str) -> str:
     return "--esamp-" + field.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, enable_flag: bool = True) -> None:
     group = parser.add_argument_group("ESamp (exploratory sampling)")
-    group.add_argument("--enable-esamp", action="store_true", help="Enable exploratory sampling (per-request 'explore').")
+    if enable_flag:
+        group.add_argument("--enable-esamp", action="store_true", help="Enable exploratory sampling (per-request 'explore').")
     for f in dataclasses.fields(ESampConfig):
         group.add_argument(
             flag_name(f.name), dest="esamp_" + f.name, type=type(f.default), default=f.default,
@@ -75,6 +76,11 @@ def parse(argv: list[str]) -> ESampConfig | None:
         if set_by_user:
             raise ValueError(f"{', '.join(set_by_user)} given without --enable-esamp")
         return None
+    return from_namespace(args)
+
+
+def from_namespace(args: argparse.Namespace) -> ESampConfig:
+    """The config held by a namespace that ``add_arguments`` filled."""
     return ESampConfig(**{f.name: getattr(args, "esamp_" + f.name) for f in dataclasses.fields(ESampConfig)})
 
 

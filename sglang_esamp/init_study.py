@@ -1,0 +1,155 @@
+"""How well a group's distiller predicts over its first decode steps, for each ``--esamp-init``.
+
+Offline, with transformers and the pure-torch core (no server): the model writes n
+continuations of each prompt, one forward pass per sample gives every position's shallow
+and deep state, and each init is replayed exactly as a server group would see it:
+
+1. a new bank slot: the random init, or a copy of the calibrated base;
+2. for the ``prompt`` inits, ``prompt_steps`` training steps on the prompt's rows (all but
+   the first token, as ``ESampRuntime.fit_prompts`` takes them);
+3. for each decode step t, the group's n rows (the samples still running): predict, record
+   the relative error sum ||h - f(h1)||^2 / sum ||h||^2, then train one step on them.
+
+The error before each step's update is what the tilt of that step used. Sampling is plain
+(no tilt), so every init sees the same rows.
+
+Usage::
+
+    sglang-esamp init-study --task svamp --split tune --limit 8 --n 8 --out docs/results/init_study
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .core import BatchLayout, DistillerBank, ESampConfig
+from .core.config import INIT_KINDS
+
+WINDOWS = ((0, 8), (8, 32), (32, None))  # decode-step ranges reported separately
+
+
+def sample_states(model, tokenizer, prompt_ids: list[int], n: int, max_new_tokens: int, min_p: float, source_layer: int):
+    """n continuations of one prompt. Returns (src, tgt): (T_i, D) per sample, every position."""
+    ids = torch.tensor([prompt_ids])
+    stops = model.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops])
+    with torch.no_grad():
+        seqs = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+            min_p=min_p or None, max_new_tokens=max_new_tokens, num_return_sequences=n,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        )
+        out = []
+        for row in seqs[:, len(prompt_ids) :].tolist():
+            cont = next((row[:j] for j, t in enumerate(row) if t in stops), row)  # a stop token is never fed back
+            o = model.model(input_ids=torch.tensor([prompt_ids + cont]), output_hidden_states=True)
+            out.append((o.hidden_states[source_layer + 1][0], o.last_hidden_state[0]))  # (T, D) each
+    return out
+
+
+def replay(cfg: ESampConfig, hidden: int, base, states, prompt_len: int) -> list[float]:
+    """Relative error of one group's distiller at each decode step (before that step's update)."""
+    bank = DistillerBank(replace(cfg, max_groups=1), hidden, base=base if cfg.calibrated else None)
+    if cfg.prompt_fit and prompt_len > 1:
+        src, tgt = states[0][0][1:prompt_len], states[0][1][1:prompt_len]  # the shared prompt, without its first token
+        layout = BatchLayout.from_slots([0] * src.shape[0])
+        for _ in range(cfg.prompt_steps):
+            bank.train_step(layout, src, tgt)
+    errors = []
+    for t in range(max(s.shape[0] for s, _ in states) - prompt_len):
+        live = [(s[prompt_len + t], h[prompt_len + t]) for s, h in states if s.shape[0] > prompt_len + t]
+        src, tgt = torch.stack([x for x, _ in live]), torch.stack([y for _, y in live])  # (rows, D)
+        layout = BatchLayout.from_slots([0] * len(live))
+        pred = bank.predict(layout, src)
+        errors.append(float((tgt - pred).pow(2).sum() / tgt.pow(2).sum().clamp_min(1e-12)))
+        bank.train_step(layout, src, tgt)
+    return errors
+
+
+def summarize(curves: list[list[float]]) -> dict:
+    """Mean relative error per window of decode steps, over every group's steps in it."""
+    out = {}
+    for lo, hi in WINDOWS:
+        vals = [e for c in curves for e in c[lo:hi]]
+        out[f"steps {lo}-{hi - 1 if hi else 'end'}"] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_tokens: int, min_p: float,
+        inits: list[str], cfg: ESampConfig, out: Path | None, seed: int = 0, prompt_steps: list[int] | None = None) -> dict:
+    """Replay every init (each prompt init once per count in ``prompt_steps``, default the
+    config's) on the same samples."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .calibrate import load_or_calibrate
+    from .evaluation.client import prompt_ids
+    from .evaluation.tasks import load_task
+    from .recipes import MATH_INSTRUCTION
+
+    for init in inits:
+        if init not in INIT_KINDS:
+            raise ValueError(f"unknown init {init!r}; choose from {', '.join(INIT_KINDS)}")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    variants = {}  # label -> config
+    for init in inits:
+        c = replace(cfg, init=init)
+        for k in (prompt_steps or [cfg.prompt_steps]) if c.prompt_fit else [None]:
+            variants[init if k is None else f"{init} x{k}"] = c if k is None else replace(c, prompt_steps=k)
+    base = load_or_calibrate(model_path, cfg)[0].params if any(ESampConfig(init=i).calibrated for i in inits) else None
+    torch.manual_seed(seed)
+    curves = {label: [] for label in variants}
+    t0 = time.perf_counter()
+    for problem in tqdm(load_task(task, split, limit), desc="init study"):
+        ids = prompt_ids(tokenizer, problem, MATH_INSTRUCTION)  # as the eval builds it
+        states = sample_states(model, tokenizer, ids, n, max_new_tokens, min_p, cfg.source_layer)
+        for label, c in variants.items():
+            curves[label].append(replay(c, model.config.hidden_size, base, states, len(ids)))
+    result = {
+        "model": model_path, "task": task, "split": split, "problems": len(next(iter(curves.values()))), "n": n,
+        "max_new_tokens": max_new_tokens, "min_p": min_p, "config": {k: getattr(cfg, k) for k in ESampConfig.field_names()},
+        "seconds": time.perf_counter() - t0,
+        "inits": {init: {"rel_err": summarize(c), "curves": c} for init, c in curves.items()},
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+        plot(result, out / "rel_err.png")
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Mean relative error per decode step, one line per init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init, data in result["inits"].items():
+        curves = data["curves"]
+        steps = max(map(len, curves))
+        mean = [sum(c[t] for c in curves if len(c) > t) / sum(len(c) > t for c in curves) for t in range(steps)]
+        ax.plot(range(steps), mean, label=init)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")  # predicting zero
+    ax.set_xlabel("decode step")
+    ax.set_ylabel("relative error ||h - f(h1)||² / ||h||²")
+    ax.set_title(f"{result['task']} ({result['split']}), {result['problems']} prompts x n={result['n']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(result: dict) -> str:
+    windows = list(next(iter(result["inits"].values()))["rel_err"])
+    lines = ["| init | " + " | ".join(windows) + " |", "| --- |" + " --- |" * len(windows)]
+    for init, data in result["inits"].items():
+        lines.append(f"| {init} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in data["rel_err"].values()) + " |")
+    return "\n".join(lines)
