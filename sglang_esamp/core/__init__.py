@@ -8,7 +8,7 @@ from .config import ESampConfig
 from .layout import BatchLayout
 from .slots import GroupTable
 from .stats import GroupStats
-from .tilt import head_gram, mix_hidden, mix_residual, tilt_candidates, tilt_dense, tilt_logits
+from .tilt import cap_stop_mass, head_gram, mix_hidden, mix_residual, tilt_candidates, tilt_dense, tilt_logits
 from .trainer import AsyncTrainer
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "GroupStats",
     "GroupTable",
     "TrainResult",
+    "cap_stop_mass",
     "head_gram",
     "mix_hidden",
     "mix_residual",

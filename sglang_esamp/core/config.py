@@ -21,6 +21,7 @@ DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
+STOP_CAPS = ("logit", "probability")
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class ESampConfig:
     init: str = "calibrated"  # "random": the paper's; "calibrated": a copy of a per-model base distiller; "+prompt"/"prompt": then fit on the prompt
     prompt_steps: int = 4  # optimizer steps on a new group's prompt rows, for the inits with "prompt"
     tilt: str = "residual"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
+    stop_cap: str = "logit"  # "logit": no stop id's logit rises; "probability": nor does the stop ids' total probability
     plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
     trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
     group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed
@@ -58,6 +60,7 @@ class ESampConfig:
         _check_choice(self, "init", INIT_KINDS)
         _check_int(self, "prompt_steps", low=1)
         _check_choice(self, "tilt", TILT_MODES)
+        _check_choice(self, "stop_cap", STOP_CAPS)
         _check_float(self, "plausibility", low=0.0)
         if self.plausibility >= 1.0:
             raise ValueError(f"ESampConfig.plausibility must be < 1, got {self.plausibility}")

@@ -20,6 +20,10 @@ Semantics:
   treated as beta = 0, so a diverged distiller never puts NaN into sampling.
 - ``keep`` is the guard's interface: any (N, V) mask of allowed tokens. Passing it changes
   no other argument.
+- ``cap_stop_mass`` is the stop guard in probability: lowering the other tokens' logits
+  raises a stop token's share even when its own logit is capped, so it lowers the stop
+  ids' logits together until their total probability at the row's temperature is no
+  higher than before the tilt.
 
 Two modes:
 
@@ -143,3 +147,26 @@ def tilt_candidates(
     cand_new = torch.where(valid, _tilt(cand, cand_dist, b, valid, mode), torch.full_like(cand, float("-inf")))
     tilted = torch.full_like(logits, float("-inf")).scatter_(1, idx, cand_new)
     return torch.where(b > 0, tilted, logits)
+
+
+def cap_stop_mass(
+    tilted: torch.Tensor, before: torch.Tensor, stop_ids: torch.Tensor, temperature: torch.Tensor,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, V) tilted logits whose stop ids hold at most the total probability they held in
+    ``before``, both at the rows' (N,) ``temperature`` and, if given, within the (N, V)
+    ``keep`` set that the tilted row was restricted to. The stop logits of a row over its
+    budget drop by one common amount, so the row's other tokens keep their ratios; a row
+    within budget is returned as it is. Logit offsets of the two inputs need not agree."""
+    t = temperature.float().clamp_min(1e-6).view(-1, 1)  # (N, 1)
+    ref = before.float() / t
+    if keep is not None:
+        ref = ref.masked_fill(~keep, float("-inf"))
+    scaled = tilted.float() / t
+    ref_stop = torch.logsumexp(ref[:, stop_ids], -1)  # (N,)
+    budget = ref_stop - torch.logsumexp(ref.index_fill(1, stop_ids, float("-inf")), -1)  # log-odds of stopping before
+    odds = torch.logsumexp(scaled[:, stop_ids], -1) - torch.logsumexp(scaled.index_fill(1, stop_ids, float("-inf")), -1)
+    drop = torch.nan_to_num((odds - budget).clamp_min(0.0), nan=0.0, posinf=0.0) * t.squeeze(-1)  # (N,)
+    out = tilted.clone()
+    out[:, stop_ids] = tilted[:, stop_ids] - drop.to(tilted.dtype).unsqueeze(-1)
+    return out

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 
-from ..core.config import DISTILLER_KINDS, GROUP_BY, INIT_KINDS, TILT_MODES, TRAINER_MODES, ESampConfig
+from ..core.config import DISTILLER_KINDS, GROUP_BY, INIT_KINDS, STOP_CAPS, TILT_MODES, TRAINER_MODES, ESampConfig
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ _HELP = {
     "init": "Initialisation of a new group's distiller: 'random' (the paper's), 'calibrated' (a copy of a base distiller fitted once per model on its own text and cached; see docs/design.md), or either followed by a fit on the group's prompt: 'prompt' (random, then the prompt), 'calibrated+prompt'.",
     "prompt_steps": "Optimizer steps on a new group's prompt rows, during its prefill, for --esamp-init prompt and calibrated+prompt.",
     "tilt": "'paper': (1+beta)*logit - beta*logit_of_prediction; 'residual': tilt only by the part of the prediction's logits not explained by an affine fit on the model's own (no implicit temperature change).",
+    "stop_cap": "What the tilt may not raise for the model's end-of-sequence ids: 'logit' (each one's logit) or 'probability' (also their total probability at the request's temperature; costs a head matmul on 1 in 8 rows of the eager head-input form).",
     "plausibility": "Guard for requests without top-k/top-p/min-p: tilt only tokens whose probability is at least this fraction of the top token's, the rest are not sampled (0: no guard). Filtered requests tilt within their filters' candidates.",
     "trainer": "'thread': train in a background worker; 'inline': right after sampling; 'auto': thread on CUDA, inline on CPU.",
     "group_ttl": "Seconds an idle group keeps its distiller before its slot is freed.",
@@ -48,7 +49,8 @@ _HELP = {
 }
 
 
-_CHOICES = {"distiller": DISTILLER_KINDS, "init": INIT_KINDS, "tilt": TILT_MODES, "trainer": TRAINER_MODES, "group_by": GROUP_BY}
+_CHOICES = {"distiller": DISTILLER_KINDS, "init": INIT_KINDS, "tilt": TILT_MODES, "trainer": TRAINER_MODES, "group_by": GROUP_BY,
+            "stop_cap": STOP_CAPS}
 
 
 def flag_name(field: str) -> str:

@@ -15,7 +15,7 @@ def test_defaults_are_the_papers():
 def test_init_and_tilt_defaults_come_from_the_ablation():
     """docs/results/ablation.md: the paper's random init and tilt do not explore on SmolLM2."""
     cfg = ESampConfig()
-    assert (cfg.init, cfg.tilt, cfg.plausibility) == ("calibrated", "residual", 0.0)
+    assert (cfg.init, cfg.tilt, cfg.plausibility, cfg.stop_cap) == ("calibrated", "residual", 0.0, "logit")
 
 
 @pytest.mark.parametrize(
@@ -34,6 +34,7 @@ def test_init_and_tilt_defaults_come_from_the_ablation():
         ("init", "magic"),
         ("init", "prompt+calibrated"),
         ("prompt_steps", 0),
+        ("stop_cap", "mass"),
         ("trainer", "gpu"),
         ("group_ttl", "long"),
         ("source_layer", True),

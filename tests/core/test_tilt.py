@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sglang_esamp.core import mix_hidden, tilt_candidates, tilt_dense, tilt_logits
+from sglang_esamp.core import cap_stop_mass, mix_hidden, tilt_candidates, tilt_dense, tilt_logits
 
 N, V, D = 6, 50, 16
 
@@ -144,3 +144,43 @@ def test_residual_mix_in_hidden_space_matches_the_dense_residual(case):
     h_hat[2, 0] = float("nan")
     mixed, shift = mix_residual(h, h_hat, beta, head_gram(head), head.mean(0))
     assert torch.equal(mixed[2], h[2]) and shift[2] == 0
+
+
+def _stop_mass(logits, stop, temp):
+    scaled = logits / temp.view(-1, 1)
+    return (torch.logsumexp(scaled[:, stop], -1) - torch.logsumexp(scaled, -1)).exp()
+
+
+def test_stop_mass_cap_restores_the_untilted_stop_probability():
+    torch.manual_seed(3)
+    stop = torch.tensor([2, 7])
+    before = torch.randn(4, 16)
+    temp = torch.tensor([1.0, 0.5, 2.0, 1.0])
+    tilted = before - torch.rand(4, 16) * 3  # every token lowered: the stops' share grows even with logits capped
+    tilted[:, stop] = before[:, stop]
+    tilted[3] = before[3]
+    tilted[3, stop] -= 1.0  # this row's stop probability went down: no cap
+    out = cap_stop_mass(tilted, before, stop, temp)
+    p_before, p_tilted, p_out = (_stop_mass(x, stop, temp) for x in (before, tilted, out))
+    assert (p_tilted[:3] > p_before[:3] * 1.05).all()  # the case the cap is for
+    torch.testing.assert_close(p_out[:3], p_before[:3])
+    assert torch.equal(out[3], tilted[3])
+    others = torch.ones(16, dtype=torch.bool)
+    others[stop] = False
+    assert torch.equal(out[:, others], tilted[:, others])  # only the stop logits move, by one common amount
+    drop = tilted[:3, stop] - out[:3, stop]
+    torch.testing.assert_close(drop[:, 0], drop[:, 1])
+
+
+def test_stop_mass_cap_reads_the_budget_within_the_kept_set():
+    stop = torch.tensor([0])
+    before = torch.tensor([[1.0, 3.0, 2.0, 0.0, -1.0]])
+    keep = torch.tensor([[True, True, True, False, False]])
+    tilted = torch.tensor([[1.0, 2.0, 1.5, float("-inf"), float("-inf")]])
+    out = cap_stop_mass(tilted, before, stop, torch.ones(1), keep)
+    budget = torch.softmax(before.masked_fill(~keep, float("-inf")), -1)[0, 0]
+    torch.testing.assert_close(torch.softmax(out, -1)[0, 0], budget)
+    # no stop mass before (the stop outside the kept set), or only stops kept: finite, unchanged
+    gone = cap_stop_mass(tilted, before, stop, torch.ones(1), torch.tensor([[False, True, True, False, False]]))
+    only = cap_stop_mass(tilted.masked_fill(torch.arange(5) > 0, float("-inf")), before, stop, torch.ones(1))
+    assert torch.equal(gone, tilted) and only[0, 0] == 1.0

@@ -168,6 +168,48 @@ def test_the_tilt_never_raises_a_stop_token():
         assert not torch.allclose(seen["logits"][finite], logits[finite])  # the rest is tilted
 
 
+def test_probability_stop_cap_keeps_the_stop_mass():
+    """stop_cap="probability": no dense or candidate row's stop ids gain probability (within
+    a candidate row's kept set), while the logit cap alone lets it rise; in the head-input
+    form the rows likeliest to stop (1 in MASS_CAP_SHARE) are capped and the rest are left
+    as the logit cap made them."""
+    torch.manual_seed(5)
+    h, stop, head = torch.randn(16, D), [3, 5], make_runtime().head_weight
+    h -= 0.3 * (head[3] + head[5])  # the stops unlikely in every row
+    hidden = torch.cat([h, h], -1)  # shallow = deep, so that a stand-in predictor can read h
+    base = h @ head.T  # untilted
+    top8 = torch.zeros_like(base, dtype=torch.bool).scatter_(1, base.topk(8, -1).indices, True)
+
+    def rise(logits, keep):  # per row: log of the stop mass over its untilted value
+        ref = base.masked_fill(~keep, float("-inf"))
+        mass = lambda x: torch.logsumexp(x[:, stop], -1) - torch.logsumexp(x, -1)  # noqa: E731
+        return torch.nan_to_num(mass(logits) - mass(ref))  # 0 where the stops are not kept at all
+
+    runs = {}
+    for eager in (False, True):
+        for cap in ("logit", "probability"):
+            rt = make_runtime(stop_ids=stop, tilt="paper", stop_cap=cap)
+            # h_hat = 1.25 h: the paper's tilt at beta 2 flattens the logits to l / 2, which
+            # raises the share of an unlikely stop even with its logit capped
+            rt.trainer.predict = lambda layout, h1: 1.25 * h1[layout.rows]
+            reqs = [make_req(str(i), 2.0, "g:x", top_k=8 if i % 2 else V) for i in range(16)]
+            for r in reqs:
+                rt.attach(r)
+            _, seen = run_step(rt, reqs, hidden=hidden, eager=eager)
+            runs[eager, cap] = seen["logits"]
+    keep = torch.where(torch.arange(16).view(-1, 1) % 2 == 1, top8, torch.ones_like(top8))
+    assert rise(runs[False, "logit"], keep).max() > 0.05  # what the logit cap lets through
+    assert rise(runs[False, "probability"], keep).max() < 1e-5
+    unfiltered = torch.arange(0, 16, 2)  # the head-input rows when eager; 8 of them: one is capped
+    tilted = runs[True, "logit"][unfiltered]
+    pick = (torch.logsumexp(tilted[:, stop], -1) - torch.logsumexp(tilted, -1)).argmax()  # likeliest to stop
+    assert rise(runs[True, "logit"], keep)[unfiltered[pick]] > 0.05
+    assert rise(runs[True, "probability"], keep)[unfiltered[pick]].abs() < 1e-5
+    rest = unfiltered[torch.arange(8) != pick]
+    assert torch.equal(runs[True, "probability"][rest], runs[True, "logit"][rest])
+    assert rise(runs[True, "probability"], keep)[1::2].max() < 1e-5  # candidate rows: always capped
+
+
 def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
     """Rows tilted in the head's input get the same distribution as the dense form after the
     forward (up to a per-row constant), the stop cap included; other rows are unchanged."""
