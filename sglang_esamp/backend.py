@@ -51,11 +51,11 @@ def open_backend(url: str | None = None, server_args: list[str] | None = None):
         yield RuntimeEndpoint(server.url, chat_template_name=_chat_template_name(server.url))
 
 
-def add_program_args(parser, n: int, max_new_tokens: int, temperature: float = 1.0) -> None:
-    """The flags every program in ``programs/`` shares."""
+def add_program_args(parser, n: int, max_new_tokens: int, temperature: float = 1.0, explore: float = 0.25) -> None:
+    """The flags every program in ``programs/`` shares; ``explore`` is the program's default beta."""
     parser.add_argument("--url", default=None, help="a running server started with --enable-esamp; default: start one here")
     parser.add_argument("--n", type=int, default=n, help="samples per prompt (children of one fork)")
-    parser.add_argument("--explore", type=float, default=0.25, help="ESamp's beta for the explore pass")
+    parser.add_argument("--explore", type=float, default=explore, help="ESamp's beta for the explore pass")
     parser.add_argument("--temperature", type=float, default=temperature)
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     parser.add_argument("--no-vanilla", action="store_true", help="skip the plain pass run beside the explore pass")

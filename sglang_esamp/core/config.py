@@ -39,7 +39,7 @@ class ESampConfig:
     init: str = "calibrated"  # "random": the paper's; "calibrated": a copy of a per-model base distiller; "+prompt"/"prompt": then fit on the prompt
     prompt_steps: int = 4  # optimizer steps on a new group's prompt rows, for the inits with "prompt"
     tilt: str = "residual"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
-    stop_cap: str = "logit"  # "logit": no stop id's logit rises; "probability": nor does the stop ids' total probability
+    stop_cap: str = "probability"  # "logit": no stop id's logit rises; "probability": nor does the stop ids' total probability
     plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
     trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
     group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed

@@ -15,7 +15,7 @@ def test_defaults_are_the_papers():
 def test_init_and_tilt_defaults_come_from_the_ablation():
     """docs/results/ablation.md: the paper's random init and tilt do not explore on SmolLM2."""
     cfg = ESampConfig()
-    assert (cfg.init, cfg.tilt, cfg.plausibility, cfg.stop_cap) == ("calibrated", "residual", 0.0, "logit")
+    assert (cfg.init, cfg.tilt, cfg.plausibility, cfg.stop_cap) == ("calibrated", "residual", 0.0, "probability")
 
 
 @pytest.mark.parametrize(

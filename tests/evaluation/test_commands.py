@@ -77,14 +77,14 @@ def test_bench_json_reports_training_and_ratio(tiny_esamp_server):
     proc = cli("bench", "--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--repeats", "1", "--json", "--url", tiny_esamp_server.url)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     cases = result["cases"]
-    assert list(cases) == ["vanilla", "esamp explore=0", "esamp explore=0.25"]
+    assert list(cases) == ["vanilla", "esamp explore=0", "esamp explore=0.5"]
     assert all(c["tok_s"] > 0 for c in cases.values())
-    assert cases["esamp explore=0"]["steps_trained"] > 0 and cases["esamp explore=0.25"]["steps_trained"] > 0
-    assert not cases["esamp explore=0.25"]["void"]
+    assert cases["esamp explore=0"]["steps_trained"] > 0 and cases["esamp explore=0.5"]["steps_trained"] > 0
+    assert not cases["esamp explore=0.5"]["void"]
     # CPU forwards are eager: every tilted row-step took the LM-head-input form
-    assert cases["esamp explore=0.25"]["tilted_rows"]["head_input"] > 0 and cases["esamp explore=0.25"]["tilted_rows"]["dense"] == 0
+    assert cases["esamp explore=0.5"]["tilted_rows"]["head_input"] > 0 and cases["esamp explore=0.5"]["tilted_rows"]["dense"] == 0
     assert sum(cases["esamp explore=0"]["tilted_rows"].values()) == 0
-    assert abs(result["ratio"] - cases["esamp explore=0.25"]["tok_s"] / cases["vanilla"]["tok_s"]) < 1e-9
+    assert abs(result["ratio"] - cases["esamp explore=0.5"]["tok_s"] / cases["vanilla"]["tok_s"]) < 1e-9
 
 
 def test_gpu_overhead_script_smoke_on_cpu(tmp_path):
