@@ -14,10 +14,11 @@ the explore pass.
 
 import argparse
 
-from sglang_esamp.backend import add_program_args, program_cases, run_passes
+from sglang_esamp.evaluation.answers import score_math
 from sglang_esamp.evaluation.sandbox import check_humaneval
 from sglang_esamp.evaluation.tasks import TASKS, load_task
-from sglang_esamp.recipes import complete_code, score_math, solve_math
+from sglang_esamp.lang.backend import add_program_args, program_cases, run_passes
+from sglang_esamp.lang.recipes import complete_code, solve_math
 
 
 def verify(problem, state) -> list[bool]:

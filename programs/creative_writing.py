@@ -11,11 +11,11 @@ import argparse
 
 import numpy as np
 
-from sglang_esamp.backend import add_program_args, program_cases, run_passes
 from sglang_esamp.evaluation.diversity import embed, mean_pairwise_cosine, vendi
 from sglang_esamp.evaluation.metrics import nan_mean
 from sglang_esamp.evaluation.tasks import load_task
-from sglang_esamp.recipes import continue_story
+from sglang_esamp.lang.backend import add_program_args, program_cases, run_passes
+from sglang_esamp.lang.recipes import continue_story
 
 
 def main() -> None:

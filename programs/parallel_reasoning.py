@@ -7,10 +7,10 @@ it is right, plain and with explore.
 
 import argparse
 
-from sglang_esamp.backend import add_program_args, program_cases, run_passes
 from sglang_esamp.evaluation.answers import answers_match, extract_answer
 from sglang_esamp.evaluation.tasks import load_task
-from sglang_esamp.recipes import plan_then_solve
+from sglang_esamp.lang.backend import add_program_args, program_cases, run_passes
+from sglang_esamp.lang.recipes import plan_then_solve
 
 
 def main() -> None:

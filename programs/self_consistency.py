@@ -7,11 +7,11 @@ vote (Maj@n). Shows each problem's vote distribution, plain and with explore.
 import argparse
 from collections import Counter
 
-from sglang_esamp.backend import add_program_args, program_cases, run_passes
-from sglang_esamp.evaluation.answers import answers_match
+from sglang_esamp.evaluation.answers import answers_match, score_math
 from sglang_esamp.evaluation.metrics import majority
 from sglang_esamp.evaluation.tasks import load_task
-from sglang_esamp.recipes import score_math, solve_math
+from sglang_esamp.lang.backend import add_program_args, program_cases, run_passes
+from sglang_esamp.lang.recipes import solve_math
 
 
 def main() -> None:

@@ -20,18 +20,18 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import shlex
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from . import cpu
 from .evaluation.methods import BASE_METHODS
 from .evaluation.tasks import SPLITS, TASKS
-from .model_cache import AssetMissingError, embedded_model_path
+from .launch import cpu
+from .launch.model_cache import AssetMissingError, embedded_model_path
+from .launch.server import server_url
 
 logger = logging.getLogger(__name__)
 
@@ -46,47 +46,8 @@ def serve(argv: list[str]) -> None:
     os.execvpe(sys.executable, [sys.executable, "-m", "sglang.launch_server", *argv], os.environ)
 
 
-def demo(args: argparse.Namespace) -> None:
-    """Best-of-n on a few real word problems, plain and with explore, side by side."""
-    from .backend import open_backend
-    from .evaluation.diversity import embed, mean_pairwise_cosine
-    from .evaluation.tasks import load_task
-    from .recipes import score_math, solve_math
-
-    problems = [p for p in load_task("mawps", split="test") if p.meta["type"] == "singleop"][: args.problems]
-    embedded_model_path()  # convert before the server's start timer runs
-    cases = [(f"vanilla T={args.temperature:g}", None), (f"esamp explore={args.explore:g}", args.explore)]
-    rows = []
-    with open_backend(args.url) as backend:
-        for label, explore in cases:
-            print(f"\n{label}: {len(problems)} problems x n={args.n}", flush=True)
-            t0 = time.monotonic()
-            batch = [dict(question=p.question, samples=args.n) for p in problems]
-            states = solve_math.run_batch(
-                batch, backend=backend, progress_bar=True, num_threads=len(batch),
-                temperature=args.temperature, max_new_tokens=args.max_new_tokens, explore=explore,
-            )
-            elapsed = time.monotonic() - t0
-            scored = [score_math(st["attempts"], p.answer) for st, p in zip(states, problems)]
-            sims = [mean_pairwise_cosine(embed(st["attempts"])) for st in states]
-            for p, sc in zip(problems, scored):
-                print(f"  {p.id:<10} reference {p.answer:>6}  answers {' '.join(a or '-' for a in sc.answers)}")
-            rows.append((label, sum(sc.num_correct > 0 for sc in scored), sum(sc.num_correct for sc in scored) / (args.n * len(problems)),
-                         sum(sc.distinct for sc in scored) / len(scored), sum(sims) / len(sims), elapsed))
-    print(f"\nBest-of-{args.n} on {len(problems)} MAWPS single-operation word problems (SmolLM2-135M-Instruct unless --url says otherwise)\n")
-    print(f"| {'method':<20} | solved (pass@{args.n}) | correct samples | distinct answers | mean pairwise similarity | time |")
-    print(f"| {'-' * 20} | --- | --- | --- | --- | --- |")
-    for label, solved, frac, distinct, sim, elapsed in rows:
-        print(f"| {label:<20} | {solved}/{len(problems)} | {frac:.0%} | {distinct:.1f} | {sim:.3f} | {elapsed:.0f} s |")
-    print("\nDistinct answers: per problem, over the n attempts. Similarity: all-MiniLM-L6-v2 cosine, lower is more diverse.")
-
-
 def evaluate(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .evaluation.harness import DEFAULT_TOKENS, EvalConfig, run_eval
     from .evaluation.methods import parse_methods
-    from .evaluation.report import aggregate, write_report
     from .evaluation.tasks import load_task
 
     try:
@@ -99,10 +60,13 @@ def evaluate(args: argparse.Namespace) -> None:
     kind = load_task(args.task, limit=1)[0].kind
     if args.url and args.server_args:
         raise SystemExit("sglang-esamp eval: error: --server-args applies only to a server started here (no --url)")
+    from .evaluation.harness import DEFAULT_TOKENS, EvalConfig, run_eval
+    from .evaluation.report import aggregate, write_report
+
     cfg = EvalConfig(args.task, args.split, args.limit, args.n, methods, args.max_new_tokens or DEFAULT_TOKENS[kind], args.concurrency,
                      args.server_args)
     out = Path(args.out)
-    with _server(args.url, ["--enable-esamp", "--enable-custom-logit-processor", *shlex.split(args.server_args)]) as url:
+    with server_url(args.url, ["--enable-esamp", "--enable-custom-logit-processor", *shlex.split(args.server_args)]) as url:
         run_eval(url, cfg, out)
     results = aggregate(out)
     write_report(out, results)
@@ -110,8 +74,6 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def eval_report(folder: str) -> None:
-    from pathlib import Path
-
     from .evaluation.report import aggregate, write_report
 
     out = Path(folder)
@@ -124,12 +86,12 @@ def eval_report(folder: str) -> None:
 def bench(args: argparse.Namespace) -> None:
     import json
 
-    from .bench import print_table, run_bench
+    from .tools.bench import print_table, run_bench
 
     for flag in ("prompts", "n", "max_new_tokens", "repeats"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"sglang-esamp bench: error: --{flag.replace('_', '-')} must be >= 1")
-    with _server(args.url, ["--enable-esamp"]) as url:
+    with server_url(args.url, ["--enable-esamp"]) as url:
         result = run_bench(url, args.prompts, args.n, args.max_new_tokens, args.repeats, args.explore)
     if args.json:
         print(json.dumps(result))
@@ -138,8 +100,8 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def calibrate(args: argparse.Namespace) -> None:
-    from .calibrate import base_path, load_or_calibrate
     from .runtime import flags
+    from .runtime.base import base_path, load_or_calibrate
 
     strict = argparse.ArgumentParser(prog="sglang-esamp calibrate")
     flags.add_arguments(strict)
@@ -152,13 +114,14 @@ def calibrate(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     fit, path = load_or_calibrate(model, cfg, progress=True)
     print(f"base distiller: {path}")
-    print(f"rows {fit.train_rows + fit.heldout_rows} (text pairs), held-out rel_err {fit.rel_err:.3f} (random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
+    print(f"rows {fit.train_rows + fit.heldout_rows} (text pairs), held-out rel_err {fit.rel_err:.3f} "
+          f"(random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
 
 
 def init_study(args: argparse.Namespace) -> None:
     from .core.config import INIT_KINDS
-    from .init_study import run, table
     from .runtime import flags
+    from .tools.init_study import run, table
 
     try:
         cfg = flags.from_namespace(args)
@@ -178,99 +141,103 @@ def init_study(args: argparse.Namespace) -> None:
     print(f"{result['problems']} prompts x n={result['n']}, {result['seconds']:.0f} s")
 
 
-@contextlib.contextmanager
-def _server(url: str | None, server_args: list[str]):
-    """Yield a server URL: the given one, or one started here on the embedded model."""
-    if url:
-        yield url.rstrip("/")
-        return
-    from .server import ServerProcess
+def _add_eval_parsers(sub) -> None:
+    p = sub.add_parser("eval", help="quality: Pass@k, Maj@k, diversity, perplexity per sampling method")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--split", default="test", choices=SPLITS, help="tune: first half of the data; test: second half")
+    p.add_argument("--methods", default="vanilla,min_p,esamp", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
+    p.add_argument("--explore", default="0.5", help="comma-separated beta values for 'esamp'")
+    p.add_argument("--min-p", type=float, default=0.0, help="a min-p floor for every method (0: none)")
+    p.add_argument("--n", type=int, default=16, help="samples per problem")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative")
+    p.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
+    p.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
+    p.add_argument("--url", default=None, help="a running server with --enable-esamp (and --enable-custom-logit-processor for fire/edt)")
+    p.add_argument("--server-args", default="", help='extra flags for the server started here, e.g. "--esamp-tilt residual"')
+    p = sub.add_parser("eval-report", help="write the report of an eval folder from the problems it holds so far")
+    p.add_argument("dir", help="an eval --out folder, finished or interrupted")
+    p = sub.add_parser("eval-summary", help="one table of the headline numbers of several eval folders (ablations)")
+    p.add_argument("dirs", nargs="+", help="--out folders of finished eval runs")
 
-    embedded_model_path()
-    logger.info("Starting the SGLang server: %s", " ".join(server_args))
-    with ServerProcess(server_args) as server:
-        yield server.url
+
+def _add_tool_parsers(sub) -> None:
+    from .runtime import flags
+    from .tools import demo
+
+    demo.add_arguments(sub.add_parser("demo", help="best-of-n on word problems, with and without explore"))
+    p = sub.add_parser("bench", help="throughput: vanilla vs ESamp (explore 0 and >0) on one server")
+    p.add_argument("--prompts", type=int, default=4, help="B: prompts sent at once")
+    p.add_argument("--n", type=int, default=16, help="samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="output length (ignore_eos)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--explore", type=float, default=0.5)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--url", default=None, help="a running server with --enable-esamp")
+    p = sub.add_parser("calibrate", help="fit the cached base distiller of --esamp-init calibrated (once per model)")
+    p.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
+    p.add_argument("--refit", action="store_true", help="fit again even if a cached base exists")
+    p.add_argument("esamp_flags", nargs=argparse.REMAINDER,
+                   help="--esamp-* flags that shape the distiller (distiller, intermediate, rank, source-layer, seed)")
+    p = sub.add_parser("init-study", help="a group distiller's error over its first decode steps, per --esamp-init (offline)")
+    p.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
+    p.add_argument("--task", choices=TASKS, default="svamp")
+    p.add_argument("--split", choices=SPLITS, default="tune")
+    p.add_argument("--limit", type=int, default=8, help="prompts")
+    p.add_argument("--n", type=int, default=8, help="samples per prompt: one group")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--min-p", type=float, default=0.1, help="min-p of the plain sampling that writes the samples (0: none)")
+    p.add_argument("--inits", default=None, help="comma-separated --esamp-init values to compare (default: all)")
+    p.add_argument("--prompt-steps", default=None,
+                   help="comma-separated step counts to try for the prompt inits (default: --esamp-prompt-steps)")
+    p.add_argument("--out", default=None, help="folder for results.json and rel_err.png")
+    flags.add_arguments(p, enable_flag=False)  # the distiller's shape, lr, prompt steps, seed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sglang-esamp", description="Exploratory Sampling for SGLang")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the SGLang HTTP server; other args go to sglang.launch_server", add_help=False)
+    sub.add_parser("model-path", help="print the embedded model's folder, building it if needed")
+    _add_eval_parsers(sub)
+    _add_tool_parsers(sub)
+    return parser
+
+
+def _eval_summary(args: argparse.Namespace) -> None:
+    from .evaluation.report import summary_table
+
+    print(summary_table(args.dirs))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .tools import demo
+
+    demo.run(args)
+
+
+COMMANDS = {
+    "model-path": lambda args: print(embedded_model_path()),
+    "demo": _demo,
+    "eval": evaluate,
+    "eval-report": lambda args: eval_report(args.dir),
+    "eval-summary": _eval_summary,
+    "bench": bench,
+    "calibrate": calibrate,
+    "init-study": init_study,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
-    parser = argparse.ArgumentParser(prog="sglang-esamp", description="Exploratory Sampling for SGLang")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="start the SGLang HTTP server; other args go to sglang.launch_server", add_help=False)
-    sub.add_parser("model-path", help="print the embedded model's folder, building it if needed")
-    p_demo = sub.add_parser("demo", help="best-of-n on word problems, with and without explore")
-    p_demo.add_argument("--url", default=None, help="use this running server (started with --enable-esamp) instead of starting one")
-    p_demo.add_argument("--problems", type=int, default=6, help="number of MAWPS single-operation problems")
-    p_demo.add_argument("--n", type=int, default=8, help="attempts per problem")
-    p_demo.add_argument("--explore", type=float, default=0.25, help="ESamp's beta for the explore pass")
-    p_demo.add_argument("--temperature", type=float, default=0.7)
-    p_demo.add_argument("--max-new-tokens", type=int, default=128)
-    p_eval = sub.add_parser("eval", help="quality: Pass@k, Maj@k, diversity, perplexity per sampling method")
-    p_eval.add_argument("--task", required=True, choices=TASKS)
-    p_eval.add_argument("--split", default="test", choices=SPLITS, help="tune: first half of the data; test: second half")
-    p_eval.add_argument("--methods", default="vanilla,min_p,esamp", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
-    p_eval.add_argument("--explore", default="0.5", help="comma-separated beta values for 'esamp'")
-    p_eval.add_argument("--min-p", type=float, default=0.0, help="a min-p floor for every method (0: none)")
-    p_eval.add_argument("--n", type=int, default=16, help="samples per problem")
-    p_eval.add_argument("--limit", type=int, default=None, help="first N problems of the split")
-    p_eval.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative")
-    p_eval.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
-    p_eval.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
-    p_eval.add_argument("--url", default=None, help="a running server with --enable-esamp (and --enable-custom-logit-processor for fire/edt)")
-    p_eval.add_argument("--server-args", default="", help='extra flags for the server started here, e.g. "--esamp-tilt residual"')
-    p_rep = sub.add_parser("eval-report", help="write the report of an eval folder from the problems it holds so far")
-    p_rep.add_argument("dir", help="an eval --out folder, finished or interrupted")
-    p_sum = sub.add_parser("eval-summary", help="one table of the headline numbers of several eval folders (ablations)")
-    p_sum.add_argument("dirs", nargs="+", help="--out folders of finished eval runs")
-    p_bench = sub.add_parser("bench", help="throughput: vanilla vs ESamp (explore 0 and >0) on one server")
-    p_bench.add_argument("--prompts", type=int, default=4, help="B: prompts sent at once")
-    p_bench.add_argument("--n", type=int, default=16, help="samples per prompt")
-    p_bench.add_argument("--max-new-tokens", type=int, default=128, help="output length (ignore_eos)")
-    p_bench.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
-    p_bench.add_argument("--explore", type=float, default=0.5)
-    p_bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p_bench.add_argument("--url", default=None, help="a running server with --enable-esamp")
-    p_cal = sub.add_parser("calibrate", help="fit the cached base distiller of --esamp-init calibrated (once per model)")
-    p_cal.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
-    p_cal.add_argument("--refit", action="store_true", help="fit again even if a cached base exists")
-    p_cal.add_argument("esamp_flags", nargs=argparse.REMAINDER, help="--esamp-* flags that shape the distiller (distiller, intermediate, rank, source-layer, seed)")
-    from .runtime import flags
-
-    p_init = sub.add_parser("init-study", help="a group distiller's error over its first decode steps, per --esamp-init (offline)")
-    p_init.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
-    p_init.add_argument("--task", choices=TASKS, default="svamp")
-    p_init.add_argument("--split", choices=SPLITS, default="tune")
-    p_init.add_argument("--limit", type=int, default=8, help="prompts")
-    p_init.add_argument("--n", type=int, default=8, help="samples per prompt: one group")
-    p_init.add_argument("--max-new-tokens", type=int, default=96)
-    p_init.add_argument("--min-p", type=float, default=0.1, help="min-p of the plain sampling that writes the samples (0: none)")
-    p_init.add_argument("--inits", default=None, help="comma-separated --esamp-init values to compare (default: all)")
-    p_init.add_argument("--prompt-steps", default=None, help="comma-separated step counts to try for the prompt inits (default: --esamp-prompt-steps)")
-    p_init.add_argument("--out", default=None, help="folder for results.json and rel_err.png")
-    flags.add_arguments(p_init, enable_flag=False)  # the distiller's shape, lr, prompt steps, seed
+    cpu.setup()  # a process starts here: before sglang is first imported, on machines without a GPU
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "model-path":
-            print(embedded_model_path())
-        elif args.command == "demo":
-            demo(args)
-        elif args.command == "eval":
-            evaluate(args)
-        elif args.command == "bench":
-            bench(args)
-        elif args.command == "calibrate":
-            calibrate(args)
-        elif args.command == "init-study":
-            init_study(args)
-        elif args.command == "eval-report":
-            eval_report(args.dir)
-        elif args.command == "eval-summary":
-            from .evaluation.report import summary_table
-
-            print(summary_table(args.dirs))
+        COMMANDS[args.command](args)
     except AssetMissingError as exc:
         parser.exit(2, f"sglang-esamp: error: {exc}\n")
 

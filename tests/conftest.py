@@ -1,6 +1,9 @@
 """Shared fixtures: the embedded model, a tiny random Llama, and real SGLang servers.
 
-Servers are session-scoped: each distinct configuration starts once per test run.
+Servers are session-scoped: each distinct configuration starts once per test run. Every
+test that starts a real server carries ``@pytest.mark.server`` (a test that uses a server
+fixture without it is a collection error), so ``python -m pytest -m "not server"`` is the
+fast tier.
 """
 
 from __future__ import annotations
@@ -10,14 +13,22 @@ import shutil
 
 import pytest
 
-from sglang_esamp import cpu
+from sglang_esamp.launch import cpu
 
-cpu.setup()
+cpu.setup()  # the test process starts here: before sglang is first imported
+
+SERVER_FIXTURES = {"server", "esamp_server", "tiny_esamp_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [i.nodeid for i in items if SERVER_FIXTURES & set(getattr(i, "fixturenames", ())) and not i.get_closest_marker("server")]
+    if unmarked:
+        raise pytest.UsageError("tests that start a server need @pytest.mark.server: " + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    from sglang_esamp.model_cache import embedded_model_path
+    from sglang_esamp.launch.model_cache import embedded_model_path
 
     return embedded_model_path(show_progress=False)
 
@@ -48,7 +59,7 @@ def tiny_model(embedded_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(embedded_model):
     """The real SGLang HTTP server on the embedded model, plain."""
-    from sglang_esamp.server import ServerProcess
+    from sglang_esamp.launch.server import ServerProcess
 
     with ServerProcess() as srv:
         yield srv
@@ -59,7 +70,7 @@ def esamp_server(embedded_model):
     """The real SGLang HTTP server on the embedded model with ESamp exactly as published
     (random init, the paper's tilt): its tests check training and tilting from a cold start.
     The defaults (calibrated, residual) run in test_calibrate.py and through the programs."""
-    from sglang_esamp.server import ServerProcess
+    from sglang_esamp.launch.server import ServerProcess
 
     with ServerProcess(["--enable-esamp", "--esamp-init", "random", "--esamp-tilt", "paper"]) as srv:
         yield srv
@@ -69,7 +80,7 @@ def esamp_server(embedded_model):
 def tiny_esamp_server(tiny_model):
     """ESamp on the tiny random model with only 4 distiller slots (for reuse and soak tests)
     and custom logit processors on (the eval harness's FIRE and EDT)."""
-    from sglang_esamp.server import ServerProcess
+    from sglang_esamp.launch.server import ServerProcess
 
     args = ["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", "4", "--esamp-group-ttl", "0",
             "--enable-custom-logit-processor"]

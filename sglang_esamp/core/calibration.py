@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .distiller import MLPDistiller, LowRankDistiller, Params, random_init
+from .distiller import LowRankDistiller, MLPDistiller, Params, random_init
 
 
 @dataclass

@@ -1,19 +1,21 @@
-"""ESampConfig: every knob of the method, validated in one place.
+"""ESampConfig: every knob of the method, declared and validated in one place.
 
-Each field maps one to one onto a server flag ``--esamp-<field-with-dashes>`` (the runtime
-builds its argparse group from this dataclass), so a value that is valid here is valid on
-the command line and the other way round.
+Each field is declared once, with its default, its help text and its valid range or
+choices (``knob``). The server flags (``--esamp-<field-with-dashes>``), their ``--help`` and
+the flag table in docs/server.md are all generated from these declarations, so a value that
+is valid here is valid on the command line and the other way round.
 
 Usage::
 
     from sglang_esamp import ESampConfig
     cfg = ESampConfig(distiller="lowrank", max_groups=16)
+    ESampConfig.knobs()["max_groups"].help
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .tilt import MODES as TILT_MODES
 
@@ -24,50 +26,68 @@ GROUP_BY = ("request", "prompt")
 STOP_CAPS = ("logit", "probability")
 
 
+@dataclass(frozen=True)
+class Knob:
+    """What a field accepts, and the text that describes it (``--help`` and docs)."""
+
+    help: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None  # smallest valid value
+    low_open: bool = False  # ``low`` itself is invalid
+    below: float | None = None  # every valid value is strictly below this
+
+
+def knob(default, help: str, **limits):
+    return field(default=default, metadata={"knob": Knob(help, **limits)})
+
+
 @dataclass(slots=True)
 class ESampConfig:
-    source_layer: int = 0  # distiller input: the output of this decoder layer (0 = the first)
-    distiller: str = "mlp"  # "mlp": two residual SwiGLU blocks; "lowrank": rank-r gated residual
-    intermediate: int = 384  # SwiGLU width of the "mlp" distiller (the paper's value)
-    rank: int = 64  # rank of the "lowrank" distiller
-    lr: float = 4e-4
-    adam_eps: float = 1e-4
-    grad_clip: float = 0.5  # global-norm clip, per group
-    max_groups: int = 32  # distiller slots; memory is bounded by this (15 MiB each on SmolLM2)
-    max_explore: float = 4.0  # largest beta a request may ask for
-    staleness: int = 1  # prediction may miss at most this many of the latest training steps
-    init: str = "calibrated"  # "random": the paper's; "calibrated": a copy of a per-model base distiller; "+prompt"/"prompt": then fit on the prompt
-    prompt_steps: int = 4  # optimizer steps on a new group's prompt rows, for the inits with "prompt"
-    tilt: str = "residual"  # "paper": (1+b) l - b l_dist; "residual": l - b * (l_dist minus its fit on l)
-    stop_cap: str = "probability"  # "logit": no stop id's logit rises; "probability": nor does the stop ids' total probability
-    plausibility: float = 0.0  # guard for rows without filters: tilt only tokens with p >= this * p_max (0: off)
-    trainer: str = "auto"  # "thread": background worker; "inline": right after sampling; "auto": thread on CUDA, inline on CPU
-    group_ttl: float = 30.0  # seconds an idle group keeps its distiller before the slot is freed
-    group_by: str = "request"  # without explore_group: "request" (its n samples) or "prompt" (same prompt)
-    seed: int = 0
+    source_layer: int = knob(0, "Decoder layer whose output feeds the distiller (0 = the first).", low=0)
+    distiller: str = knob(
+        "mlp", "Distiller architecture: 'mlp' (the paper's two residual SwiGLU blocks) or 'lowrank' (rank-r gated residual, cheaper).",
+        choices=DISTILLER_KINDS)
+    intermediate: int = knob(384, "SwiGLU width of the 'mlp' distiller (the paper's value).", low=1)
+    rank: int = knob(64, "Rank of the 'lowrank' distiller.", low=1)
+    lr: float = knob(4e-4, "Distiller learning rate (Adam).", low=0.0, low_open=True)
+    adam_eps: float = knob(1e-4, "Adam epsilon.", low=0.0, low_open=True)
+    grad_clip: float = knob(0.5, "Global gradient-norm clip, per group.", low=0.0, low_open=True)
+    max_groups: int = knob(32, "Distiller slots: groups exploring at once. Memory is max_groups times the per-group size.", low=1)
+    max_explore: float = knob(4.0, "Largest explore (beta) a request may ask for.", low=0.0)
+    staleness: int = knob(1, "Training steps a prediction may lag behind.", low=0)
+    init: str = knob(
+        "calibrated",
+        "A new group's distiller: 'random' (the paper's), 'calibrated' (a copy of a base distiller fitted once per model on "
+        "its own text and cached; sglang-esamp calibrate fits it ahead), or either followed by a fit on the group's prompt: "
+        "'prompt' (random, then the prompt), 'calibrated+prompt'.",
+        choices=INIT_KINDS)
+    prompt_steps: int = knob(4, "Adam steps on a new group's prompt rows during its prefill, for the inits with 'prompt'.", low=1)
+    tilt: str = knob(
+        "residual",
+        "'paper': (1+beta)·logit - beta·logit_of_prediction; 'residual': logit - beta·r, with r the prediction's logits minus "
+        "their affine fit on the model's own (no implicit temperature change).",
+        choices=TILT_MODES)
+    stop_cap: str = knob(
+        "probability",
+        "What the tilt may not raise for the model's end-of-sequence ids: 'logit' (each one's logit) or 'probability' (also "
+        "their total probability at the request's temperature).",
+        choices=STOP_CAPS)
+    plausibility: float = knob(
+        0.0,
+        "Guard for requests without top-k/top-p/min-p: tilt and sample only tokens whose probability is at least this "
+        "fraction of the top token's (0: off). Filtered requests tilt within their filters' candidates.",
+        low=0.0, below=1.0)
+    trainer: str = knob(
+        "auto", "'thread': train in a background worker (a side stream on CUDA); 'inline': right after sampling; "
+        "'auto': thread on CUDA, inline on CPU.", choices=TRAINER_MODES)
+    group_ttl: float = knob(30.0, "Seconds an idle group keeps its distiller before its slot is freed.", low=0.0)
+    group_by: str = knob("request", "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
+                         choices=GROUP_BY)
+    seed: int = knob(0, "Seed of the distillers' initialisation.", low=0)
 
     def __post_init__(self) -> None:
-        _check_int(self, "source_layer", low=0)
-        _check_choice(self, "distiller", DISTILLER_KINDS)
-        _check_int(self, "intermediate", low=1)
-        _check_int(self, "rank", low=1)
-        _check_float(self, "lr", low=0.0, low_open=True)
-        _check_float(self, "adam_eps", low=0.0, low_open=True)
-        _check_float(self, "grad_clip", low=0.0, low_open=True)
-        _check_int(self, "max_groups", low=1)
-        _check_float(self, "max_explore", low=0.0)
-        _check_int(self, "staleness", low=0)
-        _check_choice(self, "init", INIT_KINDS)
-        _check_int(self, "prompt_steps", low=1)
-        _check_choice(self, "tilt", TILT_MODES)
-        _check_choice(self, "stop_cap", STOP_CAPS)
-        _check_float(self, "plausibility", low=0.0)
-        if self.plausibility >= 1.0:
-            raise ValueError(f"ESampConfig.plausibility must be < 1, got {self.plausibility}")
-        _check_choice(self, "trainer", TRAINER_MODES)
-        _check_float(self, "group_ttl", low=0.0)
-        _check_choice(self, "group_by", GROUP_BY)
-        _check_int(self, "seed", low=0)
+        for f in fields(self):
+            _check(self, f.name, type(f.default), f.metadata["knob"])
 
     @property
     def calibrated(self) -> bool:
@@ -83,26 +103,25 @@ class ESampConfig:
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @classmethod
+    def knobs(cls) -> dict[str, Knob]:
+        return {f.name: f.metadata["knob"] for f in fields(cls)}
 
-def _check_int(cfg: ESampConfig, name: str, low: int) -> None:
+
+def _check(cfg: ESampConfig, name: str, kind: type, spec: Knob) -> None:
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise ValueError(f"ESampConfig.{name} must be one of {', '.join(spec.choices)}; got {value!r}")
+        return
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"ESampConfig.{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"ESampConfig.{name} must be >= {low}, got {value}")
-
-
-def _check_float(cfg: ESampConfig, name: str, low: float, low_open: bool = False) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"ESampConfig.{name} must be a finite number, got {value!r}")
-    if value < low or (low_open and value == low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"ESampConfig.{name} must be {bound}, got {value}")
-    setattr(cfg, name, float(value))
-
-
-def _check_choice(cfg: ESampConfig, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(cfg, name)
-    if value not in choices:
-        raise ValueError(f"ESampConfig.{name} must be one of {', '.join(choices)}; got {value!r}")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"ESampConfig.{name} must be a finite number, got {value!r}")
+        value = float(value)
+        setattr(cfg, name, value)
+    if spec.low is not None and (value < spec.low or (spec.low_open and value == spec.low)):
+        raise ValueError(f"ESampConfig.{name} must be {'>' if spec.low_open else '>='} {spec.low}, got {value}")
+    if spec.below is not None and value >= spec.below:
+        raise ValueError(f"ESampConfig.{name} must be < {spec.below}, got {value}")

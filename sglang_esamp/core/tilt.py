@@ -90,9 +90,9 @@ def residual(logits: torch.Tensor, logits_dist: torch.Tensor, valid: torch.Tenso
     """(N, K) distiller logits minus their per-row least-squares fit a * logits + b over the
     ``valid`` entries; 0 elsewhere."""
     w = valid.to(torch.float32)
-    l, d = torch.where(valid, logits.float(), 0.0), torch.where(valid, logits_dist.float(), 0.0)
+    lg, d = torch.where(valid, logits.float(), 0.0), torch.where(valid, logits_dist.float(), 0.0)
     count = w.sum(-1, keepdim=True).clamp_min(1.0)  # (N, 1)
-    lc = (l - l.sum(-1, keepdim=True) / count) * w
+    lc = (lg - lg.sum(-1, keepdim=True) / count) * w
     dc = (d - d.sum(-1, keepdim=True) / count) * w
     a = (lc * dc).sum(-1, keepdim=True) / (lc * lc).sum(-1, keepdim=True).clamp_min(1e-6)  # (N, 1)
     return (dc - a * lc).to(logits.dtype)

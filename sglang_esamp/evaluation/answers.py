@@ -1,4 +1,4 @@
-"""Final answers of math samples: extraction and comparison.
+"""Final answers of math samples: extraction, comparison, and the scoring of n attempts.
 
 A sample's answer is the content of its last \\boxed{...}, else the number after its last
 "answer is" / "Answer:", else its last number. Two answers match when both parse as numbers
@@ -8,6 +8,7 @@ within 1e-6 (relative) or, failing that, when their normalised strings are equal
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 _MARKED = re.compile(r"answer\s*(?:is|:)\s*\$?\s*(" + _NUM + ")", re.IGNORECASE)
@@ -45,3 +46,24 @@ def answers_match(predicted: str | None, reference: str) -> bool:
 
 def _normalise(s: str) -> str:
     return re.sub(r"\s+|\\left|\\right|\$", "", s).lower()
+
+
+@dataclass
+class Scored:
+    """n attempts at one problem: each one's final answer and whether it is right."""
+
+    answers: list[str | None]
+    correct: list[bool]
+
+    @property
+    def num_correct(self) -> int:
+        return sum(self.correct)
+
+    @property
+    def distinct(self) -> int:
+        return len({a for a in self.answers if a is not None})
+
+
+def score_math(attempts: list[str], reference: str) -> Scored:
+    answers = [extract_answer(a) for a in attempts]
+    return Scored(answers, [answers_match(a, reference) for a in answers])

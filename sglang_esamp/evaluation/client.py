@@ -81,6 +81,7 @@ class EvalClient:
             "return_logprob": True, "logprob_start_len": len(ids) - 1,
         })
         res = res if isinstance(res, list) else [res]
-        values = iter(-sum(lp for lp, _, _ in r["meta_info"]["input_token_logprobs"][1:]) / (len(r["meta_info"]["input_token_logprobs"]) - 1) for r in res)
+        token_lps = [r["meta_info"]["input_token_logprobs"][1:] for r in res]  # each: the output's tokens
+        values = iter(-sum(lp for lp, _, _ in lps) / len(lps) for lps in token_lps)
         out = [next(values) if o else None for o in outputs]
         return [v if v is None or math.isfinite(v) else None for v in out]

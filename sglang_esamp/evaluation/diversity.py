@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from ..model_cache import AssetMissingError
+from ..launch.model_cache import AssetMissingError
 
 
 @functools.cache
@@ -39,10 +39,9 @@ def mean_pairwise_cosine(emb: np.ndarray) -> float:
 
 
 def vendi(emb: np.ndarray) -> float:
-    """exp(entropy of the eigenvalues of K/n), K the cosine kernel; nan for no rows."""
-    n = emb.shape[0]
-    if n == 0:
+    """exp(entropy of the eigenvalues of K/n), K the cosine kernel (``vendi_score``); nan for no rows."""
+    if emb.shape[0] == 0:
         return float("nan")
-    eig = np.linalg.eigvalsh(emb @ emb.T / n)
-    eig = eig[eig > 1e-12]
-    return float(np.exp(-(eig * np.log(eig)).sum()))
+    from vendi_score import vendi as vendi_score
+
+    return float(vendi_score.score_dual(emb))

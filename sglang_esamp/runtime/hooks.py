@@ -1,7 +1,9 @@
 """Every place where sglang-esamp hooks into SGLang 0.5.23, in one table.
 
-Each hook is thin: it adapts SGLang's call to the ESamp pieces and returns. The process it
-matters in is noted; all are registered in every process (it costs nothing elsewhere).
+Each hook is an adapter: it turns SGLang's call into one call of the ESamp pieces and
+returns. All are registered in every process SGLang starts (it costs nothing elsewhere);
+the ones of the scheduler pass straight through until a runtime exists (``--enable-esamp``).
+What each step of a decode does is in ``runtime.py``.
 
 | hooked path                                           | type   | why                                      |
 | ----------------------------------------------------- | ------ | ---------------------------------------- |
@@ -12,15 +14,15 @@ matters in is noted; all are registered in every process (it costs nothing elsew
 | OpenAIServingCompletion._build_sampling_params        | AFTER  | explore from the /v1/completions body     |
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
 | TokenizerManager.update_request_meta_info             | AFTER  | meta_info["esamp"] as one object          |
-| ModelRunner.init_attention_backends                   | BEFORE | capture layer output, build the runtime   |
+| ModelRunner.init_attention_backends                   | BEFORE | build the runtime (before graph capture)  |
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
-| ForwardBatch.init_new                                 | AFTER  | rows -> requests                          |
-| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input beside layer 0's; fit new groups on their prompt; predict, mix the tilt into it |
+| ForwardBatch.init_new                                 | AFTER  | the batch's Step (``forward_batch.esamp``) |
+| ModelRunner.forward                                   | AROUND | the Step is active while the model runs   |
+| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input; prompt fit; head-input tilt |
 | LogitsProcessor._get_logits                           | AROUND | the LM head reads the mixed state         |
-| ModelRunner.forward                                   | AROUND | the batch's requests, for the head hooks  |
-| ModelRunner.sample                                    | AROUND | predict, sample, train                    |
+| ModelRunner.sample                                    | AROUND | plan, sample, train                       |
 | ModelRunner._preprocess_logits                        | AFTER  | tilt, after penalties, grammar and bias   |
-| Scheduler._create_generation_req                      | AFTER  | a request joins its group                 |
+| Scheduler._create_generation_req                      | AFTER  | a request joins its group (``req.esamp``) |
 | SchedulerOutputStreamer.stream_output                 | BEFORE | finished requests: metadata, release      |
 | SchedulerOutputStreamer.is_request_level_customized_info_key | AROUND | "esamp" is sent once      |
 | Scheduler.send_abort_output                           | BEFORE | aborted queued requests release           |
@@ -31,21 +33,14 @@ The OpenAI request models also get ``extra="allow"`` so that ``explore`` survive
 
 from __future__ import annotations
 
-import logging
-
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from . import flags
-from .params import CUSTOM_KEY, parse_request
+from .params import CUSTOM_KEY, REQUEST_KEYS, parse_request
+from .runtime import ESampRuntime
+from .step import Step
 
-logger = logging.getLogger(__name__)
-
-_RUNTIME = None  # the ESampRuntime of this scheduler process, once the model is loaded
-REQUEST_KEYS = ("explore", "explore_group")
-
-
-def runtime():
-    return _RUNTIME
+_RUNTIME: ESampRuntime | None = None  # this scheduler process's runtime, once the model is loaded
 
 
 # ---- launcher: flags ----
@@ -56,12 +51,11 @@ def add_cli_args(result, parser):
 
 
 def prepare_server_args(original, argv):
-    cfg = flags.parse(argv)
-    flags.export(cfg)
+    flags.export(flags.parse(argv))
     return original(argv)
 
 
-# ---- tokenizer manager: the request parameters ----
+# ---- tokenizer manager and API routes: the request parameters ----
 
 
 def decode_sampling_params(original, value):
@@ -71,8 +65,7 @@ def decode_sampling_params(original, value):
 
 
 def tokenizer_manager_init(result, manager, *args, **kwargs):
-    base = manager.sampling_params_class
-    cfg = flags.current()
+    base, cfg = manager.sampling_params_class, flags.current()
 
     def make_sampling_params(**kwargs):
         spec = parse_request(kwargs.pop("explore", None), kwargs.pop("explore_group", None), cfg)
@@ -87,9 +80,7 @@ def tokenizer_manager_init(result, manager, *args, **kwargs):
 def openai_extra_fields(result, *args, **kwargs):
     """Copy explore/explore_group from an OpenAI request body into its sampling params."""
     request = next(a for a in args if hasattr(a, "model_extra"))
-    for key in REQUEST_KEYS:
-        if request.model_extra and key in request.model_extra:
-            result[key] = request.model_extra[key]
+    result.update({k: v for k, v in (request.model_extra or {}).items() if k in REQUEST_KEYS})
     return result
 
 
@@ -118,34 +109,8 @@ def allow_openai_extras() -> None:
 def init_attention_backends(runner, *args, **kwargs):
     global _RUNTIME
     cfg = flags.current()
-    if cfg is None or _RUNTIME is not None or getattr(runner, "is_draft_worker", False):
-        return
-    from .state import ESampRuntime
-
-    from sglang.srt.runtime_context import get_parallel
-
-    if get_parallel().tp_size > 1:
-        raise ValueError("ESamp does not support tensor parallelism (tp > 1) yet; see docs/server.md")
-    model = runner.model
-    if not hasattr(model, "set_eagle3_layers_to_capture"):
-        raise ValueError(f"ESamp needs hidden-state capture, which {type(model).__name__} does not support")
-    num_layers = model.config.num_hidden_layers
-    if cfg.source_layer >= num_layers - 1:
-        raise ValueError(f"--esamp-source-layer must be below {num_layers - 1} for this model; got {cfg.source_layer}")
-    model.set_eagle3_layers_to_capture([cfg.source_layer])
-    model.logits_processor.esamp_capture = True
-    norm = getattr(getattr(model, "model", None), "norm", None)
-    stop_ids = sorted(getattr(runner.model_config, "hf_eos_token_id", None) or [])
-    base = None
-    if cfg.calibrated:
-        from ..calibrate import load_or_calibrate
-
-        base, path = load_or_calibrate(runner.model_config.model_path, cfg)
-        logger.info("ESamp: new groups start from the calibrated base %s (held-out rel_err %.3f)", path, base.rel_err)
-    _RUNTIME = ESampRuntime(
-        cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device, stop_ids,
-        base=None if base is None else base.params, vocab_size=runner.model_config.vocab_size,
-    )
+    if cfg is not None and _RUNTIME is None and not getattr(runner, "is_draft_worker", False):
+        _RUNTIME = ESampRuntime.from_runner(runner, cfg)
 
 
 def server_capture_mode(original):
@@ -161,57 +126,37 @@ def server_capture_mode(original):
 
 def forward_batch_init_new(result, cls, batch, *args, **kwargs):
     if _RUNTIME is not None:
-        result.esamp_reqs = list(batch.reqs)
+        result.esamp = Step.of(batch.reqs)
     return result
 
 
 def model_runner_forward(original, runner, forward_batch, *args, **kwargs):
-    """Hands the batch's requests to the LM-head hooks below for the length of one forward
-    (the eager runner passes the model a copy of the batch, without them). A replayed CUDA
-    graph never calls those hooks."""
     if _RUNTIME is None:
         return original(runner, forward_batch, *args, **kwargs)
-    _RUNTIME.begin_forward(forward_batch)
-    try:
+    with _RUNTIME.forward(forward_batch):
         return original(runner, forward_batch, *args, **kwargs)
-    finally:
-        _RUNTIME.end_forward()
 
 
 def hidden_states_to_store(original, processor, hidden_states, hidden_states_before_norm, aux_hidden_states,
                            pruned_states, pruned_states_before_norm, aux_pruned_states, sample_indices, logits_metadata):
     out = original(processor, hidden_states, hidden_states_before_norm, aux_hidden_states, pruned_states,
                    pruned_states_before_norm, aux_pruned_states, sample_indices, logits_metadata)
-    if not getattr(processor, "esamp_capture", False) or out is None or not logits_metadata.capture_hidden_mode.is_last():
+    if _RUNTIME is None:
         return out
-    import torch
-
-    if _RUNTIME is not None and _RUNTIME.prompt_pending and aux_hidden_states is not None and logits_metadata.forward_mode.is_extend():
-        from sglang.srt.layers.aux_hidden_states import pack_aux_hidden_states
-
-        _RUNTIME.fit_prompts(pack_aux_hidden_states(aux_hidden_states), hidden_states)  # every prefilled token
-    final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
-    # the next head call reads pruned_states, one row per request, with no rescaling of its logits
-    plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping
-    if _RUNTIME is not None and plain_head and not logits_metadata.extend_return_logprob:
-        _RUNTIME.prepare(out, pruned_states)
-    return torch.cat([out, final.to(out.dtype)], dim=-1)  # (rows, 2D): layer output | LM-head input
+    return _RUNTIME.store_hidden_states(processor, out, hidden_states, aux_hidden_states, pruned_states, sample_indices, logits_metadata)
 
 
 def get_logits(original, processor, hidden_states, *args, **kwargs):
-    """The LM head on the mixed state that ``prepare`` built for this very input, if any."""
-    if _RUNTIME is not None and _RUNTIME.prepared is not None:
-        logits = _RUNTIME.latent_logits(lambda mixed: original(processor, mixed, *args, **kwargs), hidden_states)
-        if logits is not None:
-            return logits
-    return original(processor, hidden_states, *args, **kwargs)
+    logits = None
+    if _RUNTIME is not None:
+        logits = _RUNTIME.head_logits(lambda mixed: original(processor, mixed, *args, **kwargs), hidden_states)
+    return logits if logits is not None else original(processor, hidden_states, *args, **kwargs)
 
 
 def sample(original, runner, logits_output, forward_batch):
-    reqs = getattr(forward_batch, "esamp_reqs", None)
-    if _RUNTIME is None or not reqs:
+    if _RUNTIME is None:
         return original(runner, logits_output, forward_batch)
-    return _RUNTIME.step(lambda lo, fb: original(runner, lo, fb), logits_output, forward_batch, reqs)
+    return _RUNTIME.sample(lambda lo, fb: original(runner, lo, fb), logits_output, forward_batch)
 
 
 def preprocess_logits(result, runner, logits_output, *args, **kwargs):
@@ -253,7 +198,8 @@ HOOKS = [
     (S + "server_args.prepare_server_args", prepare_server_args, HookType.AROUND),
     ("sglang.api.v1.api_types.decode_SamplingParams", decode_sampling_params, HookType.AROUND),
     (S + "managers.tokenizer_manager.TokenizerManager.__init__", tokenizer_manager_init, HookType.AFTER),
-    (S + "entrypoints.openai.serving_completions.OpenAIServingCompletion._build_sampling_params", openai_extra_fields, HookType.AFTER),
+    (S + "entrypoints.openai.serving_completions.OpenAIServingCompletion._build_sampling_params", openai_extra_fields,
+     HookType.AFTER),
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.update_request_meta_info", update_request_meta_info, HookType.AFTER),
     (S + "model_executor.model_runner.ModelRunner.init_attention_backends", init_attention_backends, HookType.BEFORE),
@@ -266,7 +212,8 @@ HOOKS = [
     (S + "model_executor.model_runner.ModelRunner._preprocess_logits", preprocess_logits, HookType.AFTER),
     (S + "managers.scheduler.Scheduler._create_generation_req", create_generation_req, HookType.AFTER),
     (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.stream_output", stream_output, HookType.BEFORE),
-    (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.is_request_level_customized_info_key", is_request_level_key, HookType.AROUND),
+    (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.is_request_level_customized_info_key",
+     is_request_level_key, HookType.AROUND),
     (S + "managers.scheduler.Scheduler.send_abort_output", send_abort_output, HookType.BEFORE),
     (S + "managers.scheduler.Scheduler.get_internal_state", get_internal_state, HookType.AFTER),
 ]

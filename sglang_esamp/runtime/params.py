@@ -21,6 +21,7 @@ import uuid
 from ..core.config import ESampConfig
 
 CUSTOM_KEY = "__esamp__"  # key inside SamplingParams.custom_params
+REQUEST_KEYS = ("explore", "explore_group")  # the request fields, beside temperature
 MAX_GROUP_LEN = 256
 
 

@@ -47,7 +47,8 @@ class _Req:
 
 def test_fire_heats_only_the_first_token():
     logits = torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
-    params = [{"temperature": 0.5, "first_temperature": 2.0, "__req__": _Req(0)}, {"temperature": 0.5, "first_temperature": 2.0, "__req__": _Req(3)}]
+    params = [{"temperature": 0.5, "first_temperature": 2.0, "__req__": _Req(0)},
+              {"temperature": 0.5, "first_temperature": 2.0, "__req__": _Req(3)}]
     out = FirstTokenTemperature()(logits.clone(), params)
     # the sampler divides by 0.5 next: row 0 ends at logits / 2.0, row 1 at logits / 0.5
     assert torch.allclose(out[0] / 0.5, logits[0] / 2.0) and torch.equal(out[1], logits[1])

@@ -31,6 +31,7 @@ def test_runs_in_an_empty_temporary_folder():
 
 def test_humaneval_reference_solution_passes_and_a_wrong_one_fails():
     problem = load_task("humaneval", limit=1)[0]  # HumanEval/0: has_close_elements
-    good = "    for i, a in enumerate(numbers):\n        for b in numbers[i + 1:]:\n            if abs(a - b) < threshold:\n                return True\n    return False\n"
+    good = ("    for i, a in enumerate(numbers):\n        for b in numbers[i + 1:]:\n"
+            "            if abs(a - b) < threshold:\n                return True\n    return False\n")
     assert check_humaneval(good, problem.meta).passed
     assert not check_humaneval("    return False\n", problem.meta).passed

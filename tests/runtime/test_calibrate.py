@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from sglang_esamp.calibrate import base_path, load_or_calibrate
 from sglang_esamp.core import ESampConfig
+from sglang_esamp.runtime.base import base_path, load_or_calibrate
 
-from .client import generate_ok
+from ..client import generate_ok
 
 STORY = "Once upon a time, in a small village by the sea,"
 
@@ -42,7 +42,7 @@ def test_calibrate_command_fits_and_caches_a_better_than_random_base(calibrated,
     info = blob["info"]
     assert info["rows"] > 1000 and info["rel_err"] < 0.8 * info["rel_err_init"], info
     # a second call loads the cache (the fitting function is never reached)
-    monkeypatch.setattr("sglang_esamp.calibrate.calibrate", lambda *a, **k: pytest.fail("refitted a cached base"))
+    monkeypatch.setattr("sglang_esamp.runtime.base.calibrate", lambda *a, **k: pytest.fail("refitted a cached base"))
     fit, again = load_or_calibrate(str(tiny_model), cfg)
     assert again == path and all(torch.equal(fit.params[k], blob["params"][k]) for k in blob["params"])
     # another distiller shape is another cache entry
@@ -65,8 +65,9 @@ def test_calibrate_rejects_flags_that_are_not_esamp_ones():
     assert run.returncode == 2 and "--esamp-distiler" in run.stderr
 
 
+@pytest.mark.server
 def test_server_groups_start_from_the_calibrated_base(calibrated, tiny_model, cache, monkeypatch):
-    from sglang_esamp.server import ServerProcess
+    from sglang_esamp.launch.server import ServerProcess
 
     monkeypatch.setenv("SGLANG_ESAMP_CACHE", str(cache))
     path = base_path(str(tiny_model), ESampConfig(init="calibrated"))

@@ -5,7 +5,9 @@ import time
 import pytest
 import requests
 
-from .client import esamp_stats, generate, generate_ok
+from ..client import esamp_stats, generate, generate_ok
+
+pytestmark = pytest.mark.server  # every test here talks to a real server
 
 PROMPT = "The capital of France is"
 STORY = "Once upon a time, in a small village by the sea,"
@@ -48,12 +50,12 @@ def test_explicit_group_is_shared_across_calls(esamp_server):
 def test_loss_falls_over_a_long_generation(esamp_server):
     short = generate_ok(esamp_server, STORY, temperature=1.0, max_new_tokens=6, ignore_eos=True, explore=0)
     long = generate_ok(esamp_server, STORY, temperature=1.0, max_new_tokens=160, ignore_eos=True, explore=0)
-    s, l = short["meta_info"]["esamp"], long["meta_info"]["esamp"]
+    s, lg = short["meta_info"]["esamp"], long["meta_info"]["esamp"]
     # one step per decode step; the metadata may trail the trainer by --esamp-staleness (1)
-    assert s["steps"] in (4, 5) and l["steps"] in (158, 159)
+    assert s["steps"] in (4, 5) and lg["steps"] in (158, 159)
     # the last step's raw loss moves with the text's state norms (ratios 0.44-0.70 seen over
     # three runs); its relative error and the mean loss are the steadier signals (0.43-0.51, 0.24-0.75)
-    assert l["rel_err"] < 0.7 * s["rel_err"] and l["loss_mean"] < s["loss_mean"]
+    assert lg["rel_err"] < 0.7 * s["rel_err"] and lg["loss_mean"] < s["loss_mean"]
 
 
 @pytest.mark.parametrize(
@@ -99,12 +101,15 @@ def test_openai_routes_take_explore(esamp_server):
 def test_abort_mid_group_frees_its_rows(esamp_server):
     import threading
 
-    body = {"text": STORY, "rid": "to-abort", "sampling_params": {"max_new_tokens": 400, "ignore_eos": True, "explore": 0.3, "explore_group": "ab"}}
+    params = {"max_new_tokens": 400, "ignore_eos": True, "explore": 0.3, "explore_group": "ab"}
+    body = {"text": STORY, "rid": "to-abort", "sampling_params": params}
     results = {}
-    t = threading.Thread(target=lambda: results.setdefault("aborted", requests.post(esamp_server.url + "/generate", json=body, timeout=300)))
+    post = lambda: requests.post(esamp_server.url + "/generate", json=body, timeout=300)
+    t = threading.Thread(target=lambda: results.setdefault("aborted", post()))
     t.start()
     time.sleep(2.0)
-    sibling = threading.Thread(target=lambda: results.setdefault("sibling", generate_ok(esamp_server, STORY, max_new_tokens=30, ignore_eos=True, explore=0.3, explore_group="ab")))
+    sib = lambda: generate_ok(esamp_server, STORY, max_new_tokens=30, ignore_eos=True, explore=0.3, explore_group="ab")
+    sibling = threading.Thread(target=lambda: results.setdefault("sibling", sib()))
     sibling.start()
     time.sleep(1.0)
     requests.post(esamp_server.url + "/abort_request", json={"rid": "to-abort"}, timeout=30)

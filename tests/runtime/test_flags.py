@@ -41,3 +41,14 @@ def test_corrupt_environment_is_reported(monkeypatch):
     monkeypatch.setenv(flags.ENV, '{"nope": 1}')
     with pytest.raises(ValueError, match=flags.ENV):
         flags.current()
+
+
+def test_the_docs_flag_table_is_the_generated_one():
+    """docs/server.md shows the flags as ``markdown_table`` renders the config's declarations."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
+    table = text.split("<!-- flags:begin")[1].split("-->", 1)[1].split("<!-- flags:end -->")[0]
+    assert table.strip() == flags.markdown_table(), "run: python -m sglang_esamp.runtime.flags, and paste into docs/server.md"
+    for name, knob in ESampConfig.knobs().items():
+        assert flags.flag_name(name) in table and knob.help in table

@@ -1,4 +1,4 @@
-"""Every SGLang path the plugin hooks must exist in the pinned sglang."""
+"""Every SGLang path the plugin and the frontend hook must exist in the pinned sglang."""
 
 import inspect
 import pkgutil
@@ -6,6 +6,7 @@ import pkgutil
 import pytest
 import sglang
 
+from sglang_esamp.lang import frontend
 from sglang_esamp.runtime import hooks
 
 
@@ -38,3 +39,8 @@ def test_openai_requests_keep_extra_fields():
     hooks.allow_openai_extras()
     req = CompletionRequest(model="m", prompt="hi", explore=0.5, explore_group="g")
     assert req.model_extra == {"explore": 0.5, "explore_group": "g"}
+
+
+@pytest.mark.parametrize("target", [t for t, _, _ in frontend.HOOKS])
+def test_frontend_hooked_path_resolves(target):
+    assert callable(pkgutil.resolve_name(target)), target

@@ -5,9 +5,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pytest
 import requests
 
-from .client import esamp_stats, generate, generate_ok
+from ..client import esamp_stats, generate, generate_ok
+
+pytestmark = pytest.mark.server  # every test here talks to a real server
 
 PROMPTS = ["Once upon a time", "The best way to learn", "In 1850, the city", "My favourite recipe", "Why is the sky"]
 
@@ -50,7 +53,8 @@ def one_request(server, i, rng):
         params["n"] = rng.choice([2, 4])
     if rng.random() < 0.05:  # a few aborts, by a client that gives up
         try:
-            requests.post(server.url + "/generate", json={"text": PROMPTS[i % 5], "sampling_params": params | {"max_new_tokens": 400}}, timeout=0.5)
+            body = {"text": PROMPTS[i % 5], "sampling_params": params | {"max_new_tokens": 400}}
+            requests.post(server.url + "/generate", json=body, timeout=0.5)
         except requests.Timeout:
             return "aborted", params
         return "finished-before-abort", params

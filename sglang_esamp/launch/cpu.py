@@ -3,20 +3,20 @@
 SGLang 0.5.23 has no CPU extra. On a machine without CUDA this module:
 
 - sets ``SGLANG_USE_CPU_ENGINE=1`` (otherwise rotary embedding tries to import vllm) and a
-  bounded ``OMP_NUM_THREADS`` (unset, one run was 20x slower);
+  bounded ``OMP_NUM_THREADS`` (unset, runs were far slower);
 - puts an import stand-in for the CUDA-only ``sgl_kernel`` in front of ``sys.path`` and on
   ``PYTHONPATH``, so it also reaches the scheduler process that SGLang spawns;
 - supplies the server arguments that work there: CPU device, torch_native attention, the
   pytorch sampler, no CUDA graph, a bounded KV cache, no warm-up, ``sleep_on_idle`` (an
   idle scheduler otherwise busy-polls a whole core, which halves a 2-core machine), and
-  float32 weights on a CPU without native bf16 (there bf16 matmuls are emulated: a batch of
-  16 decoded at 38 tok/s in bf16 and 52 tok/s in float32, a batch of 64 at 38 and 80).
+  float32 weights on a CPU without native bf16 (there bf16 matmuls are emulated and slower).
 
-On a CUDA machine every function here is a no-op. Why each piece exists: docs/cpu.md.
+On a CUDA machine every function here is a no-op. Why each piece exists, with the
+measurements behind each choice: docs/cpu.md.
 
 Usage::
 
-    from sglang_esamp import cpu
+    from sglang_esamp.launch import cpu
     cpu.setup()                               # before sglang is imported
     kwargs = cpu.server_defaults()            # {} on CUDA
 """
@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-STAND_IN_DIR = Path(__file__).parent / "_stand_ins"
+STAND_IN_DIR = Path(__file__).resolve().parent.parent / "_stand_ins"
 CPU_MAX_TOTAL_TOKENS = 40000  # else SGLang sizes a ~6 GB KV cache from free memory
 
 

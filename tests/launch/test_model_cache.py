@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sglang_esamp import model_cache
+from sglang_esamp.launch import model_cache
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ and deep state, and each init is replayed exactly as a server group would see it
 
 1. a new bank slot: the random init, or a copy of the calibrated base;
 2. for the ``prompt`` inits, ``prompt_steps`` training steps on the prompt's rows (all but
-   the first token, as ``ESampRuntime.fit_prompts`` takes them);
+   the first token, as the runtime's prompt fit takes them);
 3. for each decode step t, the group's n rows (the samples still running): predict, record
    the relative error sum ||h - f(h1)||^2 / sum ||h||^2, then train one step on them.
 
@@ -28,29 +28,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .core import BatchLayout, DistillerBank, ESampConfig
-from .core.config import INIT_KINDS
+from ..core import BatchLayout, DistillerBank, ESampConfig
+from ..core.config import INIT_KINDS
+from ..runtime import text_states
 
 WINDOWS = ((0, 8), (8, 32), (32, None))  # decode-step ranges reported separately
-
-
-def sample_states(model, tokenizer, prompt_ids: list[int], n: int, max_new_tokens: int, min_p: float, source_layer: int):
-    """n continuations of one prompt. Returns (src, tgt): (T_i, D) per sample, every position."""
-    ids = torch.tensor([prompt_ids])
-    stops = model.generation_config.eos_token_id
-    stops = set(stops if isinstance(stops, list) else [stops])
-    with torch.no_grad():
-        seqs = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-            min_p=min_p or None, max_new_tokens=max_new_tokens, num_return_sequences=n,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
-        out = []
-        for row in seqs[:, len(prompt_ids) :].tolist():
-            cont = next((row[:j] for j, t in enumerate(row) if t in stops), row)  # a stop token is never fed back
-            o = model.model(input_ids=torch.tensor([prompt_ids + cont]), output_hidden_states=True)
-            out.append((o.hidden_states[source_layer + 1][0], o.last_hidden_state[0]))  # (T, D) each
-    return out
 
 
 def replay(cfg: ESampConfig, hidden: int, base, states, prompt_len: int) -> list[float]:
@@ -85,18 +67,15 @@ def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_toke
         inits: list[str], cfg: ESampConfig, out: Path | None, seed: int = 0, prompt_steps: list[int] | None = None) -> dict:
     """Replay every init (each prompt init once per count in ``prompt_steps``, default the
     config's) on the same samples."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .calibrate import load_or_calibrate
-    from .evaluation.client import prompt_ids
-    from .evaluation.tasks import load_task
-    from .recipes import MATH_INSTRUCTION
+    from ..evaluation.client import prompt_ids
+    from ..evaluation.tasks import load_task
+    from ..lang.prompts import MATH_INSTRUCTION
+    from ..runtime.base import load_or_calibrate
 
     for init in inits:
         if init not in INIT_KINDS:
             raise ValueError(f"unknown init {init!r}; choose from {', '.join(INIT_KINDS)}")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model, tokenizer = text_states.load(model_path)
     variants = {}  # label -> config
     for init in inits:
         c = replace(cfg, init=init)
@@ -108,7 +87,7 @@ def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_toke
     t0 = time.perf_counter()
     for problem in tqdm(load_task(task, split, limit), desc="init study"):
         ids = prompt_ids(tokenizer, problem, MATH_INSTRUCTION)  # as the eval builds it
-        states = sample_states(model, tokenizer, ids, n, max_new_tokens, min_p, cfg.source_layer)
+        states = text_states.states(model, text_states.sample(model, tokenizer, [ids], n, max_new_tokens, min_p), cfg.source_layer)
         for label, c in variants.items():
             curves[label].append(replay(c, model.config.hidden_size, base, states, len(ids)))
     result = {

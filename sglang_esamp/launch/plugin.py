@@ -2,17 +2,17 @@
 
 SGLang calls ``register()`` in every process it starts: the launcher, the engine, the
 spawned scheduler and the detokenizer. That carries the CPU bootstrap and the hooks
-(listed in ``hooks.py``) into the scheduler process. The hooks act only when ESamp is
-enabled (``--enable-esamp``); otherwise the server behaves as stock SGLang.
+(listed in ``runtime/hooks.py``) into the scheduler process. The hooks act only when ESamp
+is enabled (``--enable-esamp``); otherwise the server behaves as stock SGLang.
 """
 
 from __future__ import annotations
 
-from .. import cpu
+from . import cpu
 
 
 def register() -> None:
     cpu.setup()
-    from . import hooks
+    from ..runtime import hooks
 
     hooks.install()

@@ -1,15 +1,11 @@
-"""The per-model base distiller behind ``--esamp-init calibrated``: collect, fit, cache.
+"""The calibrated base distiller (``--esamp-init calibrated``): fitted once per model, cached.
 
-The model writes its own calibration text: 40 shipped prompts (``data/calibration_prompts.txt``,
-chat instructions and plain-text openings), one sampled continuation each at temperature 1,
-seeded. A forward pass over prompt and continuation gives, at every position, the shallow
-state (the output of decoder layer ``source_layer``) and the deep state (the final norm's
-output, the LM-head input): the same pair the server captures per decode row. The core's
-``fit_base`` fits one distiller to them; the result is cached under
-``<cache root>/calibration/`` keyed by the model's files, the distiller's shape and the seed,
-so a server start after the first loads it at once.
-
-The model runs here through transformers in float32 on the CPU, whatever the server uses.
+The model writes its own text for the shipped calibration prompts (``data/calibration_prompts.txt``:
+chat instructions through its chat template, plain-text openings as they are), and one
+forward pass per text gives every position's shallow and deep state (``text_states``): the
+pair the server captures per decode row. The core's ``fit_base`` fits one distiller to
+them; the result is cached under ``<cache root>/calibration/`` keyed by the model's files,
+the distiller's shape and the seed, so a server start after the first loads it at once.
 
 Usage::
 
@@ -30,14 +26,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .core.calibration import BaseFit, fit_base
-from .core.config import ESampConfig
-from .core.distiller import build_architecture
-from .model_cache import cache_root
+from ..core.calibration import BaseFit, fit_base
+from ..core.config import ESampConfig
+from ..core.distiller import build_architecture
+from . import text_states
+from .cache import cache_root
 
 logger = logging.getLogger(__name__)
 
-PROMPTS = Path(__file__).resolve().parent / "data" / "calibration_prompts.txt"
+PROMPTS = Path(__file__).resolve().parent.parent / "data" / "calibration_prompts.txt"
 VERSION = 1  # bump when the recipe below changes, so cached bases are refitted
 NEW_TOKENS = 128  # continuation length per prompt
 GEN_BATCH = 20
@@ -86,45 +83,20 @@ def _prompts(tokenizer) -> list[list[int]]:
 def collect_pairs(model_path: str, source_layer: int, seed: int, progress: bool = True):
     """(src, tgt, out_gain): (N, D) shallow and deep states over the model's own text, and
     its final-norm weight (D,)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    if source_layer >= model.config.num_hidden_layers - 1:
-        raise ValueError(f"--esamp-source-layer must be below {model.config.num_hidden_layers - 1}; got {source_layer}")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stops = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
-                else [model.generation_config.eos_token_id])
+    model, tokenizer = text_states.load(model_path)
+    text_states.check_source_layer(model, source_layer)
     prompts = _prompts(tokenizer)
     torch.manual_seed(seed)
     src, tgt = [], []
     bar = tqdm(total=len(prompts), desc="calibration text", disable=not progress)
-    with torch.no_grad():
-        for i in range(0, len(prompts), GEN_BATCH):
-            chunk = prompts[i : i + GEN_BATCH]
-            width = max(map(len, chunk))
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])  # (b, width), left-padded
-            mask = (torch.arange(width) >= torch.tensor([width - len(p) for p in chunk]).unsqueeze(1)).long()
-            seqs = model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                max_new_tokens=NEW_TOKENS, pad_token_id=pad,
-            )
-            for p, row in zip(chunk, seqs[:, width:].tolist()):
-                text = p + _until_stop(row, stops)
-                out = model.model(input_ids=torch.tensor([text]), output_hidden_states=True)
-                src.append(out.hidden_states[source_layer + 1][0])  # (T, D): output of that layer
-                tgt.append(out.last_hidden_state[0])  # (T, D): after the final norm
-                bar.update()
+    for i in range(0, len(prompts), GEN_BATCH):
+        texts = text_states.sample(model, tokenizer, prompts[i : i + GEN_BATCH], n=1, max_new_tokens=NEW_TOKENS)
+        for h1, h in text_states.states(model, texts, source_layer):
+            src.append(h1)
+            tgt.append(h)
+            bar.update()
     bar.close()
     return torch.cat(src), torch.cat(tgt), model.model.norm.weight.detach().float()
-
-
-def _until_stop(row: list[int], stops: set) -> list[int]:
-    """The continuation up to and excluding its first stop token (no row is decoded after it)."""
-    for j, t in enumerate(row):
-        if t in stops:
-            return row[:j]
-    return row
 
 
 def calibrate(model_path: str, cfg: ESampConfig, progress: bool = True) -> tuple[BaseFit, CalibrationInfo]:
@@ -162,6 +134,6 @@ def _load(path: Path) -> BaseFit:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         info = blob["info"]
-        return BaseFit(blob["params"], info["rel_err_init"], info["rel_err"], info["rows"], 0)  # the split is not stored: all rows count as train
+        return BaseFit(blob["params"], info["rel_err_init"], info["rel_err"], info["rows"], 0)  # the split is not stored
     except Exception as exc:
         raise ValueError(f"cannot read the calibrated base distiller {path}: {exc}; delete the file to refit it") from exc

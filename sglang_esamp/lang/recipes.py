@@ -1,8 +1,9 @@
-"""The frontend programs behind ``programs/`` and ``sglang-esamp demo``, and their scoring.
+"""The frontend programs behind ``programs/`` and ``sglang-esamp demo`` (their scoring is in
+``evaluation/answers.py``).
 
 Each function forks ``samples`` children from one state. Sampling settings come from the
 run, as SGLang's frontend intends: ``solve_math.run(question=q, samples=8, temperature=1.0,
-max_new_tokens=160, explore=0.25)``. With ``explore`` set, the children share one
+max_new_tokens=160, explore=0.5)``. With ``explore`` set, the children share one
 exploration group (docs/frontend.md); without it they sample plainly.
 
 - ``solve_math``: n chat attempts at a word problem, each ending "The answer is N".
@@ -13,14 +14,9 @@ exploration group (docs/frontend.md); without it they sample plainly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sglang as sgl
 
-from .evaluation.answers import answers_match, extract_answer
-
-MATH_INSTRUCTION = "Solve the problem step by step. End with: The answer is <number>."
-CODE_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
+from .prompts import CODE_STOP, MATH_INSTRUCTION
 
 
 @sgl.function
@@ -57,22 +53,3 @@ def plan_then_solve(s, question, samples, plan_tokens=64):
     s += sgl.assistant("Possible plans:\n" + "\n".join(f"{i + 1}. {p}" for i, p in enumerate(plans)))
     s += sgl.user(f"Use the most promising plan to solve the problem. {MATH_INSTRUCTION}")
     s += sgl.assistant(sgl.gen("final", temperature=0.0, explore=0.0))  # one greedy answer, untilted
-
-
-@dataclass
-class Scored:
-    answers: list[str | None]
-    correct: list[bool]
-
-    @property
-    def num_correct(self) -> int:
-        return sum(self.correct)
-
-    @property
-    def distinct(self) -> int:
-        return len({a for a in self.answers if a is not None})
-
-
-def score_math(attempts: list[str], reference: str) -> Scored:
-    answers = [extract_answer(a) for a in attempts]
-    return Scored(answers, [answers_match(a, reference) for a in answers])

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from sglang_esamp.core import BatchLayout, DistillerBank, ESampConfig
-from sglang_esamp.init_study import replay, summarize
+from sglang_esamp.tools.init_study import replay, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 D = 8

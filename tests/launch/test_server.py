@@ -2,9 +2,12 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
-from .client import generate_ok as generate
+from ..client import generate_ok as generate
+
+pytestmark = pytest.mark.server  # every test here talks to a real server
 
 PROMPT = "The capital of France is"
 

@@ -8,10 +8,14 @@ Usage::
 
     with ServerProcess(["--enable-esamp"]) as server:
         requests.post(server.url + "/generate", json={...})
+    with server_url(args.url, ["--enable-esamp"]) as url:   # the given server, or one started here
+        ...
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -21,6 +25,8 @@ import tempfile
 import time
 
 import requests
+
+logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 600.0  # a first start on 2 cores may include the model conversion and the calibrated base fit
 
@@ -78,3 +84,18 @@ class ServerProcess:
     def tail(self, chars: int = 4000) -> str:
         with open(self.log.name, errors="replace") as f:
             return f.read()[-chars:]
+
+
+@contextlib.contextmanager
+def server_url(url: str | None, server_args: list[str]):
+    """Yield a server URL: the given one, or that of a server started here on the embedded
+    model with ``server_args`` (converted first, so its start timer covers only the start)."""
+    if url:
+        yield url.rstrip("/")
+        return
+    from .model_cache import embedded_model_path
+
+    embedded_model_path()
+    logger.info("Starting the SGLang server: %s", " ".join(server_args))
+    with ServerProcess(server_args) as server:
+        yield server.url

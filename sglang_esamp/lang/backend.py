@@ -44,7 +44,7 @@ def open_backend(url: str | None = None, server_args: list[str] | None = None):
             raise SystemExit(f"cannot reach the SGLang server at {url}: {exc}") from None
         yield RuntimeEndpoint(url, chat_template_name=template)
         return
-    from .server import ServerProcess
+    from ..launch.server import ServerProcess
 
     print("Starting the SGLang server with ESamp on the embedded model...", flush=True)
     with ServerProcess(["--enable-esamp", *(server_args or [])]) as server:
@@ -71,10 +71,11 @@ def program_cases(args) -> list[tuple[str, float | None]]:
     return cases + [(f"explore={args.explore:g}", args.explore)]
 
 
-def run_passes(program, batch: list[dict], args):
-    """Yield (label, states, seconds) for each pass of a program: plain, then explore. The
-    whole batch goes at once, with a progress bar; sampling settings come from ``args``."""
-    cases = program_cases(args)
+def run_passes(program, batch: list[dict], args, cases: list[tuple[str, float | None]] | None = None):
+    """Yield (label, states, seconds) for each pass of a program: ``cases`` (label, explore),
+    by default plain then explore (``program_cases``). The whole batch goes at once, with a
+    progress bar; sampling settings come from ``args``."""
+    cases = program_cases(args) if cases is None else cases
     with open_backend(args.url) as backend:
         for label, explore in cases:
             print(f"\n== {label}: {len(batch)} prompts, n={args.n}", flush=True)

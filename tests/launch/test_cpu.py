@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from sglang_esamp import cpu
+from sglang_esamp.launch import cpu
 
 
 def test_setup_prepares_this_process_and_children():

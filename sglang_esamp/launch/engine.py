@@ -15,10 +15,10 @@ Usage::
 
 from __future__ import annotations
 
+from ..core.config import ESampConfig
+from ..runtime import flags
 from . import cpu
-from .core.config import ESampConfig
 from .model_cache import embedded_model_path
-from .runtime import flags
 
 
 def make_engine(esamp: ESampConfig | bool | None = None, **kwargs):

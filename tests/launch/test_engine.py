@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.server  # every test here talks to a real server
+
 
 @pytest.fixture(scope="module")
 def probe(tiny_model):
     script = Path(__file__).with_name("engine_probe.py")
     run = subprocess.run([sys.executable, str(script), str(tiny_model)], capture_output=True, text=True, timeout=600, env=os.environ)
-    lines = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     assert run.returncode == 0 and lines, run.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
 

@@ -7,7 +7,7 @@ import sys
 
 
 def main(model_path: str) -> None:
-    from sglang_esamp.engine import make_engine
+    from sglang_esamp.launch.engine import make_engine
 
     engine = make_engine(esamp=True, model_path=model_path)
     out = {}

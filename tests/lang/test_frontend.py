@@ -25,6 +25,7 @@ def fork_program(s, k, group=None):
     s["groups"] = [f.get_meta_info("cont")["esamp"]["group"] for f in forks]
 
 
+@pytest.mark.server
 def test_fork_children_share_a_group_and_programs_do_not(backend):
     first = fork_program.run(k=3, backend=backend)
     second = fork_program.run(k=3, backend=backend)
@@ -32,6 +33,7 @@ def test_fork_children_share_a_group_and_programs_do_not(backend):
     assert first["groups"][0] != second["groups"][0]
 
 
+@pytest.mark.server
 def test_named_group_is_shared_across_programs(backend):
     a = fork_program.run(k=2, group="shared-run", backend=backend)
     b = fork_program.run(k=2, group="shared-run", backend=backend)
@@ -52,6 +54,7 @@ def nested_program(s):
     s["private"] = {f.get_meta_info("c")["esamp"]["group"] for f in private}
 
 
+@pytest.mark.server
 def test_nested_forks_and_private_groups(backend):
     state = nested_program.run(backend=backend)
     assert len(state["outer"]) == 1 and len(state["inner"]) == 1
@@ -66,6 +69,7 @@ def defaults_program(s):
     s += sgl.gen("override", max_tokens=3, ignore_eos=True, explore=0.0)
 
 
+@pytest.mark.server
 def test_run_level_default_and_override(backend):
     state = defaults_program.run(backend=backend, explore=0.75)
     assert esamp_meta(state, "inherit")["explore"] == 0.75
@@ -80,6 +84,7 @@ def n_program(s):
     s += sgl.gen("many", max_tokens=3, ignore_eos=True, n=3, explore=0.5)
 
 
+@pytest.mark.server
 def test_gen_with_n_uses_one_group(backend):
     state = n_program.run(backend=backend)
     assert isinstance(state["many"], list) and len(state["many"]) == 3
@@ -87,6 +92,7 @@ def test_gen_with_n_uses_one_group(backend):
     assert len({m["group"] for m in metas}) == 1 and all(m["explore"] == 0.5 for m in metas)
 
 
+@pytest.mark.server
 def test_bad_explore_is_a_clear_error(backend):
     with pytest.raises(ValueError, match=r"gen\(explore=...\) must be a finite number >= 0"):
         sgl.gen("x", explore=-1)
@@ -119,6 +125,7 @@ def fork_default_program(s):
     s["metas"] = [f.get_meta_info("x").get("esamp") for f in forks]
 
 
+@pytest.mark.server
 def test_run_batch_default_reaches_every_program_and_fork(backend):
     states = fork_default_program.run_batch([{}, {}], backend=backend, num_threads=2, explore=0.5)
     groups = []

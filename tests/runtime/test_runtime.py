@@ -1,5 +1,6 @@
-"""ESampRuntime's per-step logic on plain tensors (its SGLang inputs stood in by small objects;
-the real server runs it in tests/runtime/test_esamp_server.py)."""
+"""ESampRuntime's per-step logic on plain tensors, driven through the same calls as the hooks
+make (SGLang's inputs stood in by small objects; the real server runs it in
+tests/runtime/test_esamp_server.py)."""
 
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -7,11 +8,14 @@ from types import SimpleNamespace
 import torch
 
 from sglang_esamp import ESampConfig
-from sglang_esamp.runtime import state as state_mod
+from sglang_esamp.runtime import requests as requests_mod
 from sglang_esamp.runtime.params import CUSTOM_KEY
-from sglang_esamp.runtime.state import ESampRuntime
+from sglang_esamp.runtime.plan import Form
+from sglang_esamp.runtime.runtime import ESampRuntime
+from sglang_esamp.runtime.step import Step
 
 D, V = 8, 32
+PROCESSOR = SimpleNamespace(logit_scale=None, final_logit_softcapping=None)  # the model's LogitsProcessor
 
 
 @dataclass
@@ -32,25 +36,41 @@ def make_req(rid, explore=None, group=None, top_k=V, top_p=1.0, min_p=0.0):
 def make_runtime(stop_ids=None, **cfg):
     torch.manual_seed(0)
     head = torch.randn(V, D)
-    return ESampRuntime(ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg), D, head, None, "cpu", stop_ids)
+    cfg = ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg)
+    return ESampRuntime(cfg, D, head, None, "cpu", stop_ids, processor=PROCESSOR)
+
+
+def head(rt):
+    return rt.tilter.head_weight
+
+
+def metadata(extend: bool):
+    """The LogitsMetadata fields the capture reads."""
+    return SimpleNamespace(capture_hidden_mode=SimpleNamespace(is_last=lambda: True),
+                           forward_mode=SimpleNamespace(is_extend=lambda: extend), extend_return_logprob=False)
+
+
+def make_batch(reqs, decode=True, info=None, **fields):
+    """A ForwardBatch after init_new: its Step rides on it as the hook puts it there."""
+    return SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode), esamp=Step.of(reqs), **fields)
 
 
 def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
-    """One batch. eager: as an eager forward runs it, with ``prepare`` and the head call
-    (logits_processor's hooks) before ``step``; otherwise as after a replayed graph."""
+    """One batch. eager: as an eager forward runs it, the hidden-state and head hooks inside
+    the forward before ``sample``; otherwise as after a replayed graph."""
     rows = len(reqs)
     hidden = torch.randn(rows, 2 * D) if hidden is None else hidden
     h = hidden[:, D:].clone()  # the LM head's input
-    logits = h @ rt.head_weight.T
+    logits = h @ head(rt).T
     info = Info(torch.ones(rows, 1), torch.tensor([r.sampling_params.top_k for r in reqs]),
                 torch.tensor([r.sampling_params.top_p for r in reqs]), torch.tensor([r.sampling_params.min_p for r in reqs]))
-    batch = SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode), esamp_reqs=reqs)
+    batch = make_batch(reqs, decode, info)
     if eager:
-        rt.begin_forward(batch)
-        rt.prepare(hidden[:, :D], h)
-        mixed = rt.latent_logits(lambda x: x @ rt.head_weight.T, h)
-        logits = logits if mixed is None else mixed
-        rt.end_forward()
+        with rt.forward(batch):
+            stored = rt.store_hidden_states(PROCESSOR, hidden[:, :D].clone(), h, None, h, None, metadata(extend=not decode))
+            assert torch.equal(stored, hidden)  # layer output | LM-head input
+            mixed = rt.head_logits(lambda x: x @ head(rt).T, h)
+            logits = logits if mixed is None else mixed
     out = SimpleNamespace(hidden_states=hidden, next_token_logits=logits.clone())
     seen = {}
 
@@ -61,8 +81,10 @@ def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
         seen["logits"], seen["info"] = lo.next_token_logits.clone(), fb.sampling_info
         return lo.next_token_logits.argmax(-1)
 
-    rt.step(sample, out, batch, reqs)
-    assert batch.sampling_info is info and rt.pending is None and batch.esamp_prepared is None  # restored after sampling
+    rt.sample(sample, out, batch)
+    step = batch.esamp
+    assert batch.sampling_info is info and rt.active is None  # restored after sampling
+    assert step is None or (step.plan is None and step.tilt_pending is None and step.head_input is None)  # used once
     return logits, seen
 
 
@@ -111,14 +133,14 @@ def test_finish_fills_metadata_and_frees_the_group():
     assert meta["group"] == "team" and meta["steps"] == 1 and meta["novelty"] > 0
     assert rt.server_stats()["held_slots"] == 0
     rt.finish(req, with_metadata=True)  # a second report of the same finish is harmless
-    assert len(rt.free_rows) == state_mod.MAX_TRACKED_REQUESTS
+    assert len(rt.requests.free_rows) == requests_mod.MAX_TRACKED_REQUESTS
 
 
 def test_released_rows_and_a_full_novelty_table():
     rt = make_runtime()
     done, live = make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:y")
     rt.attach(done)
-    rt.free_rows.clear()  # the per-request table is full: "b" runs without novelty tracking
+    rt.requests.free_rows.clear()  # the per-request table is full: "b" runs without novelty tracking
     rt.attach(live)
     assert live.esamp.row_id is None
     rt.finish(done, with_metadata=False)
@@ -174,10 +196,10 @@ def test_probability_stop_cap_keeps_the_stop_mass():
     form the rows likeliest to stop (1 in MASS_CAP_SHARE) are capped and the rest are left
     as the logit cap made them."""
     torch.manual_seed(5)
-    h, stop, head = torch.randn(16, D), [3, 5], make_runtime().head_weight
-    h -= 0.3 * (head[3] + head[5])  # the stops unlikely in every row
+    h, stop, w = torch.randn(16, D), [3, 5], head(make_runtime())
+    h -= 0.3 * (w[3] + w[5])  # the stops unlikely in every row
     hidden = torch.cat([h, h], -1)  # shallow = deep, so that a stand-in predictor can read h
-    base = h @ head.T  # untilted
+    base = h @ w.T  # untilted
     top8 = torch.zeros_like(base, dtype=torch.bool).scatter_(1, base.topk(8, -1).indices, True)
 
     def rise(logits, keep):  # per row: log of the stop mass over its untilted value
@@ -224,11 +246,11 @@ def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
                 rt.attach(r)
             _, seen = run_step(rt, reqs, hidden=hidden, eager=eager)
             runs.append(seen["logits"])
-            assert rt.trainer.submitted == 1 and rt.prepared is None and rt.forward_batch is None
+            assert rt.trainer.submitted == 1 and rt.active is None
             # a, b, e in the head's input when eager, else dense; d within its top-k
             assert rt.server_stats()["tilted_rows"] == {"head_input": 3 * eager, "dense": 3 * (not eager), "candidates": 1}
         post, pre = runs
-        logits = hidden[:, D:] @ rt.head_weight.T  # untilted
+        logits = hidden[:, D:] @ head(rt).T  # untilted
         torch.testing.assert_close(torch.log_softmax(pre, -1), torch.log_softmax(post, -1), rtol=1e-4, atol=1e-4)
         assert not torch.allclose(post[0], logits[0]) and torch.equal(pre[2], logits[2])
         capped = (post[:, 3] == logits[:, 3])  # the cap bound somewhere, so it is exercised
@@ -236,24 +258,34 @@ def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
 
 
 def test_a_preparation_belongs_to_its_own_forward_batch():
-    """Only the head input that ``prepare`` saw is replaced, and ``step`` takes the
-    preparation from its own batch (a delayed sample after another forward included)."""
+    """Only the head input that the hidden-state hook saw is replaced, and ``sample`` takes
+    the preparation from its own batch's Step (a delayed sample after another forward included)."""
     rt = make_runtime()
     req = make_req("a", 1.0, "g:x")
     rt.attach(req)
-    batch = SimpleNamespace(esamp_reqs=[req])
-    rt.begin_forward(batch)
+    info = Info(torch.ones(1, 1), torch.tensor([V]), torch.tensor([1.0]), torch.tensor([0.0]))
+    batch = make_batch([req], info=info)
     h = torch.randn(1, D)
-    rt.prepare(torch.randn(1, D), h)
-    assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h.clone()) is None  # another tensor: not replaced
-    assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h) is not None
-    assert rt.latent_logits(lambda x: x @ rt.head_weight.T, h) is None  # once
-    rt.end_forward()
-    assert batch.esamp_prepared.latent == [0] and batch.esamp_prepared.src is None
-    rt.begin_forward(SimpleNamespace(esamp_reqs=[req, make_req("b")]))  # a wrong row count: nothing prepared
-    rt.prepare(torch.randn(1, D), h)
-    assert rt.prepared is None
-    rt.end_forward()
+    with rt.forward(batch):
+        rt.store_hidden_states(PROCESSOR, torch.randn(1, D), h, None, h, None, metadata(extend=False))
+        assert rt.head_logits(lambda x: x @ head(rt).T, h.clone()) is None  # another tensor: not replaced
+        assert rt.head_logits(lambda x: x @ head(rt).T, h) is not None
+        assert rt.head_logits(lambda x: x @ head(rt).T, h) is None  # once
+    step = batch.esamp
+    assert step.plan.rows(Form.HEAD_INPUT) == [0] and step.head_input.read
+    other = make_batch([req, make_req("b")], info=info)  # a wrong row count: nothing prepared
+    with rt.forward(other):
+        rt.store_hidden_states(PROCESSOR, torch.randn(1, D), h, None, h, None, metadata(extend=False))
+    assert other.esamp.plan is None and other.esamp.head_input is None
+    assert batch.esamp.head_input.read  # the first batch's preparation is untouched
+    assert rt.store_hidden_states(SimpleNamespace(), h, h, None, h, None, metadata(extend=False)) is h  # another processor
+
+
+def prefill(rt, reqs, lens, starts, h1, h):
+    """A prefill forward of these requests over ``lens`` new tokens each (h1, h: every token)."""
+    batch = make_batch(reqs, decode=False, extend_seq_lens_cpu=lens, extend_prefix_lens_cpu=starts)
+    with rt.forward(batch):
+        rt.store_hidden_states(PROCESSOR, h1[: len(reqs)], h, h1, h[: len(reqs)], None, metadata(extend=True))
 
 
 def test_prompt_init_fits_each_new_group_once_on_its_prefilled_tokens():
@@ -269,10 +301,7 @@ def test_prompt_init_fits_each_new_group_once_on_its_prefilled_tokens():
     # request a: a whole prompt of 4 tokens; b: no ESamp; c: 3 new tokens after a cached prefix
     lens, starts = [4, 2, 3], [0, 0, 5]
     h1, h = torch.randn(9, D), torch.randn(9, D)
-    batch = SimpleNamespace(esamp_reqs=reqs, extend_seq_lens_cpu=lens, extend_prefix_lens_cpu=starts)
-    rt.begin_forward(batch)
-    rt.fit_prompts(h1, h)
-    rt.end_forward()
+    prefill(rt, reqs, lens, starts, h1, h)
     assert rt.prompt_pending == set() and rt.trainer.submitted == 3
     assert rt.stats.snapshot(sa)["steps"] == rt.stats.snapshot(sc)["steps"] == 3
     rows = [1, 2, 3, 6, 7, 8]  # a's first token (position 0) and all of b are left out
@@ -284,9 +313,7 @@ def test_prompt_init_fits_each_new_group_once_on_its_prefilled_tokens():
     for k in rt.bank.params:
         assert torch.allclose(rt.bank.params[k], twin.bank.params[k], atol=1e-6), k
     # a later prefill of the same groups (their other samples) trains nothing more
-    rt.begin_forward(batch)
-    rt.fit_prompts(h1, h)
-    rt.end_forward()
+    prefill(rt, reqs, lens, starts, h1, h)
     assert rt.trainer.submitted == 3
 
 
@@ -295,7 +322,5 @@ def test_inits_without_prompt_fit_nothing():
     req = make_req("a", 0.5, "g:x")
     rt.attach(req)
     assert rt.prompt_pending == set()
-    rt.begin_forward(SimpleNamespace(esamp_reqs=[req], extend_seq_lens_cpu=[4], extend_prefix_lens_cpu=[0]))
-    rt.fit_prompts(torch.randn(4, D), torch.randn(4, D))
-    rt.end_forward()
+    prefill(rt, [req], [4], [0], torch.randn(4, D), torch.randn(4, D))
     assert rt.trainer.submitted == 0

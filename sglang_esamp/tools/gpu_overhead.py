@@ -1,9 +1,8 @@
 """ESamp's per-step cost against a decode step of a 7B-shaped model, on a GPU without sglang.
 
-Run as a file (``python sglang_esamp/gpu_overhead.py``): it needs only torch and
-transformers, and loads the pure-torch core (``sglang_esamp/core``) without the package's
-SGLang hooks. The model is a Llama-2-7B-shaped ``LlamaForCausalLM`` with random bf16
-weights: this measures time, not quality.
+Run from the repository root as ``python -m sglang_esamp.tools.gpu_overhead``: it needs only
+torch and transformers (importing ``sglang_esamp.core`` imports no sglang). The model is a
+Llama-2-7B-shaped ``LlamaForCausalLM`` with random bf16 weights: this measures time, not quality.
 
 It does three things:
 
@@ -23,18 +22,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats  # noqa: E402
-from core.tilt import head_gram, mix_residual, tilt_candidates, tilt_dense  # noqa: E402
+from sglang_esamp.core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
+from sglang_esamp.core.tilt import head_gram, mix_residual, tilt_candidates, tilt_dense
 
-SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
-SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=32)
+SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=4)
+HEADER = (f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'dense ms':>9} {'latent ms':>10} {'ovh dense':>10} {'ovh latent':>11} "
+          f"{'predict':>8} {'tilt':>8} {'mix':>8} {'train':>8}  (pieces: % of decode)")
+
+
+def table_row(distiller: str, spec: str, case: dict) -> str:
+    frac = case["pieces_fraction_of_decode"]
+    return (
+        f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_dense_step_s'] * 1e3:>9.2f} "
+        f"{case['esamp_latent_step_s'] * 1e3:>10.2f} {case['overhead_dense']:>10.1%} {case['overhead_latent']:>11.1%} "
+        f"{frac['predict']:>8.2%} {frac['tilt_dense_residual']:>8.2%} {frac['mix_residual']:>8.2%} {frac['train_step']:>8.2%}"
+    )
 
 
 def sync(device):
@@ -176,12 +185,13 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shape = SHAPE_TINY if args.tiny else SHAPE_7B
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "dtype": str(dtype), "torch": torch.__version__, "model": shape}
-    result["trainer_thread_vs_inline_max_abs_diff"] = check_trainer_modes(device, shape["hidden_size"])
-    print(f"device {result['device']}, {dtype}; thread vs inline trainer max |dw| = {result['trainer_thread_vs_inline_max_abs_diff']:.2e}", flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    result = {"device": name, "dtype": str(dtype), "torch": torch.__version__, "model": shape}
+    diff = result["trainer_thread_vs_inline_max_abs_diff"] = check_trainer_modes(device, shape["hidden_size"])
+    print(f"device {name}, {dtype}; thread vs inline trainer max |dw| = {diff:.2e}", flush=True)
     model = build_model(shape, device, dtype)
     result["cases"] = []
-    print(f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'dense ms':>9} {'latent ms':>10} {'ovh dense':>10} {'ovh latent':>11} {'predict':>8} {'tilt':>8} {'mix':>8} {'train':>8}  (pieces: % of decode)")
+    print(HEADER)
     for distiller, spec in [(d, s) for s in args.shapes.split(",") for d in args.distillers.split(",")]:
         groups, n = (int(x) for x in spec.split("x"))
         case = measure(model, distiller, groups, n, args.ctx, args.steps, device, dtype)
@@ -189,13 +199,7 @@ def main(argv=None) -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
-        frac = case["pieces_fraction_of_decode"]
-        print(
-            f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_dense_step_s'] * 1e3:>9.2f} {case['esamp_latent_step_s'] * 1e3:>10.2f} "
-            f"{case['overhead_dense']:>10.1%} {case['overhead_latent']:>11.1%} "
-            f"{frac['predict']:>8.2%} {frac['tilt_dense_residual']:>8.2%} {frac['mix_residual']:>8.2%} {frac['train_step']:>8.2%}",
-            flush=True,
-        )
+        print(table_row(distiller, spec, case), flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -1,0 +1,259 @@
+"""ESampRuntime: ESamp's state in one scheduler process, and the work each hook asks of it.
+
+It owns the core pieces (distiller bank, trainer, stats) and the runtime pieces (request
+tracker, tilter) and drives one decode step through them. Each method below is what one
+hook in ``hooks.py`` calls; the step's hand-offs travel in a ``Step`` (``step.py``)::
+
+    init_new        Step.of(batch.reqs) -> forward_batch.esamp
+    forward         forward(fb): the step is active while the model runs
+      hidden states store_hidden_states: keep the head's input beside layer 0's output;
+                    in a prefill, fit new groups on their prompt; in an eager forward,
+                    predict h_hat = f_group(h1), plan the rows, mix the HEAD_INPUT rows
+      LM head       head_logits: the head reads the mixed state
+    sample          sample: predict and plan now if a replayed graph skipped the above,
+                    swap in neutral filters for CANDIDATES rows, call SGLang's sample
+      preprocess    apply_tilt: DENSE and CANDIDATES rows, after penalties, grammar, bias
+                    then trainer.submit(h1, h) (decode batches only)
+
+Usage::
+
+    runtime = ESampRuntime.from_runner(model_runner, cfg)   # in the scheduler, before graphs are captured
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+
+import torch
+
+from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
+from .plan import TILTED, Form, plan_rows
+from .requests import RequestTracker
+from .step import Step
+from .stop_cap import StopCap
+from .tilting import Tilter, sampling_params_for
+
+logger = logging.getLogger(__name__)
+
+PROMPT_ROWS = 1024  # a prompt fit uses at most this many of each request's last prefilled tokens
+
+
+class ESampRuntime:
+    def __init__(
+        self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device,
+        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None, vocab_size: int | None = None,
+        processor=None,
+    ):
+        self.cfg, self.hidden = cfg, hidden
+        self.processor = processor  # the model's LogitsProcessor, whose hidden states ESamp captures
+        self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain, base=base)
+        self.stats = GroupStats(cfg.max_groups, device)
+        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
+        self.requests = RequestTracker(cfg, device, self._open_slot)
+        self.tilter = Tilter(cfg.tilt, head_weight, vocab_size, StopCap(stop_ids, cfg.stop_cap, device))
+        self.used_slots: set[int] = set()
+        self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
+        self.active: Step | None = None  # the step whose forward or sampling is under way
+        self.tilted_rows = {form.value: 0 for form in TILTED}  # row-steps per form of the tilt
+        logger.info(
+            "ESamp enabled: %s; %.1f MB per group, %d groups",
+            ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()),
+            self.bank.bytes_per_group / 2**20, cfg.max_groups,
+        )
+
+    @classmethod
+    def from_runner(cls, runner, cfg: ESampConfig) -> ESampRuntime:
+        """Check that ESamp can run on this model runner, turn on the capture of the source
+        layer's output, load the calibrated base if the config asks for it, and build."""
+        from sglang.srt.runtime_context import get_parallel
+
+        if get_parallel().tp_size > 1:
+            raise ValueError("ESamp does not support tensor parallelism (tp > 1) yet; see docs/server.md")
+        model = runner.model
+        if not hasattr(model, "set_eagle3_layers_to_capture"):
+            raise ValueError(f"ESamp needs hidden-state capture, which {type(model).__name__} does not support")
+        num_layers = model.config.num_hidden_layers
+        if cfg.source_layer >= num_layers - 1:
+            raise ValueError(f"--esamp-source-layer must be below {num_layers - 1} for this model; got {cfg.source_layer}")
+        model.set_eagle3_layers_to_capture([cfg.source_layer])
+        base = None
+        if cfg.calibrated:
+            from .base import load_or_calibrate
+
+            fit, path = load_or_calibrate(runner.model_config.model_path, cfg)
+            logger.info("ESamp: new groups start from the calibrated base %s (held-out rel_err %.3f)", path, fit.rel_err)
+            base = fit.params
+        norm = getattr(getattr(model, "model", None), "norm", None)
+        return cls(
+            cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device,
+            sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []), base=base,
+            vocab_size=runner.model_config.vocab_size, processor=model.logits_processor,
+        )
+
+    # ---- requests (host only) ----
+
+    def _open_slot(self, slot: int) -> None:
+        """A new group moves into ``slot``: fresh weights, counters and (with the prompt
+        inits) a pending prompt fit."""
+        if slot in self.used_slots:
+            self.trainer.drain()  # no queued step of the slot's last group may touch the new one
+        self.bank.reset([slot])
+        self.stats.clear([slot])
+        self.used_slots.add(slot)
+        if self.cfg.prompt_fit:
+            self.prompt_pending.add(slot)
+
+    def attach(self, req) -> None:
+        self.requests.attach(req)
+
+    def finish(self, req, with_metadata: bool) -> None:
+        state = self.requests.release(req)
+        if state is not None and with_metadata:
+            req.customized_info = dict(req.customized_info or {}) | {"esamp": [self.requests.metadata(state, self.stats)]}
+
+    def server_stats(self) -> dict:
+        table = self.requests.table
+        table.expire()
+        return {
+            "live_groups": table.live,
+            "held_slots": len(table.entries),
+            "max_groups": self.cfg.max_groups,
+            "steps_submitted": self.trainer.submitted,
+            "steps_finished": self.trainer.finished,
+            "skipped_steps": self.stats.total_skipped,
+            "resets": self.stats.total_resets,
+            "evictions": table.evictions,
+            "denied_groups": table.denied,
+            "bytes_per_group": self.bank.bytes_per_group,
+            "tilted_rows": dict(self.tilted_rows),
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    # ---- one forward ----
+
+    @contextlib.contextmanager
+    def forward(self, forward_batch):
+        """The step of ``forward_batch`` is active while the model runs (the eager runner hands
+        the model a copy of the batch, without the step)."""
+        step: Step | None = getattr(forward_batch, "esamp", None)
+        if step is not None:
+            step.sampling_info = forward_batch.sampling_info
+            step.extend_lens = getattr(forward_batch, "extend_seq_lens_cpu", None)
+            step.prefix_lens = getattr(forward_batch, "extend_prefix_lens_cpu", None)
+        self.active = step
+        try:
+            yield
+        finally:
+            self.active = None
+
+    def store_hidden_states(self, processor, stored, hidden_states, aux_hidden_states, pruned_states, sample_indices, metadata):
+        """What SGLang keeps of this forward's hidden states: ``stored`` (rows, D), the source
+        layer's output, widened to (rows, 2D) with the LM head's input. On the way, fit new
+        groups on their prompt (prefill) and prepare the head-input tilt (eager forward)."""
+        if processor is not self.processor or stored is None or not metadata.capture_hidden_mode.is_last():
+            return stored
+        step = self.active
+        if step is not None and self.prompt_pending and aux_hidden_states is not None and metadata.forward_mode.is_extend():
+            from sglang.srt.layers.aux_hidden_states import pack_aux_hidden_states
+
+            self.fit_prompts(step, pack_aux_hidden_states(aux_hidden_states), hidden_states)  # every prefilled token
+        final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
+        # the next head call reads pruned_states, one row per request, with no rescaling of its logits
+        plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping
+        if step is not None and plain_head and not metadata.extend_return_logprob:
+            self.prepare(step, stored, pruned_states)
+        return torch.cat([stored, final.to(stored.dtype)], dim=-1)
+
+    def fit_prompts(self, step: Step, h1: torch.Tensor, h: torch.Tensor) -> None:
+        """Queue ``prompt_steps`` training steps for every group of the batch that has not
+        fitted its prompt yet, on its requests' prefilled tokens (the last ``PROMPT_ROWS`` of
+        each; not a sequence's first token, which no decode step resembles).
+        h1, h: (tokens, D), every token of the batch."""
+        lens = step.extend_lens
+        starts = step.prefix_lens or [1] * len(lens or ())
+        if lens is None or len(lens) != len(step.reqs) or sum(lens) != h.shape[0]:
+            return
+        rows, row_slots, offset = [], [], 0
+        for state, n, start in zip(step.states, lens, starts):
+            slot = -1 if state is None else state.live_slot
+            if slot in self.prompt_pending:
+                first = offset + max(n - PROMPT_ROWS, 1 if start == 0 else 0)
+                rows += range(first, offset + n)
+                row_slots += [slot] * (offset + n - first)
+            offset += n
+        if not rows:
+            return
+        self.prompt_pending -= set(row_slots)
+        idx = torch.tensor(rows, dtype=torch.int64).to(h.device, non_blocking=True)
+        layout = BatchLayout.from_slots(row_slots, h.device)
+        src, tgt = h1[idx], h[idx]  # (rows, D) each
+        for _ in range(self.cfg.prompt_steps):
+            self.trainer.submit(layout, src, tgt)
+
+    def prepare(self, step: Step, h1: torch.Tensor, h: torch.Tensor) -> None:
+        """Predict, plan, and mix the HEAD_INPUT rows' tilt into the head's input ``h`` (rows, D)."""
+        if len(step.reqs) != h.shape[0]:
+            return
+        layout = step.batch_layout(h1.device)
+        step.h_hat = self.trainer.predict(layout, h1)  # (M, D)
+        step.plan = self._plan(step, layout, head_input=True)
+        step.head_input = self.tilter.mix_head_input(h, step.h_hat, step.plan)
+
+    def _plan(self, step: Step, layout, head_input: bool):
+        return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab, head_input)
+
+    def head_logits(self, head_fn, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        """The LM head's logits of the mixed state prepared for this very input; None otherwise."""
+        step = self.active
+        if step is None or step.head_input is None:
+            return None
+        return self.tilter.head_logits(step.head_input, head_fn, hidden_states, step.sampling_info.temperatures)
+
+    # ---- sampling ----
+
+    def sample(self, sample_fn, logits_output, forward_batch):
+        """Tilt and sample one batch, then queue its training step. ``sample_fn(lo, fb)`` is
+        SGLang's sample, which calls back ``apply_tilt`` once its penalties, grammar mask and
+        logit bias are in. Returns its token ids."""
+        step: Step | None = getattr(forward_batch, "esamp", None)
+        captured = logits_output.hidden_states
+        if step is None or captured is None or captured.shape[-1] != 2 * self.hidden:
+            return sample_fn(logits_output, forward_batch)
+        h1, h = captured[:, : self.hidden], captured[:, self.hidden :]  # (rows, D) each
+        logits_output.hidden_states = h1  # what SGLang itself captures in this mode
+        if step.plan is None:  # a replayed graph: nothing ran before the head
+            layout = step.batch_layout(h1.device)
+            step.h_hat, step.plan = self.trainer.predict(layout, h1), self._plan(step, layout, head_input=False)
+        elif step.head_input is not None and not step.head_input.read:
+            step.plan = step.plan.without_head_input()
+        plan, info = step.plan, forward_batch.sampling_info
+        self.requests.record_novelty(step.states, plan.layout, h, step.h_hat)
+        for form in TILTED:
+            self.tilted_rows[form.value] += len(plan.rows(form))
+        if any(f in (Form.DENSE, Form.CANDIDATES) for f in plan.forms):
+            step.tilt_pending = (plan, step.h_hat, info)
+        forward_batch.sampling_info = sampling_params_for(plan, info, logits_output.next_token_logits.shape[-1])
+        outer, self.active = self.active, step
+        try:
+            ids = sample_fn(logits_output, forward_batch)
+        finally:
+            self.active = outer
+            if forward_batch.sampling_info is not info:
+                info.grammar_mask = forward_batch.sampling_info.grammar_mask  # SGLang frees it after use
+                forward_batch.sampling_info = info
+            step.clear()
+        if forward_batch.forward_mode.is_decode():
+            self.trainer.submit(step.train_layout(h1.device), h1, h)
+        return ids
+
+    def apply_tilt(self, logits_output) -> None:
+        """Tilt the DENSE and CANDIDATES rows in place, after SGLang's penalties, grammar and
+        logit bias, so that candidate sets are those its filters would keep from these very logits."""
+        step = self.active
+        if step is None or step.tilt_pending is None:
+            return
+        plan, h_hat, info = step.tilt_pending
+        step.tilt_pending = None
+        self.tilter.after_head(plan, h_hat, logits_output.next_token_logits, info)
