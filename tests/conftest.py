@@ -17,7 +17,7 @@ from sglang_esamp.launch import cpu
 
 cpu.setup()  # the test process starts here: before sglang is first imported
 
-SERVER_FIXTURES = {"server", "esamp_server", "tiny_esamp_server"}
+SERVER_FIXTURES = {"server", "esamp_server", "tiny_esamp_server", "fault_server", "stress_server"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -125,17 +126,31 @@ class DistillerBank:
 
     @torch.no_grad()
     def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
-        """src (num_rows, D) -> predicted deep states (M, D) for ``layout.rows``."""
+        """src (num_rows, D) -> predicted deep states (M, D) for ``layout.rows``, one packed
+        forward per bucket of group sizes (``BatchLayout.split``)."""
         if layout.is_empty:
             return src.new_zeros(0, self.hidden)
-        params, _ = self.read(layout.slots)
-        out = self.arch.forward(params, layout.pack(src.float()))
-        return layout.unpack(out).to(src.dtype)
+        out = None
+        for part, positions in layout.split:
+            params, _ = self.read(part.slots)
+            pred = part.unpack(self.arch.forward(params, part.pack(src.float())))  # (m, D)
+            if positions is None:
+                return pred.to(src.dtype)
+            out = src.new_empty(len(layout.row_list), self.hidden) if out is None else out
+            out[positions] = pred.to(src.dtype)
+        return out
 
     def train_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> TrainResult | None:
-        """One optimizer step for every group in the layout, on all of its rows."""
+        """One optimizer step for every group in the layout, on all of its rows (one packed
+        step per bucket of group sizes; every group is in exactly one)."""
         if layout.is_empty:
             return None
+        results = [self._train_part(part, src, tgt) for part, _ in layout.split]
+        if len(results) == 1:
+            return results[0]
+        return TrainResult(*(torch.cat(column) for column in zip(*(dataclasses.astuple(r) for r in results))))
+
+    def _train_part(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> TrainResult:
         params, steps = self.read(layout.slots)
         params = {k: v.requires_grad_() for k, v in params.items()}
         x, y = layout.pack(src.float()), layout.pack(tgt.float())  # (g, R, D)

@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 
 from .tilt import MODES as TILT_MODES
@@ -24,6 +25,7 @@ INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
 STOP_CAPS = ("logit", "probability")
+NAMED_GROUPS = ("allow", "deny")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Knob:
     low: float | None = None  # smallest valid value
     low_open: bool = False  # ``low`` itself is invalid
     below: float | None = None  # every valid value is strictly below this
+    pattern: str | None = None  # a string field's values match this regular expression
 
 
 def knob(default, help: str, **limits):
@@ -83,11 +86,21 @@ class ESampConfig:
     group_ttl: float = knob(30.0, "Seconds an idle group keeps its distiller before its slot is freed.", low=0.0)
     group_by: str = knob("request", "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
                          choices=GROUP_BY)
+    named_groups: str = knob(
+        "allow", "'deny': refuse requests that name an explore_group (HTTP 400), for servers shared by clients who must not "
+        "meet in one group; --esamp-group-by prompt is refused with it.", choices=NAMED_GROUPS)
+    scope_header: str = knob(
+        "", "A request header (set by a trusted gateway) whose value scopes named groups: the same explore_group under two "
+        "values is two groups, and a request naming a group without the header is refused. Empty: one namespace.",
+        pattern=r"[A-Za-z0-9-]{0,64}")
     seed: int = knob(0, "Seed of the distillers' initialisation.", low=0)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _check(self, f.name, type(f.default), f.metadata["knob"])
+        if self.named_groups == "deny" and self.group_by == "prompt":
+            raise ValueError("ESampConfig.group_by 'prompt' joins clients who send the same prompt; "
+                             "it cannot be used with named_groups 'deny'")
 
     @property
     def calibrated(self) -> bool:
@@ -113,6 +126,10 @@ def _check(cfg: ESampConfig, name: str, kind: type, spec: Knob) -> None:
     if spec.choices is not None:
         if value not in spec.choices:
             raise ValueError(f"ESampConfig.{name} must be one of {', '.join(spec.choices)}; got {value!r}")
+        return
+    if kind is str:
+        if not isinstance(value, str) or (spec.pattern is not None and not re.fullmatch(spec.pattern, value)):
+            raise ValueError(f"ESampConfig.{name} must be a string matching {spec.pattern}; got {value!r}")
         return
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"ESampConfig.{name} must be an integer, got {value!r}")

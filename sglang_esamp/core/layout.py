@@ -5,15 +5,22 @@ tensors (g, R, D): one block per live group, R = the largest group's row count, 
 masked out. The layout is computed on the host from the slot list that the scheduler already
 holds as Python ints, then copied to the device once, so nothing here reads device memory.
 
+One large group must not make every small one pay its row count (one request with n = 256
+beside 31 single-row groups would pack 32 x 256 rows for 287 real ones), so ``split``
+sorts the groups into buckets of row counts up to a power of two and gives one layout per
+bucket: the packed rows of all buckets together are at most twice the real rows.
+
 Usage::
 
     layout = BatchLayout.from_slots([3, 3, -1, 7], device)   # row 2 has no distiller
     packed = layout.pack(hidden)                             # (2, 2, D)
     rows = layout.unpack(packed)                             # (3, D), for layout.rows
+    for part, positions in layout.split: ...                 # positions: (m,) into layout.rows
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +36,7 @@ class BatchLayout:
     rows: torch.Tensor  # (M,) int64: batch rows that have a slot
     row_list: tuple[int, ...]  # the same, on the host
     row_group: torch.Tensor  # (M,) int64: index into slots
+    row_group_list: tuple[int, ...]  # the same, on the host
     row_pos: torch.Tensor  # (M,) int64: position inside its group's block
     group_rows: torch.Tensor  # (g,) float32: rows per group, for the mean loss
 
@@ -60,9 +68,31 @@ class BatchLayout:
             rows=to_dev(rows, torch.int64),
             row_list=tuple(rows),
             row_group=to_dev(row_group, torch.int64),
+            row_group_list=tuple(row_group),
             row_pos=to_dev(row_pos, torch.int64),
             group_rows=to_dev(counts, torch.float32),
         )
+
+    @functools.cached_property
+    def split(self) -> tuple[tuple[BatchLayout, torch.Tensor | None], ...]:
+        """(layout, positions) per bucket of groups whose row counts round up to the same power
+        of two; positions: (m,) indices into ``rows`` of that layout's rows, None when there
+        is one bucket (the layout itself)."""
+        slot_of_row = dict.fromkeys(range(self.num_rows), -1)
+        counts: dict[int, int] = {}
+        for row, g in zip(self.row_list, self.row_group_list):
+            slot_of_row[row] = self.slot_list[g]
+            counts[g] = counts.get(g, 0) + 1
+        bucket = {self.slot_list[g]: (n - 1).bit_length() for g, n in counts.items()}  # ceil(log2 n)
+        if len(set(bucket.values())) <= 1:
+            return ((self, None),)
+        position = {row: i for i, row in enumerate(self.row_list)}
+        device = self.rows.device
+        parts = []
+        for b in sorted(set(bucket.values())):
+            part = BatchLayout.from_slots([s if s >= 0 and bucket[s] == b else -1 for s in slot_of_row.values()], device)
+            parts.append((part, torch.tensor([position[r] for r in part.row_list], dtype=torch.int64).to(device, non_blocking=True)))
+        return tuple(parts)
 
     @property
     def num_groups(self) -> int:

@@ -5,7 +5,7 @@ a slot while any of its requests runs. When its last request ends, the slot turn
 group keeps its distiller for ``ttl`` seconds in case more of its requests arrive, then the
 slot is freed. When every slot is taken, the least recently used idle group is evicted. When
 every slot is busy, the group gets no slot: its requests run untilted and ``denied`` counts
-them. A slot is never shared by two groups.
+them (a caller may try again later). A slot is never shared by two groups (``check``).
 
 Pure host-side bookkeeping; the caller resets the distiller of a slot handed out ``fresh``.
 
@@ -45,8 +45,9 @@ class GroupTable:
         """Groups with at least one running request."""
         return sum(1 for e in self.entries.values() if e.refs > 0)
 
-    def acquire(self, key: str) -> tuple[int | None, bool]:
-        """One more request of group ``key``. Returns (slot, fresh) or (None, False) if denied."""
+    def acquire(self, key: str, count_denial: bool = True) -> tuple[int | None, bool]:
+        """One more request of group ``key``. Returns (slot, fresh) or (None, False) if denied
+        (counted in ``denied`` unless ``count_denial`` is False: a retry of a denied request)."""
         self.expire()
         entry = self.entries.get(key)
         if entry is not None:
@@ -55,7 +56,7 @@ class GroupTable:
             return entry.slot, False
         slot = self.free.pop() if self.free else self._evict_idle()
         if slot is None:
-            self.denied += 1
+            self.denied += count_denial
             return None, False
         self.entries[key] = _Entry(slot, 1, 0.0)
         return slot, True
@@ -80,6 +81,12 @@ class GroupTable:
         now = self.clock()
         for key in [k for k, e in self.entries.items() if e.refs == 0 and now - e.idle_since >= self.ttl]:
             self.free.append(self.entries.pop(key).slot)
+
+    def check(self) -> None:
+        """Raise if the table is inconsistent: a slot held twice or lost, or a negative count."""
+        held = [e.slot for e in self.entries.values()]
+        if sorted(held + self.free) != list(range(self.max_groups)) or any(e.refs < 0 for e in self.entries.values()):
+            raise AssertionError(f"group table inconsistent: held {held}, free {self.free}")
 
     def _evict_idle(self) -> int | None:
         for key, entry in self.entries.items():  # oldest first

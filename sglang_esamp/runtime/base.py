@@ -39,6 +39,9 @@ VERSION = 1  # bump when the recipe below changes, so cached bases are refitted
 NEW_TOKENS = 128  # continuation length per prompt
 GEN_BATCH = 20
 FIT_STEPS = 600
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+FULL_HASH_BYTES = 2**30  # hash every byte of models up to this size (about half a second per GiB)
+SAMPLES, SAMPLE_BYTES = 64, 2**16  # larger models: 64 reads of 64 KiB per file
 
 
 @dataclass
@@ -50,12 +53,36 @@ class CalibrationInfo:
     rel_err: float
 
 
+def weights_digest(root: Path) -> str:
+    """A hash of the model's weight files by content: all their bytes when they total at most
+    ``FULL_HASH_BYTES``; otherwise each file's safetensors header (tensor names, shapes,
+    dtypes, offsets, metadata) and ``SAMPLES`` evenly spread reads of ``SAMPLE_BYTES``. A
+    fine-tuned checkpoint with the same name and shapes differs in nearly every sample."""
+    files = sorted(p for pattern in WEIGHT_FILES for p in root.glob(pattern))
+    full = sum(p.stat().st_size for p in files) <= FULL_HASH_BYTES
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            if full:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                continue
+            if path.suffix == ".safetensors":
+                header = int.from_bytes(f.read(8), "little")
+                digest.update(f.read(min(header, 1 << 26)))
+            for k in range(SAMPLES):
+                f.seek(max(0, (size - SAMPLE_BYTES) * k // (SAMPLES - 1)))
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def _model_key(model_path: str, cfg: ESampConfig) -> str:
-    root = Path(model_path)
-    files = {p.name: p.stat().st_size for p in sorted(root.glob("*.safetensors"))}
+    root = Path(model_path).resolve()
     ident = {
         "config": (root / "config.json").read_text() if (root / "config.json").is_file() else "",
-        "weights": files,
+        "weights": weights_digest(root),
         "layer": cfg.source_layer, "distiller": cfg.distiller, "intermediate": cfg.intermediate, "rank": cfg.rank,
         "seed": cfg.seed, "version": VERSION,
     }
@@ -111,13 +138,14 @@ def calibrate(model_path: str, cfg: ESampConfig, progress: bool = True) -> tuple
 
 def load_or_calibrate(model_path: str, cfg: ESampConfig, progress: bool = False) -> tuple[BaseFit, Path]:
     """The cached base for this model and distiller shape, fitted first if there is none.
-    Concurrent first starts fit it once (file lock)."""
+    Concurrent first starts fit it once (file lock); the file appears whole (a rename)."""
     path = base_path(model_path, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():
             return _load(path), path
+        path.with_suffix(".tmp").unlink(missing_ok=True)  # left by a killed fit
         logger.info("ESamp: fitting the calibrated base distiller for %s (once; cached at %s)", model_path, path)
         fit, info = calibrate(model_path, cfg, progress)
         logger.info(

@@ -72,6 +72,19 @@ def from_namespace(args: argparse.Namespace) -> ESampConfig:
     return ESampConfig(**{f.name: getattr(args, "esamp_" + f.name) for f in dataclasses.fields(ESampConfig)})
 
 
+def check_server_args(server_args, cfg: ESampConfig | None) -> None:
+    """Refuse, at start, the SGLang features ESamp cannot run with."""
+    if cfg is None:
+        return
+    spec = getattr(server_args, "speculative_algorithm", None)
+    if spec:
+        raise ValueError(f"--enable-esamp cannot run with speculative decoding (--speculative-algorithm {spec}): the draft "
+                         "model captures the same hidden layers that ESamp reads, and its tokens would bypass the tilt")
+    if (getattr(server_args, "pp_size", 1) or 1) > 1:
+        raise ValueError("--enable-esamp does not support pipeline parallelism (--pp-size > 1): the distiller needs the "
+                         "first layer's output and the LM head's input in one process")
+
+
 def export(cfg: ESampConfig | None) -> None:
     """Make ``cfg`` the configuration of this process and of the processes it starts."""
     if cfg is None:

@@ -8,9 +8,10 @@ What each step of a decode does is in ``runtime.py``.
 | hooked path                                           | type   | why                                      |
 | ----------------------------------------------------- | ------ | ---------------------------------------- |
 | server_args.ServerArgs.add_cli_args                   | AFTER  | --enable-esamp and --esamp-* flags        |
-| server_args.prepare_server_args                       | AROUND | export the flags' config to children      |
-| api_types.decode_SamplingParams                       | AROUND | /generate contract accepts explore keys   |
+| server_args.prepare_server_args                       | AROUND | export the flags' config; refuse spec/pp  |
+| api_types.decode_SamplingParams                       | AROUND | /generate: explore checked before a stream starts |
 | TokenizerManager.__init__                             | AFTER  | validate explore, carry it in custom_params |
+| TokenizerManager.generate_request                     | BEFORE | the scope header's value (--esamp-scope-header) |
 | OpenAIServingCompletion._build_sampling_params        | AFTER  | explore from the /v1/completions body     |
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
 | TokenizerManager.update_request_meta_info             | AFTER  | meta_info["esamp"] as one object          |
@@ -33,12 +34,12 @@ The OpenAI request models also get ``extra="allow"`` so that ``explore`` survive
 
 from __future__ import annotations
 
+from sglang.api.v1.api_types import JsonContractError
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from . import flags
-from .params import CUSTOM_KEY, REQUEST_KEYS, parse_request
+from .params import CUSTOM_KEY, REQUEST_KEYS, SCOPE_KEY, check_custom_params, check_request, parse_request, with_scope
 from .runtime import ESampRuntime
-from .step import Step
 
 _RUNTIME: ESampRuntime | None = None  # this scheduler process's runtime, once the model is loaded
 
@@ -51,24 +52,38 @@ def add_cli_args(result, parser):
 
 
 def prepare_server_args(original, argv):
-    flags.export(flags.parse(argv))
-    return original(argv)
+    cfg = flags.parse(argv)
+    flags.export(cfg)
+    server_args = original(argv)
+    flags.check_server_args(server_args, cfg)
+    return server_args
 
 
 # ---- tokenizer manager and API routes: the request parameters ----
 
 
 def decode_sampling_params(original, value):
-    if isinstance(value, dict) and any(k in value for k in REQUEST_KEYS):
+    """/generate's contract: check explore and explore_group here, before a stream starts
+    (a contract error is an HTTP 400), then let the contract see the rest."""
+    if isinstance(value, dict):
+        try:
+            check_custom_params(value.get("custom_params"))
+            if any(k in value for k in REQUEST_KEYS):
+                check_request(value.get("explore"), value.get("explore_group"), flags.current())
+        except ValueError as exc:
+            raise JsonContractError(str(exc)) from None
         value = {k: v for k, v in value.items() if k not in REQUEST_KEYS}
     return original(value)
 
 
 def tokenizer_manager_init(result, manager, *args, **kwargs):
-    base, cfg = manager.sampling_params_class, flags.current()
+    base = manager.sampling_params_class
+    cfg = manager.esamp_config = flags.current()
 
     def make_sampling_params(**kwargs):
-        spec = parse_request(kwargs.pop("explore", None), kwargs.pop("explore_group", None), cfg)
+        scope = kwargs.pop(SCOPE_KEY, None)
+        check_custom_params(kwargs.get("custom_params"))
+        spec = parse_request(kwargs.pop("explore", None), kwargs.pop("explore_group", None), cfg, scope)
         params = base(**kwargs)
         if spec is not None:
             params.custom_params = dict(params.custom_params or {}) | {CUSTOM_KEY: spec}
@@ -77,10 +92,24 @@ def tokenizer_manager_init(result, manager, *args, **kwargs):
     manager.sampling_params_class = make_sampling_params
 
 
+def generate_request(manager, obj, request=None, *args, **kwargs):
+    """With --esamp-scope-header, the header's value rides in the request's sampling params
+    (under a key no client can send: /generate's contract refuses unknown keys, the OpenAI
+    routes copy only known ones) to ``make_sampling_params``."""
+    cfg = getattr(manager, "esamp_config", None)
+    if cfg is not None and cfg.scope_header:
+        scope = request.headers.get(cfg.scope_header) if request is not None else None
+        obj.sampling_params = with_scope(obj.sampling_params, scope)
+
+
 def openai_extra_fields(result, *args, **kwargs):
-    """Copy explore/explore_group from an OpenAI request body into its sampling params."""
+    """Copy explore/explore_group from an OpenAI request body into its sampling params,
+    checked before any response starts."""
     request = next(a for a in args if hasattr(a, "model_extra"))
     result.update({k: v for k, v in (request.model_extra or {}).items() if k in REQUEST_KEYS})
+    check_custom_params(result.get("custom_params"))
+    if any(k in result for k in REQUEST_KEYS):
+        check_request(result.get("explore"), result.get("explore_group"), flags.current())
     return result
 
 
@@ -126,7 +155,7 @@ def server_capture_mode(original):
 
 def forward_batch_init_new(result, cls, batch, *args, **kwargs):
     if _RUNTIME is not None:
-        result.esamp = Step.of(batch.reqs)
+        result.esamp = _RUNTIME.new_step(batch.reqs)
     return result
 
 
@@ -198,6 +227,7 @@ HOOKS = [
     (S + "server_args.prepare_server_args", prepare_server_args, HookType.AROUND),
     ("sglang.api.v1.api_types.decode_SamplingParams", decode_sampling_params, HookType.AROUND),
     (S + "managers.tokenizer_manager.TokenizerManager.__init__", tokenizer_manager_init, HookType.AFTER),
+    (S + "managers.tokenizer_manager.TokenizerManager.generate_request", generate_request, HookType.BEFORE),
     (S + "entrypoints.openai.serving_completions.OpenAIServingCompletion._build_sampling_params", openai_extra_fields,
      HookType.AFTER),
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),

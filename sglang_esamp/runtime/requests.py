@@ -2,9 +2,13 @@
 
 ``attach`` runs when the scheduler creates a request: the request's group finds (or opens)
 its distiller slot in the ``GroupTable`` and the request gets a ``RequestState`` (its one
-attribute on SGLang's Req, ``req.esamp``). ``release`` runs once when it finishes or is
-aborted. The novelty ``||h - h_hat||`` of every row is summed per request on the device and
-read on the host only for the finished request's metadata.
+attribute on SGLang's Req, ``req.esamp``). It trusts nothing: a spec that is not one the
+API layer makes, or any error, leaves the request plain (counted in ``rejected``). When
+every slot is busy the request is denied one; ``retry`` (called at each of its steps) gives
+it the next slot that frees, so a denied request does not stay untilted for its whole life.
+``release`` runs once when the request finishes or is aborted, and releases only the hold
+it acquired. The novelty ``||h - h_hat||`` of every row is summed per request on the device
+and read on the host only for the finished request's metadata.
 
 Usage::
 
@@ -17,13 +21,16 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..core import BatchLayout, ESampConfig, GroupStats, GroupTable
-from .params import CUSTOM_KEY, group_label
+from .params import CUSTOM_KEY, group_label, read_spec
+
+logger = logging.getLogger(__name__)
 
 MAX_TRACKED_REQUESTS = 65536  # rows of the per-request novelty table
 
@@ -32,9 +39,10 @@ MAX_TRACKED_REQUESTS = 65536  # rows of the per-request novelty table
 class RequestState:
     beta: float
     key: str
-    slot: int | None  # None: every slot was busy, the request samples untilted
+    slot: int | None  # None: every slot was busy, the request samples untilted until one frees
     row_id: int | None  # index into the per-request novelty table; None when it is full
     released: bool = False
+    denied: bool = False  # it waited for a slot at some point
 
     @property
     def live_slot(self) -> int:
@@ -54,37 +62,65 @@ class RequestTracker:
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.free_rows = list(range(MAX_TRACKED_REQUESTS - 1, -1, -1))
+        self.rejected = 0  # requests whose ESamp spec was not valid: they ran plain
 
     def attach(self, req) -> None:
-        spec = (req.sampling_params.custom_params or {}).get(CUSTOM_KEY)
-        if spec is None:
-            return
-        key = spec["group"]
-        if self.cfg.group_by == "prompt" and key.startswith("r:"):
-            key = "p:" + hashlib.sha1(str(list(req.origin_input_ids)).encode()).hexdigest()
-        slot, fresh = self.table.acquire(key)
+        try:
+            custom = req.sampling_params.custom_params
+            spec = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
+            if spec is None:
+                return
+            parsed = read_spec(spec, self.cfg)
+            if parsed is None:
+                self._reject(req, f"an ESamp spec that the API layer does not make: {str(spec)[:80]}")
+                return
+            beta, key = parsed
+            if self.cfg.group_by == "prompt" and key.startswith("r:"):
+                key = "p:" + hashlib.sha1(str(list(req.origin_input_ids)).encode()).hexdigest()
+            slot = self._acquire(key, count_denial=True)
+            state = req.esamp = RequestState(beta, key, slot, None, denied=slot is None)
+            if self.free_rows:
+                state.row_id = self.free_rows.pop()
+                self.novelty_sum[state.row_id] = 0.0
+                self.novelty_count[state.row_id] = 0.0
+        except Exception:  # never a reason to fail the scheduler: the request runs plain
+            logger.exception("ESamp could not attach request %s; it samples untilted", getattr(req, "rid", "?"))
+            self._reject(req, None)
+
+    def _reject(self, req, why: str | None) -> None:
+        self.rejected += 1
+        if why is not None:
+            logger.warning("ESamp: request %s carries %s; it samples untilted", getattr(req, "rid", "?"), why)
+        if getattr(req, "esamp", None) is not None:
+            self.release(req)
+        req.esamp = None
+
+    def _acquire(self, key: str, count_denial: bool) -> int | None:
+        slot, fresh = self.table.acquire(key, count_denial=count_denial)
         if slot is not None and fresh:
             self.on_new_group(slot)
-        row_id = self.free_rows.pop() if self.free_rows else None
-        if row_id is not None:
-            self.novelty_sum[row_id] = 0.0
-            self.novelty_count[row_id] = 0.0
-        req.esamp = RequestState(spec["explore"], key, slot, row_id)
+        return slot
+
+    def retry(self, state: RequestState) -> None:
+        """A denied, still running request: take a slot for its group if one is free now."""
+        if state.slot is None and not state.released:
+            state.slot = self._acquire(state.key, count_denial=False)
 
     def release(self, req) -> RequestState | None:
-        """The request finished or was aborted: free its row and its hold on the group."""
+        """The request finished or was aborted: free its row and the hold it acquired."""
         state: RequestState | None = getattr(req, "esamp", None)
         if state is None or state.released:
             return None
         state.released = True
         if state.row_id is not None:
             self.free_rows.append(state.row_id)
-        self.table.release(state.key)
+        if state.slot is not None:  # a denied request holds nothing
+            self.table.release(state.key)
         return state
 
     def metadata(self, state: RequestState, stats: GroupStats) -> dict:
         """What the response reports (host reads of the device counters)."""
-        info = {"group": group_label(state.key), "explore": state.beta, "slot": state.slot}
+        info = {"group": group_label(state.key), "explore": state.beta, "slot": state.slot, "denied": state.denied}
         if state.slot is not None:
             snap = stats.snapshot(state.slot)
             info |= {k: snap[k] for k in ("steps", "loss", "loss_mean", "rel_err")}

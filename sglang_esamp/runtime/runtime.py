@@ -25,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 
 import torch
 
 from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
+from ..core.trainer import TRACE_EVERY
 from .plan import TILTED, Form, plan_rows
 from .requests import RequestTracker
 from .step import Step
@@ -37,7 +39,7 @@ from .tilting import Tilter, sampling_params_for
 
 logger = logging.getLogger(__name__)
 
-PROMPT_ROWS = 1024  # a prompt fit uses at most this many of each request's last prefilled tokens
+PROMPT_ROWS = 1024  # a group's prompt fit uses at most this many prefilled tokens (each request's last ones)
 
 
 class ESampRuntime:
@@ -57,6 +59,8 @@ class ESampRuntime:
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way
         self.tilted_rows = {form.value: 0 for form in TILTED}  # row-steps per form of the tilt
+        self.faults: dict[str, int] = {}  # exceptions absorbed, per part of the step
+        self._last_trace: dict[str, float] = {}
         logger.info(
             "ESamp enabled: %s; %.1f MB per group, %d groups",
             ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items()),
@@ -69,6 +73,9 @@ class ESampRuntime:
         layer's output, load the calibrated base if the config asks for it, and build."""
         from sglang.srt.runtime_context import get_parallel
 
+        from .flags import check_server_args
+
+        check_server_args(runner.server_args, cfg)  # the engine does not pass prepare_server_args
         if get_parallel().tp_size > 1:
             raise ValueError("ESamp does not support tensor parallelism (tp > 1) yet; see docs/server.md")
         model = runner.model
@@ -111,7 +118,44 @@ class ESampRuntime:
     def finish(self, req, with_metadata: bool) -> None:
         state = self.requests.release(req)
         if state is not None and with_metadata:
-            req.customized_info = dict(req.customized_info or {}) | {"esamp": [self.requests.metadata(state, self.stats)]}
+            try:
+                meta = self.requests.metadata(state, self.stats)
+            except Exception:
+                self._fault("metadata", [])
+                return
+            req.customized_info = dict(req.customized_info or {}) | {"esamp": [meta]}
+
+    def _fault(self, kind: str, slots: list[int]) -> None:
+        """Something ESamp does for a step raised: count it, log it (with the traceback at most
+        every ``TRACE_EVERY`` seconds per kind), re-initialise the groups it touched. The
+        caller then lets SGLang go on as if ESamp were off for these rows."""
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last_trace.get(kind, -float("inf")) >= TRACE_EVERY:
+            self._last_trace[kind] = now
+            logger.exception("ESamp %s failed (%d so far); its rows sample untilted", kind, self.faults[kind])
+        else:
+            logger.warning("ESamp %s failed (%d so far); its rows sample untilted", kind, self.faults[kind])
+        if slots:
+            try:
+                self.trainer.drain()  # no queued step may write the slots after their reset
+                self.bank.reset(slots)
+                self.stats.note_reset(slots)
+            except Exception:
+                logger.exception("ESamp could not re-initialise slots %s", slots)
+
+    def new_step(self, reqs) -> Step | None:
+        """The Step of a new batch (ForwardBatch.init_new), after giving denied requests of
+        the batch a slot if one has freed."""
+        try:
+            for req in reqs:
+                state = getattr(req, "esamp", None)
+                if state is not None and state.slot is None:
+                    self.requests.retry(state)
+            return Step.of(reqs)
+        except Exception:
+            self._fault("batch setup", [])
+            return None
 
     def server_stats(self) -> dict:
         table = self.requests.table
@@ -126,6 +170,9 @@ class ESampRuntime:
             "resets": self.stats.total_resets,
             "evictions": table.evictions,
             "denied_groups": table.denied,
+            "rejected_requests": self.requests.rejected,
+            "trainer_failures": self.trainer.failures,
+            "faults": dict(self.faults),
             "bytes_per_group": self.bank.bytes_per_group,
             "tilted_rows": dict(self.tilted_rows),
             "config": dataclasses.asdict(self.cfg),
@@ -158,12 +205,19 @@ class ESampRuntime:
         if step is not None and self.prompt_pending and aux_hidden_states is not None and metadata.forward_mode.is_extend():
             from sglang.srt.layers.aux_hidden_states import pack_aux_hidden_states
 
-            self.fit_prompts(step, pack_aux_hidden_states(aux_hidden_states), hidden_states)  # every prefilled token
+            try:
+                self.fit_prompts(step, pack_aux_hidden_states(aux_hidden_states), hidden_states)  # every prefilled token
+            except Exception:
+                self._fault("prompt fit", [])
         final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
         # the next head call reads pruned_states, one row per request, with no rescaling of its logits
         plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping
         if step is not None and plain_head and not metadata.extend_return_logprob:
-            self.prepare(step, stored, pruned_states)
+            try:
+                self.prepare(step, stored, pruned_states)
+            except Exception:  # sample() predicts again, or samples plainly
+                step.clear()
+                self._fault("prediction", list(step.layout.slot_list) if step.layout is not None else [])
         return torch.cat([stored, final.to(stored.dtype)], dim=-1)
 
     def fit_prompts(self, step: Step, h1: torch.Tensor, h: torch.Tensor) -> None:
@@ -175,13 +229,15 @@ class ESampRuntime:
         starts = step.prefix_lens or [1] * len(lens or ())
         if lens is None or len(lens) != len(step.reqs) or sum(lens) != h.shape[0]:
             return
-        rows, row_slots, offset = [], [], 0
+        rows, row_slots, offset, taken = [], [], 0, {}
         for state, n, start in zip(step.states, lens, starts):
             slot = -1 if state is None else state.live_slot
             if slot in self.prompt_pending:
-                first = offset + max(n - PROMPT_ROWS, 1 if start == 0 else 0)
+                budget = PROMPT_ROWS - taken.get(slot, 0)  # the bound is per group, whatever its requests
+                first = offset + max(n - budget, 1 if start == 0 else 0)
                 rows += range(first, offset + n)
                 row_slots += [slot] * (offset + n - first)
+                taken[slot] = taken.get(slot, 0) + offset + n - first
             offset += n
         if not rows:
             return
@@ -209,7 +265,12 @@ class ESampRuntime:
         step = self.active
         if step is None or step.head_input is None:
             return None
-        return self.tilter.head_logits(step.head_input, head_fn, hidden_states, step.sampling_info.temperatures)
+        try:
+            return self.tilter.head_logits(step.head_input, head_fn, hidden_states, step.sampling_info.temperatures)
+        except Exception:  # the head reads the plain input; the rows take the dense form after it
+            step.head_input, step.plan = None, step.plan.without_head_input()
+            self._fault("head-input tilt", [])
+            return None
 
     # ---- sampling ----
 
@@ -223,18 +284,14 @@ class ESampRuntime:
             return sample_fn(logits_output, forward_batch)
         h1, h = captured[:, : self.hidden], captured[:, self.hidden :]  # (rows, D) each
         logits_output.hidden_states = h1  # what SGLang itself captures in this mode
-        if step.plan is None:  # a replayed graph: nothing ran before the head
-            layout = step.batch_layout(h1.device)
-            step.h_hat, step.plan = self.trainer.predict(layout, h1), self._plan(step, layout, head_input=False)
-        elif step.head_input is not None and not step.head_input.read:
-            step.plan = step.plan.without_head_input()
-        plan, info = step.plan, forward_batch.sampling_info
-        self.requests.record_novelty(step.states, plan.layout, h, step.h_hat)
-        for form in TILTED:
-            self.tilted_rows[form.value] += len(plan.rows(form))
-        if any(f in (Form.DENSE, Form.CANDIDATES) for f in plan.forms):
-            step.tilt_pending = (plan, step.h_hat, info)
-        forward_batch.sampling_info = sampling_params_for(plan, info, logits_output.next_token_logits.shape[-1])
+        info = forward_batch.sampling_info
+        try:
+            sample_info = self._before_sampling(step, h1, h, info, forward_batch, logits_output.next_token_logits.shape[-1])
+        except Exception:  # this step samples plainly and trains nothing
+            step.clear()
+            self._fault("prediction", list(step.layout.slot_list) if step.layout is not None else [])
+            return sample_fn(logits_output, forward_batch)
+        forward_batch.sampling_info = sample_info
         outer, self.active = self.active, step
         try:
             ids = sample_fn(logits_output, forward_batch)
@@ -245,8 +302,27 @@ class ESampRuntime:
                 forward_batch.sampling_info = info
             step.clear()
         if forward_batch.forward_mode.is_decode():
-            self.trainer.submit(step.train_layout(h1.device), h1, h)
+            try:
+                self.trainer.submit(step.train_layout(h1.device), h1, h)
+            except Exception:
+                self._fault("training", list(step.layout.slot_list))
         return ids
+
+    def _before_sampling(self, step: Step, h1, h, info, forward_batch, vocab: int):
+        """Plan the step (predicting now if a replayed graph skipped the forward's hooks),
+        record novelty, queue the tilt for ``apply_tilt``; the SamplingBatchInfo to sample with."""
+        if step.plan is None:
+            layout = step.batch_layout(h1.device)
+            step.h_hat, step.plan = self.trainer.predict(layout, h1), self._plan(step, layout, head_input=False)
+        elif step.head_input is not None and not step.head_input.read:
+            step.plan = step.plan.without_head_input()
+        plan = step.plan
+        self.requests.record_novelty(step.states, plan.layout, h, step.h_hat)
+        for form in TILTED:
+            self.tilted_rows[form.value] += len(plan.rows(form))
+        if any(f in (Form.DENSE, Form.CANDIDATES) for f in plan.forms):
+            step.tilt_pending = (plan, step.h_hat, info, forward_batch)
+        return sampling_params_for(plan, info, vocab)
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the DENSE and CANDIDATES rows in place, after SGLang's penalties, grammar and
@@ -254,6 +330,11 @@ class ESampRuntime:
         step = self.active
         if step is None or step.tilt_pending is None:
             return
-        plan, h_hat, info = step.tilt_pending
+        plan, h_hat, info, forward_batch = step.tilt_pending
         step.tilt_pending = None
-        self.tilter.after_head(plan, h_hat, logits_output.next_token_logits, info)
+        try:
+            self.tilter.after_head(plan, h_hat, logits_output.next_token_logits, info)
+        except Exception:  # the rows keep their logits; their own filters are back for the sampler
+            info.grammar_mask = None  # applied already, as SGLang frees it
+            forward_batch.sampling_info = info
+            self._fault("tilt", [])

@@ -120,3 +120,25 @@ def test_bytes_per_group_counts_weights_and_adam_moments():
     bank = DistillerBank(ESampConfig(max_groups=1), hidden=576)
     weights = 2 * 3 * 576 * 384 + 576
     assert bank.bytes_per_group == 3 * weights * 4 + 4
+
+
+def test_groups_of_very_different_sizes_predict_and_train_as_if_alone():
+    """The size buckets of BatchLayout.split change the packing, not the result."""
+    cfg = ESampConfig(max_groups=6, intermediate=8)
+    sizes = [40, 1, 1, 3, 9, 1]
+    slots = [g for g, n in enumerate(sizes) for _ in range(n)]
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.randn(len(slots), 8, generator=g), torch.randn(len(slots), 8, generator=g)
+    together, alone = DistillerBank(cfg, 8), DistillerBank(cfg, 8)
+    layout = BatchLayout.from_slots(slots)
+    assert len(layout.split) == 4
+    pred = together.predict(layout, src)
+    res = together.train_step(layout, src, tgt)
+    assert sorted(res.slots.tolist()) == list(range(6)) and bool(res.ok.all())
+    for s in range(6):
+        own = BatchLayout.from_slots([x if x == s else -1 for x in slots])
+        torch.testing.assert_close(pred[layout.row_group == layout.slot_list.index(s)], alone.predict(own, src))
+        solo = alone.train_step(own, src, tgt)
+        torch.testing.assert_close(res.loss[res.slots == s], solo.loss)
+    for k in together.params:
+        torch.testing.assert_close(together.params[k], alone.params[k])

@@ -38,6 +38,9 @@ def test_init_and_tilt_defaults_come_from_the_ablation():
         ("trainer", "gpu"),
         ("group_ttl", "long"),
         ("source_layer", True),
+        ("named_groups", "maybe"),
+        ("scope_header", "X Tenant"),
+        ("scope_header", 5),
     ],
 )
 def test_invalid_values_name_the_field(field, value):
@@ -62,3 +65,9 @@ def test_field_names_cover_every_field():
 def test_init_kinds_name_their_start_and_prompt_fit(init, calibrated, prompt_fit):
     cfg = ESampConfig(init=init)
     assert (cfg.calibrated, cfg.prompt_fit) == (calibrated, prompt_fit)
+
+
+def test_named_groups_deny_refuses_prompt_grouping():
+    with pytest.raises(ValueError, match="ESampConfig.group_by 'prompt'"):
+        ESampConfig(named_groups="deny", group_by="prompt")
+    assert ESampConfig(named_groups="deny").group_by == "request" and ESampConfig(scope_header="X-Tenant").scope_header == "X-Tenant"

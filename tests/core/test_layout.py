@@ -23,3 +23,21 @@ def test_pack_unpack_round_trip_with_rows_without_slot():
 def test_empty_layout():
     layout = BatchLayout.from_slots([-1, -1])
     assert layout.is_empty and layout.max_rows == 0 and layout.num_rows == 2
+
+
+def test_split_buckets_groups_by_size_so_padding_stays_below_twice_the_rows():
+    slots = [0] * 256 + list(range(1, 32))  # one request with n = 256 beside 31 single rows
+    layout = BatchLayout.from_slots(slots[::-1])
+    parts = layout.split
+    padded = sum(part.num_groups * part.max_rows for part, _ in parts)
+    assert len(parts) == 2 and padded == 287 and layout.num_groups * layout.max_rows == 32 * 256
+    seen = torch.cat([layout.rows[pos] for _, pos in parts])
+    assert sorted(seen.tolist()) == layout.rows.tolist()  # every row in exactly one part
+    for part, pos in parts:
+        assert torch.equal(part.rows, layout.rows[pos]) and part.num_rows == layout.num_rows
+    for sizes in ([3, 5, 9, 17, 2, 1], [7] * 4):
+        slots = [g for g, n in enumerate(sizes) for _ in range(n)]
+        layout = BatchLayout.from_slots(slots)
+        assert sum(p.num_groups * p.max_rows for p, _ in layout.split) <= 2 * len(slots)
+    same = BatchLayout.from_slots([0, 1, 1, 0])  # one bucket: the layout itself
+    assert same.split == ((same, None),)

@@ -151,15 +151,34 @@ def test_no_torn_reads_while_training_in_a_thread():
     assert len(versions) > 1  # the readers really overlapped the training
 
 
-def test_trainer_error_surfaces_on_the_sampling_side():
-    bank, _, trainer = setup()
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_a_failing_step_resets_its_groups_and_training_goes_on(mode, caplog):
+    """A step that raises reaches neither the sampling side nor the other groups: its groups
+    start over, the failure is counted and logged with its traceback, later steps train."""
+    bank, stats, trainer = setup(mode=mode, groups=3)
+    layout, other = BatchLayout.from_slots([0, 0, 1]), BatchLayout.from_slots([2])
+    trainer.submit(layout, torch.randn(3, D), torch.randn(3, D))
+    trainer.submit(other, torch.randn(1, D), torch.randn(1, D))
+    trainer.drain()
+    kept = {k: v[2].clone() for k, v in bank.params.items()}
+    real, calls = bank.train_step, []
 
-    def broken(*args):
-        raise ValueError("boom")
+    def broken(lay, *args):
+        calls.append(lay.slot_list)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(lay, *args)
 
     bank.train_step = broken
-    layout = BatchLayout.from_slots([0])
-    trainer.submit(layout, torch.zeros(1, D), torch.zeros(1, D))
-    with pytest.raises(RuntimeError, match="trainer failed"):
-        trainer.drain()
+    trainer.submit(layout, torch.randn(3, D), torch.randn(3, D))
+    trainer.drain()  # returns: the failure does not reach the sampling side
+    assert trainer.failures == 1 and trainer.finished == trainer.submitted == 3
+    assert "out of memory (injected)" in caplog.text
+    assert bank.step_count.tolist() == [0.0, 0.0, 1.0]  # slots 0 and 1 start over, slot 2 is untouched
+    for k in bank.params:
+        assert not bank.exp_avg[k][:2].any() and torch.equal(bank.params[k][2], kept[k])
+    assert stats.snapshot(0)["resets"] == stats.snapshot(1)["resets"] == 1 and stats.snapshot(2)["resets"] == 0
+    trainer.submit(layout, torch.randn(3, D), torch.randn(3, D))  # the next step trains again
+    trainer.drain()
+    assert trainer.failures == 1 and bank.step_count.tolist() == [1.0, 1.0, 1.0]
     trainer.close()

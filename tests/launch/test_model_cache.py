@@ -88,3 +88,20 @@ def test_real_embedded_model(embedded_model):
     tok = json.loads((embedded_model / "tokenizer_config.json").read_text())
     assert "im_start" in tok["chat_template"]
     assert model_cache.is_valid(embedded_model)
+
+
+def test_a_rebuild_keeps_the_previous_build_for_its_readers_and_cleans_killed_builds(fake_build):
+    path = model_cache.embedded_model_path()
+    first = path.resolve()
+    (first / model_cache.MANIFEST).unlink()  # corrupt: the next call rebuilds
+    killed = path.parent / f".{model_cache.MODEL_NAME}.killed-build"
+    killed.mkdir()  # the temporary folder of a build that was killed
+    held = open(first / "model.safetensors", "rb")  # a reader of the old build
+    assert model_cache.embedded_model_path() == path and len(fake_build) == 2
+    assert path.is_symlink() and path.resolve() != first and model_cache.is_valid(path)
+    assert first.is_dir() and held.read(3) == b"xxx"  # the previous build is still there
+    assert not killed.exists()
+    (path.resolve() / model_cache.MANIFEST).unlink()
+    model_cache.embedded_model_path()  # a third build: the first one goes, the second stays
+    assert not first.exists() and len(list(path.parent.glob(f"{model_cache.MODEL_NAME}@*"))) == 2
+    held.close()

@@ -83,3 +83,26 @@ def test_server_groups_start_from_the_calibrated_base(calibrated, tiny_model, ca
     assert first["calibrated+prompt"]["steps"] == 3  # 2 on the prompt's rows during the prefill, then the decode step
     # the first step's error is the initial distiller's: the base's is far below a random one's
     assert first["calibrated"]["rel_err"] < 0.8 * first["random"]["rel_err"], first
+
+
+@pytest.mark.parametrize("full_hash_bytes", [2**30, 0])  # every byte, and the sampled digest of large models
+def test_the_cache_key_is_the_weights_content_not_the_folder_name(tiny_model, tmp_path, monkeypatch, full_hash_bytes):
+    """A fine-tuned copy with the same folder name, config and shapes gets its own base."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setattr("sglang_esamp.runtime.base.FULL_HASH_BYTES", full_hash_bytes)
+    copies = []
+    for i, scale in enumerate((1.0, 1.05)):  # bf16 weights: a step it can represent
+        folder = tmp_path / str(i) / tiny_model.name
+        shutil.copytree(tiny_model, folder)
+        weights = folder / "model.safetensors"
+        tensors = load_file(weights)
+        save_file({k: v * scale for k, v in tensors.items()}, weights, metadata={"format": "pt"})
+        copies.append(folder)
+    cfg = ESampConfig(init="calibrated")
+    sizes = {(c / "model.safetensors").stat().st_size for c in copies}
+    assert copies[0].name == copies[1].name and len(sizes) == 1
+    assert base_path(str(copies[0]), cfg) != base_path(str(copies[1]), cfg)
+    assert base_path(str(copies[0]), cfg) == base_path(str(copies[0]), cfg)

@@ -52,3 +52,25 @@ def test_the_docs_flag_table_is_the_generated_one():
     assert table.strip() == flags.markdown_table(), "run: python -m sglang_esamp.runtime.flags, and paste into docs/server.md"
     for name, knob in ESampConfig.knobs().items():
         assert flags.flag_name(name) in table and knob.help in table
+
+
+@pytest.mark.parametrize("fields, message", [({"speculative_algorithm": "EAGLE3"}, "speculative decoding"),
+                                             ({"pp_size": 2}, "pipeline parallelism")])
+def test_features_esamp_cannot_run_with_are_refused(fields, message):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(**({"speculative_algorithm": None, "pp_size": 1} | fields))
+    with pytest.raises(ValueError, match=message):
+        flags.check_server_args(args, ESampConfig())
+    flags.check_server_args(args, None)  # a server without ESamp is SGLang's business
+
+
+@pytest.mark.server
+def test_the_launcher_refuses_speculative_decoding_at_start(tiny_model):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sglang_esamp.cli", "serve", "--model-path", str(tiny_model), "--enable-esamp",
+           "--speculative-algorithm", "EAGLE3", "--port", "9"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--enable-esamp cannot run with speculative decoding" in proc.stderr

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from sglang_esamp import ESampConfig
-from sglang_esamp.runtime.params import group_label, parse_request
+from sglang_esamp.runtime.params import CUSTOM_KEY, group_label, parse_request
 
 CFG = ESampConfig(max_explore=2.0)
 
@@ -40,3 +40,57 @@ def test_plain_server():
         parse_request(0.25, None, None)
     assert parse_request(0.0, None, None) is None
     assert parse_request(None, "g", None) is None
+
+
+def test_a_huge_integer_is_a_clear_error_not_an_overflow():
+    with pytest.raises(ValueError, match="explore must be a finite number"):
+        parse_request(10**400, None, CFG)
+
+
+@pytest.mark.parametrize("group", ["   ", "a\nb", "tab\there", "nul\x00", "\ud800lone", "bell\x07", "x" * 257, " " + "x" * 257])
+def test_groups_are_printable_and_not_blank(group):
+    with pytest.raises(ValueError, match="explore_group must be a non-empty string of at most 256 printable"):
+        parse_request(0.2, group, CFG)
+
+
+def test_group_names_are_trimmed_and_may_be_any_printable_text():
+    assert parse_request(0.2, "  team a  ", CFG)["group"] == "g:team a"
+    assert parse_request(0.2, "équipe-✓", CFG)["group"] == "g:équipe-✓"
+    assert parse_request(0.2, " " + "x" * 256 + " ", CFG)["group"] == "g:" + "x" * 256
+
+
+def test_reserved_custom_params_keys_are_refused():
+    from sglang_esamp.runtime.params import SCOPE_KEY, check_custom_params
+
+    for key in (CUSTOM_KEY, SCOPE_KEY):
+        with pytest.raises(ValueError, match=f"custom_params key '{key}' is reserved"):
+            check_custom_params({key: {"explore": 1.0, "group": "g:x"}})
+    check_custom_params({"temperature": 1.0})
+    check_custom_params(None)
+
+
+def test_named_groups_can_be_turned_off():
+    cfg = ESampConfig(named_groups="deny")
+    with pytest.raises(ValueError, match="explore_group is turned off on this server"):
+        parse_request(0.2, "team", cfg)
+    assert parse_request(0.2, None, cfg)["group"].startswith("r:")
+
+
+def test_scoped_groups_meet_only_within_a_scope():
+    cfg = ESampConfig(scope_header="X-Tenant")
+    a1, a2 = parse_request(0.2, "team", cfg, scope="acme"), parse_request(0.2, "team", cfg, scope="acme")
+    b = parse_request(0.2, "team", cfg, scope="bolt")
+    assert a1["group"] == a2["group"] != b["group"]
+    assert group_label(a1["group"]) == group_label(b["group"]) == "team"
+    with pytest.raises(ValueError, match="explore_group needs the X-Tenant header"):
+        parse_request(0.2, "team", cfg, scope=None)
+    assert parse_request(0.2, None, cfg, scope=None)["group"].startswith("r:")  # a private group needs no scope
+
+
+def test_read_spec_accepts_what_parse_request_makes():
+    from sglang_esamp.runtime.params import read_spec
+
+    for cfg, scope in ((CFG, None), (ESampConfig(max_explore=2.0, scope_header="X-Tenant"), "acme")):
+        for group in (None, "team", "x" * 256):
+            spec = parse_request(1.5, group, cfg, scope)
+            assert read_spec(spec, cfg) == (1.5, spec["group"])

@@ -324,3 +324,20 @@ def test_inits_without_prompt_fit_nothing():
     assert rt.prompt_pending == set()
     prefill(rt, [req], [4], [0], torch.randn(4, D), torch.randn(4, D))
     assert rt.trainer.submitted == 0
+
+
+def test_a_groups_prompt_fit_is_bounded_whatever_its_requests(monkeypatch):
+    """Two requests of one new group in one prefill: the fit takes at most PROMPT_ROWS rows
+    for the group (the first request's last ones), not PROMPT_ROWS per request."""
+    from sglang_esamp.runtime import runtime as runtime_mod
+
+    monkeypatch.setattr(runtime_mod, "PROMPT_ROWS", 4)
+    rt = make_runtime(init="prompt", prompt_steps=1)
+    reqs = [make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:x")]
+    for r in reqs:
+        rt.attach(r)
+    seen = []
+    real = rt.trainer.submit
+    rt.trainer.submit = lambda layout, src, tgt: (seen.append(layout.num_rows), real(layout, src, tgt))
+    prefill(rt, reqs, [6, 6], [0, 0], torch.randn(12, D), torch.randn(12, D))
+    assert seen == [4]

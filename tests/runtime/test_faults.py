@@ -1,0 +1,190 @@
+"""Fault injection against a real server: a trainer step that raises, a NaN distiller, a
+prediction that raises, clients that leave mid-stream, hostile request fields, and more named
+groups at once than there are slots. After each: /health answers, a plain greedy request
+gives the same text as before, and no group stays live."""
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from ..client import esamp_stats, generate_ok
+
+pytestmark = pytest.mark.server
+
+FAULTS_DIR = Path(__file__).resolve().parents[1] / "faults"
+PROMPT = "Once upon a time"
+TENANT_A, TENANT_B = {"X-Tenant": "acme"}, {"X-Tenant": "bolt"}
+
+
+@pytest.fixture(scope="module")
+def fault_server(tiny_model, tmp_path_factory):
+    """The tiny model with 2 distiller slots, idle groups freed at once, named groups scoped
+    by the X-Tenant header, and the fault hook (tests/faults/sitecustomize.py) reading its
+    armed faults from a file."""
+    import os
+
+    from sglang_esamp.launch.server import ServerProcess
+
+    faults = tmp_path_factory.mktemp("faults") / "armed.json"
+    faults.write_text("[]")
+    env = {"ESAMP_FAULTS": str(faults), "PYTHONPATH": os.pathsep.join([str(FAULTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    args = ["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", "2", "--esamp-group-ttl", "0",
+            "--esamp-scope-header", "X-Tenant"]
+    with ServerProcess(args, env=env) as srv:
+        srv.faults = faults
+        srv.reference = generate_ok(srv, PROMPT, temperature=0, max_new_tokens=12, ignore_eos=True)["text"]
+        yield srv
+
+
+def arm(server, *faults):
+    server.faults.write_text(json.dumps(list(faults)))
+
+
+def assert_healthy(server):
+    assert requests.get(server.url + "/health", timeout=30).status_code == 200
+    assert generate_ok(server, PROMPT, temperature=0, max_new_tokens=12, ignore_eos=True)["text"] == server.reference
+    deadline = time.time() + 20
+    while esamp_stats(server)["live_groups"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert esamp_stats(server)["live_groups"] == 0
+
+
+def explore_round(server, n=2, tokens=10):
+    outs = generate_ok(server, PROMPT, n=n, max_new_tokens=tokens, ignore_eos=True, explore=0.5)
+    assert all(o["meta_info"]["completion_tokens"] == tokens for o in outs)
+    return outs
+
+
+@pytest.mark.parametrize("fault, counter", [("train_raise", "trainer_failures"), ("predict_raise", "faults")])
+def test_a_raising_step_is_absorbed(fault_server, fault, counter):
+    before = esamp_stats(fault_server)
+    arm(fault_server, fault)
+    explore_round(fault_server)
+    after = esamp_stats(fault_server)
+    assert json.loads(fault_server.faults.read_text()) == []  # it fired
+    if counter == "faults":
+        assert after["faults"].get("prediction", 0) == before["faults"].get("prediction", 0) + 1
+    else:
+        assert after[counter] == before[counter] + 1
+    assert after["resets"] > before["resets"]  # the group started over
+    assert "injected fault" in fault_server.tail(200000)  # logged with its traceback
+    explore_round(fault_server)  # and the next requests explore and train again
+    assert esamp_stats(fault_server)["steps_finished"] > after["steps_finished"]
+    assert_healthy(fault_server)
+
+
+def test_a_nan_distiller_resets_and_samples_untilted(fault_server):
+    before = esamp_stats(fault_server)
+    arm(fault_server, "nan_distiller")
+    explore_round(fault_server, tokens=16)
+    after = esamp_stats(fault_server)
+    assert after["resets"] > before["resets"] and after["skipped_steps"] > before["skipped_steps"]
+    assert_healthy(fault_server)
+
+
+def test_clients_that_leave_mid_stream(fault_server):
+    body = {"text": PROMPT, "stream": True, "sampling_params": {"max_new_tokens": 300, "ignore_eos": True, "explore": 0.5, "n": 2}}
+    for _ in range(3):
+        with requests.post(fault_server.url + "/generate", json=body, stream=True, timeout=60) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            assert next(line for line in lines if line)  # a first chunk, then hang up
+    assert_healthy(fault_server)
+
+
+def error_message(r) -> str:
+    err = r.json().get("error", r.json().get("message"))
+    return err.get("message", "") if isinstance(err, dict) else str(err)
+
+
+@pytest.mark.parametrize(
+    "sampling, message",
+    [
+        ({"custom_params": {"__esamp__": "x"}}, "custom_params key '__esamp__' is reserved"),
+        ({"custom_params": {"__esamp__": {"explore": 1e300, "group": "g:a"}}}, "is reserved"),
+        ({"custom_params": {"__esamp_scope__": "acme"}}, "is reserved"),
+        ({"explore": 1e300}, "explore must be in [0, 4.0]"),
+        ({"explore": 0.5, "explore_group": "a\nb"}, "explore_group must be a non-empty string"),
+        ({"explore": 0.5, "explore_group": "   "}, "explore_group must be a non-empty string"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_hostile_fields_are_a_400_on_generate(fault_server, sampling, message, stream):
+    body = {"text": PROMPT, "stream": stream, "sampling_params": {"max_new_tokens": 4, **sampling}}
+    r = requests.post(fault_server.url + "/generate", json=body, timeout=60)
+    assert r.status_code == 400 and message in error_message(r), r.text
+    assert_healthy(fault_server)
+
+
+def test_a_huge_integer_explore_is_a_400(fault_server):
+    for stream in ("false", "true"):
+        raw = '{"text": "Hi", "stream": %s, "sampling_params": {"explore": 1%s}}' % (stream, "0" * 400)
+        r = requests.post(fault_server.url + "/generate", data=raw, headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code == 400 and "explore must be a finite number" in error_message(r), r.text
+    assert_healthy(fault_server)
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_hostile_fields_are_a_400_on_the_openai_routes(fault_server, route, stream):
+    base = {"model": "m", "max_tokens": 4, "stream": stream}
+    base |= {"prompt": PROMPT} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "Hi"}]}
+    for extra, message in (({"explore": 9}, "explore must be in"), ({"explore": 0.5, "explore_group": "a\tb"}, "explore_group"),
+                           ({"custom_params": {"__esamp__": "x"}}, "is reserved")):
+        r = requests.post(fault_server.url + route, json=base | extra, timeout=60)
+        assert r.status_code == 400 and message in error_message(r), r.text
+    assert_healthy(fault_server)
+
+
+def test_more_named_groups_than_slots(fault_server):
+    """10 groups at once for 2 slots: every request is answered in full, the denied ones say
+    so, and later ones take the slots that free."""
+    def one(i):
+        sampling = {"max_new_tokens": 24, "ignore_eos": True, "explore": 0.5, "explore_group": f"burst-{i}"}
+        body = {"text": PROMPT, "sampling_params": sampling}
+        r = requests.post(fault_server.url + "/generate", json=body, headers=TENANT_A, timeout=300)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    before = esamp_stats(fault_server)
+    with ThreadPoolExecutor(10) as pool:
+        metas = [o["meta_info"]["esamp"] for o in pool.map(one, range(10))]
+    assert all(o["group"].startswith("burst-") for o in metas)
+    assert any(m["denied"] for m in metas) and esamp_stats(fault_server)["denied_groups"] > before["denied_groups"]
+    assert any(m["slot"] is not None for m in metas)
+    assert_healthy(fault_server)
+    assert esamp_stats(fault_server)["held_slots"] == 0  # ttl 0: nothing stays held
+
+
+def test_named_groups_are_scoped_by_the_gateway_header(fault_server):
+    """The same explore_group under two tenants is two groups; without the header it is refused."""
+    import threading
+
+    def named(headers, route="/generate", tokens=6):
+        if route == "/generate":
+            sampling = {"max_new_tokens": tokens, "ignore_eos": True, "explore": 0.5, "explore_group": "team"}
+            body = {"text": PROMPT, "sampling_params": sampling}
+        else:
+            body = {"model": "m", "prompt": PROMPT, "max_tokens": tokens, "explore": 0.5, "explore_group": "team"}
+        return requests.post(fault_server.url + route, json=body, headers=headers, timeout=300)
+
+    long = {}
+    runner = threading.Thread(target=lambda: long.setdefault("r", named(TENANT_A, tokens=400)))
+    runner.start()  # acme's group is running while the others arrive
+    time.sleep(1.0)
+    again, other = named(TENANT_A), named(TENANT_B)
+    assert long.get("r") is None  # acme's long request was still running
+    runner.join(120)
+    metas = [r.json()["meta_info"]["esamp"] for r in (long["r"], again, other)]
+    assert all(m["group"] == "team" for m in metas)
+    assert metas[1]["slot"] == metas[0]["slot"] != metas[2]["slot"]
+    assert metas[1]["steps"] > metas[2]["steps"] + 3  # acme's second call joined the running acme group
+    for route in ("/generate", "/v1/completions"):
+        r = named({}, route)
+        assert r.status_code == 400 and "explore_group needs the X-Tenant header" in error_message(r), r.text
+    assert named(TENANT_B, "/v1/completions").status_code == 200
+    assert_healthy(fault_server)
