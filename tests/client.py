@@ -14,6 +14,14 @@ def generate_ok(server, text, **params):
     return r.json()
 
 
+def error_message(r) -> str:
+    """The message of an error response: SGLang's /generate field checks answer
+    {"error": "..."}, its other errors {"error": {"message": ...}}, the OpenAI routes {"message": ...}."""
+    body = r.json()
+    err = body.get("error", body.get("message"))
+    return err.get("message", "") if isinstance(err, dict) else str(err)
+
+
 def esamp_stats(server):
     info = requests.get(server.url + "/get_server_info", timeout=30).json()
     return info["internal_states"][0]["esamp"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..client import esamp_stats, generate_ok
+from ..client import error_message, esamp_stats, generate_ok
 
 pytestmark = pytest.mark.server
 
@@ -95,11 +95,6 @@ def test_clients_that_leave_mid_stream(fault_server):
             lines = r.iter_lines()
             assert next(line for line in lines if line)  # a first chunk, then hang up
     assert_healthy(fault_server)
-
-
-def error_message(r) -> str:
-    err = r.json().get("error", r.json().get("message"))
-    return err.get("message", "") if isinstance(err, dict) else str(err)
 
 
 @pytest.mark.parametrize(
