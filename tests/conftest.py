@@ -78,11 +78,11 @@ def esamp_server(embedded_model):
 
 @pytest.fixture(scope="session")
 def tiny_esamp_server(tiny_model):
-    """ESamp on the tiny random model with only 4 distiller slots (for reuse and soak tests)
-    and custom logit processors on (the eval harness's FIRE and EDT)."""
+    """ESamp on the tiny random model with only 4 distiller slots (for reuse and soak tests),
+    custom logit processors on (the eval harness's FIRE and EDT) and Prometheus metrics."""
     from sglang_esamp.launch.server import ServerProcess
 
     args = ["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", "4", "--esamp-group-ttl", "0",
-            "--enable-custom-logit-processor"]
+            "--enable-custom-logit-processor", "--enable-metrics"]
     with ServerProcess(args) as srv:
         yield srv

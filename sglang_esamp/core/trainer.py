@@ -55,6 +55,8 @@ class AsyncTrainer:
         self.submitted = 0  # steps handed in
         self.finished = 0  # steps done (on CUDA: issued on the side stream), failed ones included
         self.failures = 0  # steps that raised
+        self.waits = 0  # predictions that had to wait for training (the staleness bound)
+        self.step_seconds: deque[float] = deque(maxlen=4096)  # host time of recent steps, for metrics
         self._last_trace = -float("inf")  # when a failure's traceback was last logged
         self._cond = threading.Condition()
         self._queue: deque = deque()
@@ -87,8 +89,16 @@ class AsyncTrainer:
     def wait(self, step: int) -> None:
         """Block until at least ``step`` steps have finished."""
         with self._cond:
+            self.waits += self.finished < step
             while self.finished < step and (self._worker is None or self._worker.is_alive()):
                 self._cond.wait(timeout=1.0)
+
+    def take_step_seconds(self) -> list[float]:
+        """The step times recorded since the last call (and forget them)."""
+        out = []
+        while self.step_seconds:
+            out.append(self.step_seconds.popleft())
+        return out
 
     def drain(self) -> None:
         self.wait(self.submitted)
@@ -120,6 +130,7 @@ class AsyncTrainer:
 
     def _step(self, item) -> None:
         layout, src, tgt, ready = item
+        start = time.perf_counter()
         try:
             if self._cuda:
                 with torch.cuda.stream(self._stream):
@@ -130,6 +141,7 @@ class AsyncTrainer:
         except Exception:
             self._fail(list(layout.slot_list))
         finally:
+            self.step_seconds.append(time.perf_counter() - start)
             with self._cond:
                 self.finished += 1
                 self._cond.notify_all()

@@ -27,6 +27,7 @@ sglang by tests/frontend):
 | StreamExecutor._resolve_sampling_params | AFTER | its hard-coded key list drops new keys |
 | SglFunction.run, .run_batch | AROUND | ``explore`` as a run-level default |
 | RuntimeEndpoint.generate | AROUND | ``gen(n>1)``: the server answers a list |
+| RuntimeEndpoint.generate_stream | AROUND | ``gen(n>1)`` with streaming is refused (it would splice the samples) |
 
 Usage::
 
@@ -133,6 +134,14 @@ def endpoint_generate(original, endpoint, s, sampling_params):
     return [o["text"] for o in outs], [o["meta_info"] for o in outs]
 
 
+def endpoint_generate_stream(original, endpoint, s, sampling_params):
+    """The stock stream reader follows one text, so n > 1 samples would be spliced into it."""
+    if getattr(sampling_params, "n", 1) > 1:
+        raise ValueError(f"gen(n={sampling_params.n}) cannot stream: run the program without stream=True, or use n=1 "
+                         "inside s.fork(n) to stream each sample")
+    return original(endpoint, s, sampling_params)
+
+
 L = "sglang.lang."
 HOOKS = [
     (L + "api.gen", gen, HookType.AROUND),
@@ -144,6 +153,7 @@ HOOKS = [
     (L + "ir.SglFunction.run", run, HookType.AROUND),
     (L + "ir.SglFunction.run_batch", run, HookType.AROUND),
     (L + "backend.runtime_endpoint.RuntimeEndpoint.generate", endpoint_generate, HookType.AROUND),
+    (L + "backend.runtime_endpoint.RuntimeEndpoint.generate_stream", endpoint_generate_stream, HookType.AROUND),
 ]
 
 

@@ -28,6 +28,7 @@ What each step of a decode does is in ``runtime.py``.
 | SchedulerOutputStreamer.is_request_level_customized_info_key | AROUND | "esamp" is sent once      |
 | Scheduler.send_abort_output                           | BEFORE | aborted queued requests release           |
 | Scheduler.get_internal_state                          | AFTER  | ESamp counters in /get_server_info        |
+| Scheduler.init_metrics_collector                      | AFTER  | SGLang's labels for ESamp's /metrics series |
 
 The OpenAI request models also get ``extra="allow"`` so that ``explore`` survives parsing.
 """
@@ -38,10 +39,12 @@ from sglang.api.v1.api_types import JsonContractError
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from . import flags
+from .metrics import ESampMetrics
 from .params import CUSTOM_KEY, REQUEST_KEYS, SCOPE_KEY, check_custom_params, check_request, parse_request, with_scope
 from .runtime import ESampRuntime
 
 _RUNTIME: ESampRuntime | None = None  # this scheduler process's runtime, once the model is loaded
+_METRIC_LABELS: dict | None = None  # SGLang's metric labels, when this scheduler reports /metrics
 
 
 # ---- launcher: flags ----
@@ -140,6 +143,16 @@ def init_attention_backends(runner, *args, **kwargs):
     cfg = flags.current()
     if cfg is not None and _RUNTIME is None and not getattr(runner, "is_draft_worker", False):
         _RUNTIME = ESampRuntime.from_runner(runner, cfg)
+        _RUNTIME.metrics = ESampMetrics(_METRIC_LABELS) if _METRIC_LABELS is not None else None
+
+
+def init_metrics_collector(result, scheduler, *args, **kwargs):
+    """Runs before the model loads: keep SGLang's labels for ESamp's series."""
+    global _METRIC_LABELS
+    context = getattr(scheduler, "metrics_collector_context", None)
+    collector = getattr(scheduler, "metrics_collector", None)
+    if collector is not None and getattr(context, "current_scheduler_metrics_enabled", False):
+        _METRIC_LABELS = dict(collector.labels)
 
 
 def server_capture_mode(original):
@@ -246,6 +259,7 @@ HOOKS = [
      is_request_level_key, HookType.AROUND),
     (S + "managers.scheduler.Scheduler.send_abort_output", send_abort_output, HookType.BEFORE),
     (S + "managers.scheduler.Scheduler.get_internal_state", get_internal_state, HookType.AFTER),
+    (S + "managers.scheduler.Scheduler.init_metrics_collector", init_metrics_collector, HookType.AFTER),
 ]
 
 

@@ -31,6 +31,7 @@ import torch
 
 from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
 from ..core.trainer import TRACE_EVERY
+from .metrics import ESampMetrics
 from .plan import TILTED, Form, plan_rows
 from .requests import RequestTracker
 from .step import Step
@@ -60,6 +61,7 @@ class ESampRuntime:
         self.active: Step | None = None  # the step whose forward or sampling is under way
         self.tilted_rows = {form.value: 0 for form in TILTED}  # row-steps per form of the tilt
         self.faults: dict[str, int] = {}  # exceptions absorbed, per part of the step
+        self.metrics: ESampMetrics | None = None  # set when the scheduler reports Prometheus metrics
         self._last_trace: dict[str, float] = {}
         logger.info(
             "ESamp enabled: %s; %.1f MB per group, %d groups",
@@ -124,6 +126,19 @@ class ESampRuntime:
                 self._fault("metadata", [])
                 return
             req.customized_info = dict(req.customized_info or {}) | {"esamp": [meta]}
+            if self.metrics is not None:
+                self.metrics.observe_rel_err(meta.get("rel_err"))
+        if state is not None and self.metrics is not None:
+            self.publish_metrics(force=self.requests.table.live == 0)  # an idle server's gauges end at 0
+
+    def publish_metrics(self, force: bool = False) -> None:
+        """Hand the counts to the Prometheus series (rate-limited unless ``force``)."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.update(self.server_stats(), self.trainer.take_step_seconds(), force)
+        except Exception:
+            self._fault("metrics", [])
 
     def _fault(self, kind: str, slots: list[int]) -> None:
         """Something ESamp does for a step raised: count it, log it (with the traceback at most
@@ -172,6 +187,7 @@ class ESampRuntime:
             "denied_groups": table.denied,
             "rejected_requests": self.requests.rejected,
             "trainer_failures": self.trainer.failures,
+            "staleness_waits": self.trainer.waits,
             "faults": dict(self.faults),
             "bytes_per_group": self.bank.bytes_per_group,
             "tilted_rows": dict(self.tilted_rows),
@@ -306,6 +322,7 @@ class ESampRuntime:
                 self.trainer.submit(step.train_layout(h1.device), h1, h)
             except Exception:
                 self._fault("training", list(step.layout.slot_list))
+        self.publish_metrics()
         return ids
 
     def _before_sampling(self, step: Step, h1, h, info, forward_batch, vocab: int):

@@ -142,3 +142,17 @@ def test_run_batch_default_reaches_every_program_and_fork(backend):
 def test_run_level_explore_is_checked():
     with pytest.raises(ValueError, match=r"explore=\.\.\.\) must be a finite number"):
         fork_default_program.run_batch([{}], explore=float("nan"))
+
+
+@pytest.mark.server
+def test_streaming_gen_with_n_is_refused_clearly(backend):
+    @sgl.function
+    def streamed(s):
+        s += "Hi"
+        s += sgl.gen("many", max_tokens=3, n=2, explore=0.5)
+
+    state = streamed.run(backend=backend, stream=True)
+    list(state.text_iter())  # ends; does not hang
+    assert isinstance(state.error(), ValueError) and "gen(n=2) cannot stream" in str(state.error())
+    single = n_program.run(backend=backend)  # without streaming, n > 1 still works
+    assert len(single["many"]) == 3
