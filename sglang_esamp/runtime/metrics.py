@@ -70,13 +70,17 @@ class ESampMetrics:
             metric.labels(**self.labels, **extra).inc(delta)
         self._last[key] = value
 
-    def update(self, stats: dict, step_seconds: list[float], force: bool = False) -> None:
-        """Publish the runtime's counts (``ESampRuntime.server_stats``) and the training-step
-        times gathered since the last call."""
+    def due(self, force: bool = False) -> bool:
+        """Whether an update is due now (at most one per ``PERIOD`` unless ``force``)."""
         now = time.monotonic()
         if not force and now < self._due:
-            return
+            return False
         self._due = now + PERIOD
+        return True
+
+    def update(self, stats: dict, step_seconds: list[float]) -> None:
+        """Publish the runtime's counts (``ESampRuntime.server_stats``) and the training-step
+        times gathered since the last update."""
         self.live.labels(**self.labels).set(stats["live_groups"])
         self.held.labels(**self.labels).set(stats["held_slots"])
         for name, metric in self.counters.items():

@@ -133,10 +133,10 @@ class ESampRuntime:
 
     def publish_metrics(self, force: bool = False) -> None:
         """Hand the counts to the Prometheus series (rate-limited unless ``force``)."""
-        if self.metrics is None:
+        if self.metrics is None or not self.metrics.due(force):
             return
         try:
-            self.metrics.update(self.server_stats(), self.trainer.take_step_seconds(), force)
+            self.metrics.update(self.server_stats(), self.trainer.take_step_seconds())
         except Exception:
             self._fault("metrics", [])
 
