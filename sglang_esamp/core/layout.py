@@ -39,6 +39,7 @@ class BatchLayout:
     row_group_list: tuple[int, ...]  # the same, on the host
     row_pos: torch.Tensor  # (M,) int64: position inside its group's block
     group_rows: torch.Tensor  # (g,) float32: rows per group, for the mean loss
+    group_row_list: tuple[int, ...]  # the same, on the host
 
     @classmethod
     def from_slots(cls, row_slots: Sequence[int], device: torch.device | str = "cpu") -> BatchLayout:
@@ -71,6 +72,7 @@ class BatchLayout:
             row_group_list=tuple(row_group),
             row_pos=to_dev(row_pos, torch.int64),
             group_rows=to_dev(counts, torch.float32),
+            group_row_list=tuple(counts),
         )
 
     @functools.cached_property
@@ -78,14 +80,12 @@ class BatchLayout:
         """(layout, positions) per bucket of groups whose row counts round up to the same power
         of two; positions: (m,) indices into ``rows`` of that layout's rows, None when there
         is one bucket (the layout itself)."""
+        bucket = {s: (n - 1).bit_length() for s, n in zip(self.slot_list, self.group_row_list)}  # ceil(log2 n)
+        if len(set(bucket.values())) <= 1:  # the common case: no per-row work
+            return ((self, None),)
         slot_of_row = dict.fromkeys(range(self.num_rows), -1)
-        counts: dict[int, int] = {}
         for row, g in zip(self.row_list, self.row_group_list):
             slot_of_row[row] = self.slot_list[g]
-            counts[g] = counts.get(g, 0) + 1
-        bucket = {self.slot_list[g]: (n - 1).bit_length() for g, n in counts.items()}  # ceil(log2 n)
-        if len(set(bucket.values())) <= 1:
-            return ((self, None),)
         position = {row: i for i, row in enumerate(self.row_list)}
         device = self.rows.device
         parts = []
