@@ -8,16 +8,13 @@ fast tier.
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 
 from sglang_esamp.launch import cpu
 
 cpu.setup()  # the test process starts here: before sglang is first imported
 
-SERVER_FIXTURES = {"server", "esamp_server", "tiny_esamp_server", "fault_server", "stress_server"}
+SERVER_FIXTURES = {"server", "esamp_server", "tiny_esamp_server", "fault_server", "stress_server", "probed"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,24 +33,9 @@ def embedded_model():
 @pytest.fixture(scope="session")
 def tiny_model(embedded_model, tmp_path_factory):
     """A 2-layer, 64-wide random Llama with the embedded model's tokenizer: fast to serve."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from .tiny_models import build
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        tie_word_embeddings=True, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["rope_theta"] = 10000.0
-    (out / "config.json").write_text(json.dumps(cfg))
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (embedded_model / name).exists():
-            shutil.copy(embedded_model / name, out / name)
-    return out
+    return build("llama", tmp_path_factory.mktemp("tiny-llama"), embedded_model)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,12 @@ Nothing here imports sglang; the runtime integration calls into these pieces.
 
 from .bank import DistillerBank, TrainResult
 from .config import ESampConfig
+from .head import Head, VocabMoments
 from .layout import BatchLayout
 from .slots import GroupTable
 from .stats import GroupStats
-from .tilt import cap_stop_mass, head_gram, mix_hidden, mix_residual, tilt_candidates, tilt_dense, tilt_logits
+from .stop_cap import StopCap
+from .tilt import tilt_candidates, tilt_dense
 from .trainer import AsyncTrainer
 
 __all__ = [
@@ -19,11 +21,9 @@ __all__ = [
     "GroupStats",
     "GroupTable",
     "TrainResult",
-    "cap_stop_mass",
-    "head_gram",
-    "mix_hidden",
-    "mix_residual",
+    "Head",
+    "StopCap",
+    "VocabMoments",
     "tilt_candidates",
     "tilt_dense",
-    "tilt_logits",
 ]

@@ -18,13 +18,13 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 
+from .stop_cap import CAPS as STOP_CAPS
 from .tilt import MODES as TILT_MODES
 
 DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
 GROUP_BY = ("request", "prompt")
-STOP_CAPS = ("logit", "probability")
 NAMED_GROUPS = ("allow", "deny")
 
 
@@ -72,8 +72,8 @@ class ESampConfig:
         choices=TILT_MODES)
     stop_cap: str = knob(
         "probability",
-        "What the tilt may not raise for the model's end-of-sequence ids: 'logit' (each one's logit) or 'probability' (also "
-        "their total probability at the request's temperature).",
+        "What the tilt may not raise for the model's end-of-sequence ids, at the request's temperature: 'probability' (their "
+        "total probability) or 'logit' (also each one's odds against the other tokens).",
         choices=STOP_CAPS)
     plausibility: float = knob(
         0.0,

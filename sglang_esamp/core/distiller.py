@@ -31,6 +31,18 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + _RMS_EPS)
 
 
+@torch.no_grad()
+def norm_gain(norm: torch.nn.Module | None) -> torch.Tensor | None:
+    """(D,) the effective per-dimension gain of a model's final norm: its output for a vector
+    of ones (whose RMS is 1). That is the weight of a Llama-style norm and 1 + weight of a
+    Gemma-style one, which stores its gain as an offset. None without a weight."""
+    weight = getattr(norm, "weight", None)
+    if weight is None:
+        return None
+    out = norm(torch.ones(1, weight.shape[-1], dtype=weight.dtype, device=weight.device))
+    return (out[0] if isinstance(out, tuple) else out).flatten().float()
+
+
 class MLPDistiller:
     """x -> x + W_d(silu(W_g n(x)) * W_u n(x)), twice, then RMSNorm * gain."""
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..core.calibration import BaseFit, fit_base
 from ..core.config import ESampConfig
-from ..core.distiller import build_architecture
+from ..core.distiller import build_architecture, norm_gain
 from . import text_states
 from .cache import cache_root
 
@@ -123,7 +123,7 @@ def collect_pairs(model_path: str, source_layer: int, seed: int, progress: bool 
             tgt.append(h)
             bar.update()
     bar.close()
-    return torch.cat(src), torch.cat(tgt), model.model.norm.weight.detach().float()
+    return torch.cat(src), torch.cat(tgt), norm_gain(model.model.norm)
 
 
 def calibrate(model_path: str, cfg: ESampConfig, progress: bool = True) -> tuple[BaseFit, CalibrationInfo]:

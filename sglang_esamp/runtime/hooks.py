@@ -19,9 +19,8 @@ What each step of a decode does is in ``runtime.py``.
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
 | ForwardBatch.init_new                                 | AFTER  | the batch's Step (``forward_batch.esamp``) |
 | ModelRunner.forward                                   | AROUND | the Step is active while the model runs   |
-| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input; prompt fit; head-input tilt |
-| LogitsProcessor._get_logits                           | AROUND | the LM head reads the mixed state         |
-| ModelRunner.sample                                    | AROUND | plan, sample, train                       |
+| LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input; prompt fit        |
+| ModelRunner.sample                                    | AROUND | predict, plan, sample, train              |
 | ModelRunner._preprocess_logits                        | AFTER  | tilt, after penalties, grammar and bias   |
 | Scheduler._create_generation_req                      | AFTER  | a request joins its group (``req.esamp``) |
 | SchedulerOutputStreamer.stream_output                 | BEFORE | finished requests: metadata, release      |
@@ -188,13 +187,6 @@ def hidden_states_to_store(original, processor, hidden_states, hidden_states_bef
     return _RUNTIME.store_hidden_states(processor, out, hidden_states, aux_hidden_states, pruned_states, sample_indices, logits_metadata)
 
 
-def get_logits(original, processor, hidden_states, *args, **kwargs):
-    logits = None
-    if _RUNTIME is not None:
-        logits = _RUNTIME.head_logits(lambda mixed: original(processor, mixed, *args, **kwargs), hidden_states)
-    return logits if logits is not None else original(processor, hidden_states, *args, **kwargs)
-
-
 def sample(original, runner, logits_output, forward_batch):
     if _RUNTIME is None:
         return original(runner, logits_output, forward_batch)
@@ -249,7 +241,6 @@ HOOKS = [
     (S + "model_executor.forward_batch_info.get_server_return_hidden_states_mode", server_capture_mode, HookType.AROUND),
     (S + "model_executor.forward_batch_info.ForwardBatch.init_new", forward_batch_init_new, HookType.AFTER),
     (S + "layers.logits_processor.LogitsProcessor._get_hidden_states_to_store", hidden_states_to_store, HookType.AROUND),
-    (S + "layers.logits_processor.LogitsProcessor._get_logits", get_logits, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.forward", model_runner_forward, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.sample", sample, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner._preprocess_logits", preprocess_logits, HookType.AFTER),

@@ -19,7 +19,7 @@ them into counter increments (counters only go up) and gauge values, at most onc
 | ``sglang:esamp_group_resets_total`` | counter | distillers re-initialised (non-finite step, or a fault) |
 | ``sglang:esamp_faults_total{kind}`` | counter | exceptions absorbed (kind: trainer, prediction, tilt, ...) |
 | ``sglang:esamp_rejected_requests_total`` | counter | requests whose ESamp spec the scheduler refused |
-| ``sglang:esamp_tilted_row_steps_total{form}`` | counter | row-steps tilted, per form (head_input, dense, candidates) |
+| ``sglang:esamp_tilted_row_steps_total{form}`` | counter | row-steps tilted, per form (dense, candidates) |
 | ``sglang:esamp_training_steps_total`` | counter | distiller optimizer steps run |
 | ``sglang:esamp_staleness_waits_total`` | counter | predictions that waited for the trainer (``--esamp-staleness``) |
 | ``sglang:esamp_training_step_seconds`` | histogram | host time of one training step (its issue time on a CUDA side stream) |

@@ -1,22 +1,24 @@
 """The row planner: which form of the tilt each row of a batch takes, decided once per step.
 
-Every path that touches a row (the LM-head input, the tilt after the head, the sampling
-parameters SGLang samples with, the counters) reads this one plan. A row is in the plan
-when its request holds a distiller slot; its form is one of:
+Every path that touches a row (the tilt, the sampling parameters SGLang samples with, the
+counters) reads this one plan. A row is in the plan when its request holds a distiller
+slot; its form is one of:
 
-| form | when | where the tilt happens |
+| form | when | what is tilted (core/tilt.py) |
 | --- | --- | --- |
-| ``UNTILTED`` | explore = 0 | nowhere (the row still trains its group) |
-| ``HEAD_INPUT`` | explore > 0, no top-k/top-p/min-p, guard off, eager forward | the LM head reads the mixed state |
-| ``DENSE`` | the same rows when the head did not run through the hooks (a replayed CUDA graph) | all logits, after the head |
+| ``UNTILTED`` | explore = 0 | nothing (the row still trains its group) |
+| ``DENSE`` | explore > 0, no top-k/top-p/min-p, guard off | every token |
 | ``CANDIDATES`` | explore > 0 with top-k/top-p/min-p, or the guard on | the tokens the filters (or the guard) keep |
+
+Both forms compute the one tilt of ``core/tilt.py`` after SGLang's request processing, in
+eager forwards and replayed CUDA graphs alike.
 
 Greedy rows (top-k 1) count as unfiltered: they take the argmax of the tilted logits.
 Everything here is decided from host-side request values; nothing reads the device.
 
 Usage::
 
-    plan = plan_rows(states, [r.sampling_params for r in reqs], layout, cfg, vocab, head_input=True)
+    plan = plan_rows(states, [r.sampling_params for r in reqs], layout, cfg, vocab)
     plan.rows(Form.CANDIDATES)        # indices into layout.rows
 """
 
@@ -24,19 +26,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..core import BatchLayout, ESampConfig
 
 
 class Form(enum.Enum):
     UNTILTED = "untilted"
-    HEAD_INPUT = "head_input"
     DENSE = "dense"
     CANDIDATES = "candidates"
 
 
-TILTED = (Form.HEAD_INPUT, Form.DENSE, Form.CANDIDATES)
+TILTED = (Form.DENSE, Form.CANDIDATES)
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,14 @@ class RowPlan:
         """Indices into ``layout.rows`` of the rows that take ``form``."""
         return [i for i, f in enumerate(self.forms) if f is form]
 
-    def without_head_input(self) -> RowPlan:
-        """The same plan for a forward whose head did not read the mixed state."""
-        return replace(self, forms=tuple(Form.DENSE if f is Form.HEAD_INPUT else f for f in self.forms))
-
 
 def is_filtered(params, vocab: int) -> bool:
     """Sampled (not greedy) with top-k, top-p or min-p."""
     return params.top_k != 1 and (0 < params.top_k < vocab or params.top_p < 1.0 or params.min_p > 0.0)
 
 
-def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESampConfig, vocab: int, head_input: bool) -> RowPlan:
-    """``states[r]`` and ``params[r]``: the RequestState and SamplingParams of batch row r.
-    ``head_input``: the forward is eager and its head can read a mixed state."""
+def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESampConfig, vocab: int) -> RowPlan:
+    """``states[r]`` and ``params[r]``: the RequestState and SamplingParams of batch row r."""
     guard = cfg.plausibility
     forms, betas, floors, greedy = [], [], [], []
     min_p_only = True
@@ -77,7 +73,7 @@ def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESam
             form = Form.CANDIDATES
             min_p_only &= not filtered or (not 0 < sp.top_k < vocab and sp.top_p >= 1.0)
         else:
-            form = Form.HEAD_INPUT if head_input else Form.DENSE
+            form = Form.DENSE
         forms.append(form)
         betas.append(beta)
         floors.append(guard if form is Form.CANDIDATES and not filtered else 0.0)

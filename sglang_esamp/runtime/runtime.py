@@ -7,11 +7,10 @@ hook in ``hooks.py`` calls; the step's hand-offs travel in a ``Step`` (``step.py
     init_new        Step.of(batch.reqs) -> forward_batch.esamp
     forward         forward(fb): the step is active while the model runs
       hidden states store_hidden_states: keep the head's input beside layer 0's output;
-                    in a prefill, fit new groups on their prompt; in an eager forward,
-                    predict h_hat = f_group(h1), plan the rows, mix the HEAD_INPUT rows
-      LM head       head_logits: the head reads the mixed state
-    sample          sample: predict and plan now if a replayed graph skipped the above,
-                    swap in neutral filters for CANDIDATES rows, call SGLang's sample
+                    in a prefill, fit new groups on their prompt
+    sample          sample: predict h_hat = f_group(h1), plan the rows, keep the model's
+                    logits of the tilted rows, swap in neutral filters for CANDIDATES
+                    rows, call SGLang's sample
       preprocess    apply_tilt: DENSE and CANDIDATES rows, after penalties, grammar, bias
                     then trainer.submit(h1, h) (decode batches only)
 
@@ -29,13 +28,13 @@ import time
 
 import torch
 
-from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
+from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap
+from ..core.distiller import norm_gain
 from ..core.trainer import TRACE_EVERY
 from .metrics import ESampMetrics
-from .plan import TILTED, Form, plan_rows
+from .plan import TILTED, plan_rows
 from .requests import RequestTracker
 from .step import Step
-from .stop_cap import StopCap
 from .tilting import Tilter, sampling_params_for
 
 logger = logging.getLogger(__name__)
@@ -45,9 +44,8 @@ PROMPT_ROWS = 1024  # a group's prompt fit uses at most this many prefilled toke
 
 class ESampRuntime:
     def __init__(
-        self, cfg: ESampConfig, hidden: int, head_weight: torch.Tensor, out_gain: torch.Tensor | None, device,
-        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None, vocab_size: int | None = None,
-        processor=None,
+        self, cfg: ESampConfig, hidden: int, head: Head, out_gain: torch.Tensor | None, device,
+        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None, processor=None,
     ):
         self.cfg, self.hidden = cfg, hidden
         self.processor = processor  # the model's LogitsProcessor, whose hidden states ESamp captures
@@ -55,7 +53,7 @@ class ESampRuntime:
         self.stats = GroupStats(cfg.max_groups, device)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
         self.requests = RequestTracker(cfg, device, self._open_slot)
-        self.tilter = Tilter(cfg.tilt, head_weight, vocab_size, StopCap(stop_ids, cfg.stop_cap, device))
+        self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device))
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way
@@ -95,10 +93,12 @@ class ESampRuntime:
             logger.info("ESamp: new groups start from the calibrated base %s (held-out rel_err %.3f)", path, fit.rel_err)
             base = fit.params
         norm = getattr(getattr(model, "model", None), "norm", None)
+        processor = model.logits_processor
+        head = Head(model.lm_head.weight, getattr(model.lm_head, "bias", None), processor.logit_scale,
+                    processor.final_logit_softcapping).sliced(runner.model_config.vocab_size)
         return cls(
-            cfg, model.config.hidden_size, model.lm_head.weight, getattr(norm, "weight", None), runner.device,
-            sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []), base=base,
-            vocab_size=runner.model_config.vocab_size, processor=model.logits_processor,
+            cfg, model.config.hidden_size, head, norm_gain(norm), runner.device,
+            sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []), base=base, processor=processor,
         )
 
     # ---- requests (host only) ----
@@ -202,7 +202,6 @@ class ESampRuntime:
         the model a copy of the batch, without the step)."""
         step: Step | None = getattr(forward_batch, "esamp", None)
         if step is not None:
-            step.sampling_info = forward_batch.sampling_info
             step.extend_lens = getattr(forward_batch, "extend_seq_lens_cpu", None)
             step.prefix_lens = getattr(forward_batch, "extend_prefix_lens_cpu", None)
         self.active = step
@@ -214,7 +213,7 @@ class ESampRuntime:
     def store_hidden_states(self, processor, stored, hidden_states, aux_hidden_states, pruned_states, sample_indices, metadata):
         """What SGLang keeps of this forward's hidden states: ``stored`` (rows, D), the source
         layer's output, widened to (rows, 2D) with the LM head's input. On the way, fit new
-        groups on their prompt (prefill) and prepare the head-input tilt (eager forward)."""
+        groups on their prompt (prefill)."""
         if processor is not self.processor or stored is None or not metadata.capture_hidden_mode.is_last():
             return stored
         step = self.active
@@ -226,14 +225,6 @@ class ESampRuntime:
             except Exception:
                 self._fault("prompt fit", [])
         final = pruned_states[sample_indices] if sample_indices is not None else pruned_states  # (rows, D)
-        # the next head call reads pruned_states, one row per request, with no rescaling of its logits
-        plain_head = sample_indices is None and processor.logit_scale is None and not processor.final_logit_softcapping
-        if step is not None and plain_head and not metadata.extend_return_logprob:
-            try:
-                self.prepare(step, stored, pruned_states)
-            except Exception:  # sample() predicts again, or samples plainly
-                step.clear()
-                self._fault("prediction", list(step.layout.slot_list) if step.layout is not None else [])
         return torch.cat([stored, final.to(stored.dtype)], dim=-1)
 
     def fit_prompts(self, step: Step, h1: torch.Tensor, h: torch.Tensor) -> None:
@@ -264,29 +255,8 @@ class ESampRuntime:
         for _ in range(self.cfg.prompt_steps):
             self.trainer.submit(layout, src, tgt)
 
-    def prepare(self, step: Step, h1: torch.Tensor, h: torch.Tensor) -> None:
-        """Predict, plan, and mix the HEAD_INPUT rows' tilt into the head's input ``h`` (rows, D)."""
-        if len(step.reqs) != h.shape[0]:
-            return
-        layout = step.batch_layout(h1.device)
-        step.h_hat = self.trainer.predict(layout, h1)  # (M, D)
-        step.plan = self._plan(step, layout, head_input=True)
-        step.head_input = self.tilter.mix_head_input(h, step.h_hat, step.plan)
-
-    def _plan(self, step: Step, layout, head_input: bool):
-        return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab, head_input)
-
-    def head_logits(self, head_fn, hidden_states: torch.Tensor) -> torch.Tensor | None:
-        """The LM head's logits of the mixed state prepared for this very input; None otherwise."""
-        step = self.active
-        if step is None or step.head_input is None:
-            return None
-        try:
-            return self.tilter.head_logits(step.head_input, head_fn, hidden_states, step.sampling_info.temperatures)
-        except Exception:  # the head reads the plain input; the rows take the dense form after it
-            step.head_input, step.plan = None, step.plan.without_head_input()
-            self._fault("head-input tilt", [])
-            return None
+    def _plan(self, step: Step, layout):
+        return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab)
 
     # ---- sampling ----
 
@@ -302,7 +272,7 @@ class ESampRuntime:
         logits_output.hidden_states = h1  # what SGLang itself captures in this mode
         info = forward_batch.sampling_info
         try:
-            sample_info = self._before_sampling(step, h1, h, info, forward_batch, logits_output.next_token_logits.shape[-1])
+            sample_info = self._before_sampling(step, h1, h, info, forward_batch, logits_output.next_token_logits)
         except Exception:  # this step samples plainly and trains nothing
             step.clear()
             self._fault("prediction", list(step.layout.slot_list) if step.layout is not None else [])
@@ -325,21 +295,18 @@ class ESampRuntime:
         self.publish_metrics()
         return ids
 
-    def _before_sampling(self, step: Step, h1, h, info, forward_batch, vocab: int):
-        """Plan the step (predicting now if a replayed graph skipped the forward's hooks),
-        record novelty, queue the tilt for ``apply_tilt``; the SamplingBatchInfo to sample with."""
-        if step.plan is None:
-            layout = step.batch_layout(h1.device)
-            step.h_hat, step.plan = self.trainer.predict(layout, h1), self._plan(step, layout, head_input=False)
-        elif step.head_input is not None and not step.head_input.read:
-            step.plan = step.plan.without_head_input()
+    def _before_sampling(self, step: Step, h1, h, info, forward_batch, logits: torch.Tensor):
+        """Predict and plan the step, record novelty, keep what the tilt needs for
+        ``apply_tilt``; the SamplingBatchInfo to sample with. logits: (rows, V), the model's
+        own, not yet processed by SGLang."""
+        layout = step.batch_layout(h1.device)
+        step.h_hat, step.plan = self.trainer.predict(layout, h1), self._plan(step, layout)
         plan = step.plan
         self.requests.record_novelty(step.states, plan.layout, h, step.h_hat)
         for form in TILTED:
             self.tilted_rows[form.value] += len(plan.rows(form))
-        if any(f in (Form.DENSE, Form.CANDIDATES) for f in plan.forms):
-            step.tilt_pending = (plan, step.h_hat, info, forward_batch)
-        return sampling_params_for(plan, info, vocab)
+        step.tilt_pending = self.tilter.capture(plan, h, step.h_hat, logits, info, forward_batch)
+        return sampling_params_for(plan, info, logits.shape[-1])
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the DENSE and CANDIDATES rows in place, after SGLang's penalties, grammar and
@@ -347,11 +314,10 @@ class ESampRuntime:
         step = self.active
         if step is None or step.tilt_pending is None:
             return
-        plan, h_hat, info, forward_batch = step.tilt_pending
-        step.tilt_pending = None
+        pending, step.tilt_pending = step.tilt_pending, None
         try:
-            self.tilter.after_head(plan, h_hat, logits_output.next_token_logits, info)
+            self.tilter.after_processing(pending, logits_output.next_token_logits)
         except Exception:  # the rows keep their logits; their own filters are back for the sampler
-            info.grammar_mask = None  # applied already, as SGLang frees it
-            forward_batch.sampling_info = info
+            pending.info.grammar_mask = None  # applied already, as SGLang frees it
+            pending.forward_batch.sampling_info = pending.info
             self._fault("tilt", [])

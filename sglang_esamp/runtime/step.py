@@ -6,11 +6,9 @@ sampling step (a delayed sample of the overlap scheduler included). The runtime 
 slot, and every later hook of that batch reads and writes this object only:
 
 1. ``ForwardBatch.init_new``: the rows' requests and their states;
-2. ``ModelRunner.forward``: the forward's prefill lengths and sampling info;
-3. inside an eager forward, before the LM head: the row plan, the predictions and the
-   mixed head input (``HeadInput``);
-4. ``ModelRunner.sample``: the plan (made now after a replayed graph), the tilt after
-   SGLang's preprocessing, then the training step.
+2. ``ModelRunner.forward``: the forward's prefill lengths;
+3. ``ModelRunner.sample``: the predictions and the row plan, the model's logits before
+   SGLang's request processing, the tilt after it, then the training step.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import torch
 from ..core import BatchLayout
 from .plan import RowPlan
 from .requests import RequestState, live_slots
-from .tilting import HeadInput
+from .tilting import Pending
 
 
 @dataclass
@@ -31,12 +29,10 @@ class Step:
     states: list[RequestState | None]  # per batch row
     extend_lens: list[int] | None = None  # per request: tokens this forward prefills (extend batches)
     prefix_lens: list[int] | None = None  # per request: tokens already cached before them
-    sampling_info: object = None  # the forward's SamplingBatchInfo (temperatures, filters)
     layout: BatchLayout | None = None  # rows with a live slot, fixed at the first use
     plan: RowPlan | None = None
     h_hat: torch.Tensor | None = None  # (M, D) predictions for the layout's rows
-    head_input: HeadInput | None = None
-    tilt_pending: tuple | None = field(default=None, repr=False)  # (plan, h_hat, info) for the tilt inside sampling
+    tilt_pending: Pending | None = field(default=None, repr=False)  # for the tilt inside sampling
 
     @classmethod
     def of(cls, reqs) -> Step | None:
@@ -61,4 +57,4 @@ class Step:
 
     def clear(self) -> None:
         """Drop what one forward and its sampling produced (the batch may be sampled once only)."""
-        self.plan = self.h_hat = self.head_input = self.tilt_pending = None
+        self.plan = self.h_hat = self.tilt_pending = None

@@ -1,14 +1,13 @@
-"""Applying the tilt to one step's rows, in the form the row planner chose for each.
+"""Applying the tilt of ``core/tilt.py`` to one step's rows, in the form the row planner chose.
 
-``Tilter`` holds what every form needs from the model's LM head (its weight, and for the
-residual mode the head's centred Gram matrix and mean row) and the stop cap:
+Two moments of SGLang's sampling step:
 
-- ``mix_head_input`` (eager forwards, before the head): the HEAD_INPUT rows' mixed state,
-  one head matmul for tilted and untilted rows alike;
-- ``head_logits`` (the head call): the head on that mixed state, stop cap applied;
-- ``after_head`` (after SGLang's penalties, grammar mask and logit bias): the DENSE rows
-  over the whole vocabulary, the CANDIDATES rows within the tokens their filters (or the
-  guard) keep from these very logits.
+- ``capture`` (before SGLang's request processing): the model's own logits ``l`` of the
+  tilted rows, which the definition needs and which penalties, logit bias and grammar are
+  about to overwrite in place;
+- ``after_processing`` (after it): ``x + beta t`` on the DENSE rows over the whole vocabulary
+  and on the CANDIDATES rows within the tokens their filters (or the guard) keep from these
+  very logits, then the stop cap against the untilted ``x``.
 
 ``sampling_params_for`` gives the SamplingBatchInfo SGLang samples with: the CANDIDATES
 rows already carry -inf outside their kept set, so their filters are made neutral (greedy
@@ -22,37 +21,32 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.tilt import head_gram, mix_hidden, mix_residual, tilt_candidates, tilt_dense
+from ..core import Head, StopCap, VocabMoments, tilt_candidates, tilt_dense
 from .filters import filter_mask
-from .plan import Form, RowPlan
-from .stop_cap import StopCap
+from .plan import TILTED, Form, RowPlan
 
 
 @dataclass
-class HeadInput:
-    """The mixed LM-head input of one eager forward."""
+class Pending:
+    """One step's tilt, between ``capture`` and ``after_processing``."""
 
-    src: torch.Tensor | None  # (batch, D) the head input it replaces; None once the head has read ``mixed``
-    mixed: torch.Tensor  # (batch, D) what the head reads instead
-    rows: torch.Tensor  # (L,) batch rows of the HEAD_INPUT rows
-    shift: torch.Tensor  # (L,) the mixed logits' per-row offset (core.tilt.mix_residual)
-
-    @property
-    def read(self) -> bool:
-        return self.src is None
+    plan: RowPlan
+    h: torch.Tensor  # (rows, D) the LM head's input, per batch row
+    h_hat: torch.Tensor  # (M, D) predictions, per layout row
+    model_logits: dict  # Form -> (n, V) the model's own logits of that form's rows
+    info: object  # the batch's SamplingBatchInfo before ``sampling_params_for``
+    forward_batch: object
 
 
 class Tilter:
-    def __init__(self, mode: str, head_weight: torch.Tensor, vocab: int | None, stop_cap: StopCap):
-        self.mode = mode
-        # (V_padded, D). On a CPU a float32 copy: without native bf16, bf16 matmuls are emulated
-        # (docs/results/speed.md has the measurement).
-        self.head_weight = head_weight.detach().float() if head_weight.device.type == "cpu" else head_weight
-        self.vocab = vocab or head_weight.shape[0]
-        self.stop_cap = stop_cap
-        if mode == "residual":  # the affine fit over the whole vocabulary, in D dimensions
-            self.gram = head_gram(self.head_weight[: self.vocab])  # (D, D)
-            self.head_mean = self.head_weight[: self.vocab].float().mean(0)  # (D,)
+    def __init__(self, mode: str, head: Head, stop_cap: StopCap):
+        self.mode, self.head, self.stop_cap = mode, head, stop_cap
+        # the residual fit over the whole vocabulary for candidate rows, in D dimensions
+        self.moments = VocabMoments.of(head) if mode == "residual" and head.linear else None
+
+    @property
+    def vocab(self) -> int:
+        return self.head.weight.shape[0]
 
     @staticmethod
     def _select(plan: RowPlan, form: Form, device) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -65,47 +59,33 @@ class Tilter:
         beta = torch.tensor([plan.betas[i] for i in part], device=device)
         return part, idx, plan.layout.rows[idx], beta
 
-    def mix_head_input(self, h: torch.Tensor, h_hat: torch.Tensor, plan: RowPlan) -> HeadInput | None:
-        """h: (batch, D) the head input; h_hat: (M, D) predictions for the plan's rows."""
-        picked = self._select(plan, Form.HEAD_INPUT, h.device)
-        if picked is None:
-            return None
-        _, idx, rows, beta = picked
-        if self.mode == "residual":
-            mixed_rows, shift = mix_residual(h[rows], h_hat[idx], beta, self.gram, self.head_mean)
-        else:
-            mixed_rows, shift = mix_hidden(h[rows], h_hat[idx], beta), torch.zeros_like(beta)
-        mixed = h.clone()
-        mixed[rows] = mixed_rows
-        return HeadInput(h, mixed, rows, shift)
+    def capture(self, plan: RowPlan, h: torch.Tensor, h_hat: torch.Tensor, logits: torch.Tensor, info, forward_batch) -> Pending | None:
+        """Keep what the tilt needs from the (rows, V) ``logits`` before SGLang processes them."""
+        model_logits = {}
+        for form in TILTED:
+            picked = self._select(plan, form, logits.device)
+            if picked is not None:
+                model_logits[form] = logits[picked[2]]  # (n, V), a copy
+        return Pending(plan, h, h_hat, model_logits, info, forward_batch) if model_logits else None
 
-    def head_logits(self, head_in: HeadInput, head_fn, hidden_states: torch.Tensor, temps: torch.Tensor) -> torch.Tensor | None:
-        """The head's logits of the mixed state, if ``hidden_states`` is the very input it
-        replaces (once); None otherwise. temps: (batch,) the rows' temperatures."""
-        if head_in.read or head_in.src is not hidden_states:
-            return None
-        src, head_in.src = head_in.src, None
-        logits = head_fn(head_in.mixed)  # (batch, V)
-        self.stop_cap.head_input(logits, src[head_in.rows], head_in.rows, head_in.shift, temps, self.head_weight)
-        return logits
-
-    def after_head(self, plan: RowPlan, h_hat: torch.Tensor, logits: torch.Tensor, info) -> None:
-        """Tilt the DENSE and CANDIDATES rows of ``logits`` (batch, V) in place. ``info``: the
-        batch's SamplingBatchInfo before ``sampling_params_for``, whose filters define the candidates."""
-        head = self.head_weight[: logits.shape[-1]]
+    def after_processing(self, pending: Pending, logits: torch.Tensor) -> None:
+        """Tilt the DENSE and CANDIDATES rows of the processed ``logits`` (rows, V) in place."""
+        plan, info = pending.plan, pending.info
+        head = self.head if logits.shape[-1] == self.vocab else self.head.sliced(logits.shape[-1])
         picked = self._select(plan, Form.DENSE, logits.device)
         if picked is not None:
             _, idx, r, beta = picked
-            before = logits[r]
-            tilted = tilt_dense(before, h_hat[idx], head, beta, mode=self.mode)
-            logits[r] = self.stop_cap.after_tilt(tilted, before, info.temperatures[r])
+            x = logits[r]
+            tilted = tilt_dense(x, pending.model_logits[Form.DENSE], pending.h_hat[idx], head, beta, self.mode)
+            logits[r] = self.stop_cap(tilted, x, info.temperatures[r])
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
-            before = logits[r]
-            keep = self._keep(plan, part, r, before, info)
-            tilted = tilt_candidates(before, h_hat[idx], head, beta, keep, mode=self.mode)
-            logits[r] = self.stop_cap.after_tilt(tilted, before, info.temperatures[r], keep)
+            x = logits[r]
+            keep = self._keep(plan, part, r, x, info)
+            tilted = tilt_candidates(x, pending.model_logits[Form.CANDIDATES], pending.h[r], pending.h_hat[idx], head, beta, keep,
+                                     self.mode, self.moments)
+            logits[r] = self.stop_cap(tilted, x, info.temperatures[r], keep)
 
     @staticmethod
     def _keep(plan: RowPlan, part: list[int], r: torch.Tensor, logits: torch.Tensor, info) -> torch.Tensor:

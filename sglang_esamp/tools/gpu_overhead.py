@@ -8,12 +8,11 @@ It does three things:
 
 1. Checks the CUDA trainer path: the side-stream ``thread`` trainer must end with the same
    distiller weights as the ``inline`` one on the same batches.
-2. Times each ESamp piece alone (CUDA events): distiller predict, dense tilt (paper and
-   residual), candidate tilt (top-k 50), the residual tilt's mixed head input, train step.
-3. Times whole decode steps for each batch shape, and prints the overhead fractions:
-   plain; ESamp with the dense residual tilt after the head (the form of a replayed CUDA
-   graph); ESamp with the tilt mixed into the head's input (the form of an eager forward).
-   Both ESamp cases predict, tilt and submit to the side-stream trainer.
+2. Times each ESamp piece alone: distiller predict, dense tilt (paper and residual),
+   candidate tilt (residual, top-k 50), the stop cap, train step.
+3. Times whole decode steps for each batch shape, and prints the overhead fraction:
+   plain against ESamp (predict, the dense residual tilt with the probability stop cap,
+   submit to the side-stream trainer).
 
 ``--tiny`` shrinks the model so the script runs on a CPU in seconds (the test suite uses it).
 """
@@ -26,23 +25,33 @@ import time
 
 import torch
 
-from sglang_esamp.core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
-from sglang_esamp.core.tilt import head_gram, mix_residual, tilt_candidates, tilt_dense
+from sglang_esamp.core import (
+    AsyncTrainer,
+    BatchLayout,
+    DistillerBank,
+    ESampConfig,
+    GroupStats,
+    Head,
+    StopCap,
+    VocabMoments,
+    tilt_candidates,
+    tilt_dense,
+)
 
 SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=32)
 SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4)
-HEADER = (f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'dense ms':>9} {'latent ms':>10} {'ovh dense':>10} {'ovh latent':>11} "
-          f"{'predict':>8} {'tilt':>8} {'mix':>8} {'train':>8}  (pieces: % of decode)")
+HEADER = (f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'esamp ms':>9} {'overhead':>9} "
+          f"{'predict':>8} {'tilt':>8} {'cand':>8} {'cap':>8} {'train':>8}  (pieces: % of decode)")
 
 
 def table_row(distiller: str, spec: str, case: dict) -> str:
     frac = case["pieces_fraction_of_decode"]
     return (
-        f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_dense_step_s'] * 1e3:>9.2f} "
-        f"{case['esamp_latent_step_s'] * 1e3:>10.2f} {case['overhead_dense']:>10.1%} {case['overhead_latent']:>11.1%} "
-        f"{frac['predict']:>8.2%} {frac['tilt_dense_residual']:>8.2%} {frac['mix_residual']:>8.2%} {frac['train_step']:>8.2%}"
+        f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_step_s'] * 1e3:>9.2f} {case['overhead']:>9.1%} "
+        f"{frac['predict']:>8.2%} {frac['tilt_dense_residual']:>8.2%} {frac['tilt_candidates_top50']:>8.2%} {frac['stop_cap']:>8.2%} "
+        f"{frac['train_step']:>8.2%}"
     )
 
 
@@ -97,7 +106,9 @@ def build_model(shape: dict, device, dtype):
 @torch.no_grad()
 def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, device, dtype) -> dict:
     rows, hidden = groups * n, model.config.hidden_size
-    head = model.lm_head.weight  # (V, D)
+    head = Head(model.lm_head.weight)  # (V, D)
+    moments = VocabMoments.of(head)  # the residual fit's per-model constants
+    cap = StopCap([model.config.eos_token_id or 2], "probability", device)
     cfg = ESampConfig(max_groups=groups, distiller=distiller)
     bank = DistillerBank(cfg, hidden, device)
     trainer = AsyncTrainer(bank, GroupStats(groups, device), staleness=1, mode="thread" if device.type == "cuda" else "inline")
@@ -109,24 +120,19 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     cache = out.past_key_values
     token = out.logits[:, -1:].argmax(-1)
 
-    gram, head_mean = head_gram(head), head.float().mean(0)  # the residual tilt's per-model constants
+    temps = torch.ones(rows, device=device)
 
     def decode(form: str):
-        """One decode step; form: "plain", "dense" or "latent"."""
+        """One decode step; form: "plain" or "esamp"."""
         nonlocal token
         o = model.model(token, past_key_values=cache, use_cache=True, output_hidden_states=True)
         h1, h = o.hidden_states[1][:, -1], o.last_hidden_state[:, -1]  # (rows, D) each
-        if form != "plain":
+        logits = model.lm_head(h).float()  # (rows, V)
+        if form == "esamp":
             h_hat = trainer.predict(layout, h1)  # (rows, D)
-        if form == "latent":
-            mixed, _ = mix_residual(h, h_hat, beta, gram, head_mean)
-            logits = model.lm_head(mixed.to(h.dtype)).float()  # (rows, V)
-        else:
-            logits = model.lm_head(h).float()
-            if form == "dense":
-                logits = tilt_dense(logits, h_hat, head, beta, mode="residual")
+            logits = cap(tilt_dense(logits, logits, h_hat, head, beta, "residual"), logits, temps)
         token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
-        if form != "plain":
+        if form == "esamp":
             trainer.submit(layout, h1, h)
 
     # whole steps, the cases interleaved in blocks so clock drift hits all alike
@@ -136,7 +142,7 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         cache.crop(ctx)  # every block decodes at the same context length
         return timed(lambda: decode(form), device, steps)
 
-    forms = ("plain", "dense", "latent")
+    forms = ("plain", "esamp")
     for form in forms:  # warm-up: allocator, kernel choices, clocks
         block(form)
     times = {form: [] for form in forms}
@@ -151,21 +157,21 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     logits = torch.randn(rows, model.config.vocab_size, device=device)
     h_hat = bank.predict(layout, h1)
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(50, -1).indices, True)
+    tilted = tilt_dense(logits, logits, h_hat, head, beta, "residual")
     pieces = {
         "predict": timed(lambda: bank.predict(layout, h1), device, steps),
-        "tilt_dense": timed(lambda: tilt_dense(logits, h_hat, head, beta), device, steps),
-        "tilt_candidates_top50": timed(lambda: tilt_candidates(logits, h_hat, head, beta, keep), device, steps),
-        "tilt_dense_residual": timed(lambda: tilt_dense(logits, h_hat, head, beta, mode="residual"), device, steps),
-        "mix_residual": timed(lambda: mix_residual(h, h_hat, beta, gram, head_mean), device, steps),
+        "tilt_dense": timed(lambda: tilt_dense(logits, logits, h_hat, head, beta, "paper"), device, steps),
+        "tilt_dense_residual": timed(lambda: tilt_dense(logits, logits, h_hat, head, beta, "residual"), device, steps),
+        "tilt_candidates_top50": timed(
+            lambda: tilt_candidates(logits, logits, h, h_hat, head, beta, keep, "residual", moments), device, steps),
+        "stop_cap": timed(lambda: cap(tilted, logits, temps), device, steps),
         "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
     }
     trainer.close()
     step = {form: min(t) for form, t in times.items()}
     return {
         "distiller": distiller, "groups": groups, "n": n, "rows": rows, "ctx": ctx,
-        "decode_step_s": step["plain"], "esamp_dense_step_s": step["dense"], "esamp_latent_step_s": step["latent"],
-        "overhead_dense": step["dense"] / step["plain"] - 1.0,
-        "overhead_latent": step["latent"] / step["plain"] - 1.0,
+        "decode_step_s": step["plain"], "esamp_step_s": step["esamp"], "overhead": step["esamp"] / step["plain"] - 1.0,
         "pieces_s": pieces,
         "pieces_fraction_of_decode": {k: v / step["plain"] for k, v in pieces.items()},
         "steps_trained": trainer.finished,

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import torch
 
 from sglang_esamp import ESampConfig
+from sglang_esamp.core import Head
 from sglang_esamp.runtime import requests as requests_mod
 from sglang_esamp.runtime.params import CUSTOM_KEY
-from sglang_esamp.runtime.plan import Form
 from sglang_esamp.runtime.runtime import ESampRuntime
 from sglang_esamp.runtime.step import Step
 
@@ -35,13 +35,12 @@ def make_req(rid, explore=None, group=None, top_k=V, top_p=1.0, min_p=0.0):
 
 def make_runtime(stop_ids=None, **cfg):
     torch.manual_seed(0)
-    head = torch.randn(V, D)
     cfg = ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg)
-    return ESampRuntime(cfg, D, head, None, "cpu", stop_ids, processor=PROCESSOR)
+    return ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", stop_ids, processor=PROCESSOR)
 
 
 def head(rt):
-    return rt.tilter.head_weight
+    return rt.tilter.head.weight
 
 
 def metadata(extend: bool):
@@ -55,9 +54,8 @@ def make_batch(reqs, decode=True, info=None, **fields):
     return SimpleNamespace(sampling_info=info, forward_mode=SimpleNamespace(is_decode=lambda: decode), esamp=Step.of(reqs), **fields)
 
 
-def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
-    """One batch. eager: as an eager forward runs it, the hidden-state and head hooks inside
-    the forward before ``sample``; otherwise as after a replayed graph."""
+def run_step(rt, reqs, decode=True, bias=None, hidden=None):
+    """One batch, as SGLang runs it: the forward (its hidden-state hook), then ``sample``."""
     rows = len(reqs)
     hidden = torch.randn(rows, 2 * D) if hidden is None else hidden
     h = hidden[:, D:].clone()  # the LM head's input
@@ -65,12 +63,9 @@ def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
     info = Info(torch.ones(rows, 1), torch.tensor([r.sampling_params.top_k for r in reqs]),
                 torch.tensor([r.sampling_params.top_p for r in reqs]), torch.tensor([r.sampling_params.min_p for r in reqs]))
     batch = make_batch(reqs, decode, info)
-    if eager:
-        with rt.forward(batch):
-            stored = rt.store_hidden_states(PROCESSOR, hidden[:, :D].clone(), h, None, h, None, metadata(extend=not decode))
-            assert torch.equal(stored, hidden)  # layer output | LM-head input
-            mixed = rt.head_logits(lambda x: x @ head(rt).T, h)
-            logits = logits if mixed is None else mixed
+    with rt.forward(batch):
+        stored = rt.store_hidden_states(PROCESSOR, hidden[:, :D].clone(), h, None, h, None, metadata(extend=not decode))
+    assert torch.equal(stored, hidden)  # layer output | LM-head input
     out = SimpleNamespace(hidden_states=hidden, next_token_logits=logits.clone())
     seen = {}
 
@@ -84,7 +79,7 @@ def run_step(rt, reqs, decode=True, bias=None, hidden=None, eager=False):
     rt.sample(sample, out, batch)
     step = batch.esamp
     assert batch.sampling_info is info and rt.active is None  # restored after sampling
-    assert step is None or (step.plan is None and step.tilt_pending is None and step.head_input is None)  # used once
+    assert step is None or (step.plan is None and step.tilt_pending is None)  # used once
     return logits, seen
 
 
@@ -178,107 +173,66 @@ def test_residual_mode_reaches_the_runtime():
     assert not torch.allclose(outs[0][1], outs[1][1])  # different tilts
 
 
-def test_the_tilt_never_raises_a_stop_token():
-    for tilt, guard in (("paper", 0.0), ("residual", 0.0), ("paper", 0.01)):
-        rt = make_runtime(stop_ids=[3, 5], tilt=tilt, plausibility=guard)
-        reqs = [make_req(str(i), 2.0, "g:x") for i in range(16)]
-        for r in reqs:
-            rt.attach(r)
-        logits, seen = run_step(rt, reqs)
-        assert (seen["logits"][:, [3, 5]] <= logits[:, [3, 5]]).all()
-        finite = torch.isfinite(seen["logits"])
-        assert not torch.allclose(seen["logits"][finite], logits[finite])  # the rest is tilted
+def stop_share(logits, stop, keep=None):
+    """(rows,) the stop ids' total probability at T = 1 (within ``keep``)."""
+    if keep is not None:
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return torch.nan_to_num((torch.logsumexp(logits[:, stop], -1) - torch.logsumexp(logits, -1)).exp())
 
 
-def test_probability_stop_cap_keeps_the_stop_mass():
-    """stop_cap="probability": no dense or candidate row's stop ids gain probability (within
-    a candidate row's kept set), while the logit cap alone lets it rise; in the head-input
-    form the rows likeliest to stop (1 in MASS_CAP_SHARE) are capped and the rest are left
-    as the logit cap made them."""
+def test_every_tilted_row_keeps_its_stop_probability():
+    """Both caps hold on every dense and candidate row (within a candidate row's kept set),
+    while without a cap the tilt raises the stop share."""
     torch.manual_seed(5)
     h, stop, w = torch.randn(16, D), [3, 5], head(make_runtime())
     h -= 0.3 * (w[3] + w[5])  # the stops unlikely in every row
     hidden = torch.cat([h, h], -1)  # shallow = deep, so that a stand-in predictor can read h
     base = h @ w.T  # untilted
     top8 = torch.zeros_like(base, dtype=torch.bool).scatter_(1, base.topk(8, -1).indices, True)
-
-    def rise(logits, keep):  # per row: log of the stop mass over its untilted value
-        ref = base.masked_fill(~keep, float("-inf"))
-        mass = lambda x: torch.logsumexp(x[:, stop], -1) - torch.logsumexp(x, -1)  # noqa: E731
-        return torch.nan_to_num(mass(logits) - mass(ref))  # 0 where the stops are not kept at all
-
-    runs = {}
-    for eager in (False, True):
-        for cap in ("logit", "probability"):
-            rt = make_runtime(stop_ids=stop, tilt="paper", stop_cap=cap)
-            # h_hat = 1.25 h: the paper's tilt at beta 2 flattens the logits to l / 2, which
-            # raises the share of an unlikely stop even with its logit capped
-            rt.trainer.predict = lambda layout, h1: 1.25 * h1[layout.rows]
+    keep = torch.where(torch.arange(16).view(-1, 1) % 2 == 1, top8, torch.ones_like(top8))
+    for tilt in ("paper", "residual"):
+        shares = {}
+        for cap, ids in (("logit", stop), ("probability", stop), ("probability", [])):
+            rt = make_runtime(stop_ids=ids, tilt=tilt, stop_cap=cap)
+            # a distiller that underrates the stops: the tilt raises them
+            rt.trainer.predict = lambda layout, h1: h1[layout.rows] - 0.5 * (w[3] + w[5])
             reqs = [make_req(str(i), 2.0, "g:x", top_k=8 if i % 2 else V) for i in range(16)]
             for r in reqs:
                 rt.attach(r)
-            _, seen = run_step(rt, reqs, hidden=hidden, eager=eager)
-            runs[eager, cap] = seen["logits"]
-    keep = torch.where(torch.arange(16).view(-1, 1) % 2 == 1, top8, torch.ones_like(top8))
-    assert rise(runs[False, "logit"], keep).max() > 0.05  # what the logit cap lets through
-    assert rise(runs[False, "probability"], keep).max() < 1e-5
-    unfiltered = torch.arange(0, 16, 2)  # the head-input rows when eager; 8 of them: one is capped
-    tilted = runs[True, "logit"][unfiltered]
-    pick = (torch.logsumexp(tilted[:, stop], -1) - torch.logsumexp(tilted, -1)).argmax()  # likeliest to stop
-    assert rise(runs[True, "logit"], keep)[unfiltered[pick]] > 0.05
-    assert rise(runs[True, "probability"], keep)[unfiltered[pick]].abs() < 1e-5
-    rest = unfiltered[torch.arange(8) != pick]
-    assert torch.equal(runs[True, "probability"][rest], runs[True, "logit"][rest])
-    assert rise(runs[True, "probability"], keep)[1::2].max() < 1e-5  # candidate rows: always capped
+            _, seen = run_step(rt, reqs, hidden=hidden)
+            shares[cap, bool(ids)] = stop_share(seen["logits"], stop)
+            assert rt.server_stats()["tilted_rows"] == {"dense": 8, "candidates": 8}
+        before = stop_share(base, stop, keep)
+        assert (shares["probability", False] - before).max() > 0.01  # what the tilt does uncapped
+        for cap in ("logit", "probability"):
+            assert (shares[cap, True] <= before + 1e-6).all(), (tilt, cap)
 
 
-def test_eager_forward_tilts_in_the_head_input_like_the_dense_form():
-    """Rows tilted in the head's input get the same distribution as the dense form after the
-    forward (up to a per-row constant), the stop cap included; other rows are unchanged."""
-    hidden = torch.randn(5, 2 * D)
+def test_penalties_and_logit_bias_are_not_scaled_by_explore():
+    """The tilt is added after SGLang's processing: with a perfect distiller (h_hat = h) the
+    logits SGLang samples from are exactly its own processed logits, bias included."""
     for tilt in ("paper", "residual"):
-        runs = []
-        for eager in (False, True):
-            rt = make_runtime(stop_ids=[3], tilt=tilt)
-            reqs = [make_req("a", 1.0, "g:x"), make_req("b", 0.5, "g:x"), make_req("c"), make_req("d", 1.0, "g:x", top_k=4),
-                    make_req("e", 2.0, "g:y", top_k=1)]
-            for r in reqs:
-                rt.attach(r)
-            _, seen = run_step(rt, reqs, hidden=hidden, eager=eager)
-            runs.append(seen["logits"])
-            assert rt.trainer.submitted == 1 and rt.active is None
-            # a, b, e in the head's input when eager, else dense; d within its top-k
-            assert rt.server_stats()["tilted_rows"] == {"head_input": 3 * eager, "dense": 3 * (not eager), "candidates": 1}
-        post, pre = runs
-        logits = hidden[:, D:] @ head(rt).T  # untilted
-        torch.testing.assert_close(torch.log_softmax(pre, -1), torch.log_softmax(post, -1), rtol=1e-4, atol=1e-4)
-        assert not torch.allclose(post[0], logits[0]) and torch.equal(pre[2], logits[2])
-        capped = (post[:, 3] == logits[:, 3])  # the cap bound somewhere, so it is exercised
-        assert capped[[0, 1, 4]].any()
+        rt = make_runtime(tilt=tilt)
+        rt.trainer.predict = lambda layout, h1: h1[layout.rows]
+        reqs = [make_req("a", 2.0, "g:x"), make_req("b", 2.0, "g:x", top_k=5)]
+        for r in reqs:
+            rt.attach(r)
+        h = torch.randn(2, D)
+        logits, seen = run_step(rt, reqs, bias=7, hidden=torch.cat([h, h], -1))
+        processed = logits.clone()
+        processed[:, 7] += 100.0
+        torch.testing.assert_close(seen["logits"][0], processed[0], rtol=0, atol=1e-4)
+        kept = torch.isfinite(seen["logits"][1])
+        assert int(kept.sum()) == 5 and kept[7]
+        torch.testing.assert_close(seen["logits"][1][kept], processed[1][kept], rtol=0, atol=1e-4)
 
 
-def test_a_preparation_belongs_to_its_own_forward_batch():
-    """Only the head input that the hidden-state hook saw is replaced, and ``sample`` takes
-    the preparation from its own batch's Step (a delayed sample after another forward included)."""
+def test_the_hidden_state_hook_only_widens_its_own_processors_states():
     rt = make_runtime()
-    req = make_req("a", 1.0, "g:x")
-    rt.attach(req)
-    info = Info(torch.ones(1, 1), torch.tensor([V]), torch.tensor([1.0]), torch.tensor([0.0]))
-    batch = make_batch([req], info=info)
-    h = torch.randn(1, D)
-    with rt.forward(batch):
-        rt.store_hidden_states(PROCESSOR, torch.randn(1, D), h, None, h, None, metadata(extend=False))
-        assert rt.head_logits(lambda x: x @ head(rt).T, h.clone()) is None  # another tensor: not replaced
-        assert rt.head_logits(lambda x: x @ head(rt).T, h) is not None
-        assert rt.head_logits(lambda x: x @ head(rt).T, h) is None  # once
-    step = batch.esamp
-    assert step.plan.rows(Form.HEAD_INPUT) == [0] and step.head_input.read
-    other = make_batch([req, make_req("b")], info=info)  # a wrong row count: nothing prepared
-    with rt.forward(other):
-        rt.store_hidden_states(PROCESSOR, torch.randn(1, D), h, None, h, None, metadata(extend=False))
-    assert other.esamp.plan is None and other.esamp.head_input is None
-    assert batch.esamp.head_input.read  # the first batch's preparation is untouched
+    h = torch.randn(3, D)
     assert rt.store_hidden_states(SimpleNamespace(), h, h, None, h, None, metadata(extend=False)) is h  # another processor
+    wide = rt.store_hidden_states(PROCESSOR, h, 2 * h, None, 2 * h, None, metadata(extend=False))
+    assert torch.equal(wide, torch.cat([h, 2 * h], -1))
 
 
 def prefill(rt, reqs, lens, starts, h1, h):

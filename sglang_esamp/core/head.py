@@ -1,0 +1,84 @@
+"""The model's LM head as the tilt needs it: the distiller's logits go through exactly the
+model-side processing the model's own logits went through.
+
+``Head`` is softcap(scale * (W x + bias)), with each part present only when the model has
+it (SGLang's ``LogitsProcessor``: ``logit_scale``, ``final_logit_softcapping``; the head's
+bias). ``VocabMoments`` are the second moments of a linear head's rows over the whole
+vocabulary: with them the least-squares fit of one state's logits on another's, over every
+token, costs D^2 per row instead of a (D, V) product.
+
+Shapes: N rows, V vocabulary, D hidden, K tokens per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Head:
+    weight: torch.Tensor  # (V, D) the model's own head weight, not a copy
+    bias: torch.Tensor | None = None  # (V,)
+    scale: float | None = None
+    softcap: float | None = None
+
+    @property
+    def linear(self) -> bool:
+        """Logits affine in the state (no softcapping)."""
+        return not self.softcap
+
+    def logits(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, D) states -> (N, V) float32 logits; with ``idx`` (N, K) token ids, only those."""
+        if idx is None:
+            z = (x.to(self.weight.dtype) @ self.weight.t()).float()  # (N, V)
+            if self.bias is not None:
+                z = z + self.bias.float()
+        else:
+            z = torch.einsum("nd,nkd->nk", x.float(), self.weight[idx].float())  # (N, K)
+            if self.bias is not None:
+                z = z + self.bias.float()[idx]
+        if self.scale is not None:
+            z = z * self.scale
+        if self.softcap:
+            z = self.softcap * torch.tanh(z / self.softcap)
+        return z
+
+    def sliced(self, vocab: int) -> Head:
+        """The same head over the first ``vocab`` tokens (a padded weight's real rows)."""
+        bias = None if self.bias is None else self.bias[:vocab]
+        return Head(self.weight[:vocab], bias, self.scale, self.softcap)
+
+
+@dataclass
+class VocabMoments:
+    """For a linear head l(x) = s (W x + c): with centred rows W~ = W - w_mean and c~ = c - c_mean,
+    sum_v l~_v(x) l~_v(y) = s^2 (x^T G y + x^T g + y^T g + cc)."""
+
+    gram: torch.Tensor  # (D, D) W~^T W~
+    cross: torch.Tensor  # (D,) W~^T c~
+    bias_sq: float  # c~^T c~
+    mean_row: torch.Tensor  # (D,) w_mean
+    mean_bias: float  # c_mean
+    scale: float
+
+    @classmethod
+    def of(cls, head: Head) -> VocabMoments:
+        w = head.weight.float()
+        mean_row = w.mean(0)
+        w = w - mean_row  # centred first: no cancellation in float32
+        c = head.bias.float() if head.bias is not None else torch.zeros(w.shape[0], device=w.device)
+        mean_bias = float(c.mean())
+        c = c - mean_bias
+        return cls(w.t() @ w, w.t() @ c, float(c @ c), mean_row, mean_bias, 1.0 if head.scale is None else head.scale)
+
+    def fit(self, h: torch.Tensor, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) a and b of the least-squares fit l(h_hat) ~ a l(h) + b over every token."""
+        h, h_hat = h.float(), h_hat.float()
+        gh = h @ self.gram  # (N, D)
+        cov = (gh * h_hat).sum(-1) + (h + h_hat) @ self.cross + self.bias_sq
+        var = (gh * h).sum(-1) + 2 * (h @ self.cross) + self.bias_sq
+        a = cov / var.clamp_min(1e-6)
+        b = self.scale * ((h_hat @ self.mean_row + self.mean_bias) - a * (h @ self.mean_row + self.mean_bias))
+        return a, b
