@@ -150,7 +150,7 @@ def _add_eval_parsers(sub) -> None:
     p.add_argument("--min-p", type=float, default=0.0, help="a min-p floor for every method (0: none)")
     p.add_argument("--n", type=int, default=16, help="samples per problem")
     p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative, 64 for chat")
     p.add_argument("--concurrency", type=int, default=4, help="problems in flight at once")
     p.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
     p.add_argument("--url", default=None, help="a running server with --enable-esamp (and --enable-custom-logit-processor for fire/edt)")

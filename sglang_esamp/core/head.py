@@ -45,6 +45,15 @@ class Head:
             z = self.softcap * torch.tanh(z / self.softcap)
         return z
 
+    def linear_part(self, u: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """scale * (W u): (N, D) -> (N, V) float32, or (N, K) at token ids ``idx`` (N, K). On a
+        linear head, l(h) - l(h_hat) = linear_part(h - h_hat): one product for the two."""
+        if idx is None:
+            z = (u.to(self.weight.dtype) @ self.weight.t()).float()
+        else:
+            z = torch.einsum("nd,nkd->nk", u.float(), self.weight[idx].float())
+        return z if self.scale is None else z * self.scale
+
     def sliced(self, vocab: int) -> Head:
         """The same head over the first ``vocab`` tokens (a padded weight's real rows)."""
         bias = None if self.bias is None else self.bias[:vocab]
@@ -64,14 +73,22 @@ class VocabMoments:
     scale: float
 
     @classmethod
-    def of(cls, head: Head) -> VocabMoments:
-        w = head.weight.float()
-        mean_row = w.mean(0)
-        w = w - mean_row  # centred first: no cancellation in float32
-        c = head.bias.float() if head.bias is not None else torch.zeros(w.shape[0], device=w.device)
-        mean_bias = float(c.mean())
-        c = c - mean_bias
-        return cls(w.t() @ w, w.t() @ c, float(c @ c), mean_row, mean_bias, 1.0 if head.scale is None else head.scale)
+    def of(cls, head: Head, chunk: int = 16384) -> VocabMoments:
+        """Two passes over the head in chunks of ``chunk`` rows: no float32 copy of a large head."""
+        vocab, dim = head.weight.shape
+        device = head.weight.device
+        bias = head.bias if head.bias is not None else torch.zeros(vocab, device=device)
+        mean_row = sum(head.weight[i:i + chunk].float().sum(0) for i in range(0, vocab, chunk)) / vocab  # (D,)
+        mean_bias = float(bias.float().mean())
+        gram = torch.zeros(dim, dim, device=device)
+        cross = torch.zeros(dim, device=device)
+        for i in range(0, vocab, chunk):
+            w = head.weight[i:i + chunk].float() - mean_row  # centred first: no cancellation in float32
+            c = bias[i:i + chunk].float() - mean_bias
+            gram += w.t() @ w
+            cross += w.t() @ c
+        bias_sq = float(((bias.float() - mean_bias) ** 2).sum())
+        return cls(gram, cross, bias_sq, mean_row, mean_bias, 1.0 if head.scale is None else head.scale)
 
     def fit(self, h: torch.Tensor, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) a and b of the least-squares fit l(h_hat) ~ a l(h) + b over every token."""

@@ -29,32 +29,37 @@ import torch
 CAPS = ("logit", "probability")
 
 
-def _non_stop_lse(scaled: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
-    """(n,) log-sum-exp over the tokens that are not stop ids."""
-    return torch.logsumexp(scaled.index_fill(1, stop_ids, float("-inf")), -1)
+def _split_lse(logits: torch.Tensor, stop_ids: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, S) the stop ids' scaled logits and (n,) the log-sum-exp of every other token's,
+    at (n, 1) temperatures t: one pass to scale, one to sum."""
+    scaled = logits.float() / t  # (n, V), a fresh tensor
+    stops = scaled[:, stop_ids]
+    return stops, torch.logsumexp(scaled.index_fill_(1, stop_ids, float("-inf")), -1)
 
 
 def cap_stop_odds(tilted: torch.Tensor, before: torch.Tensor, stop_ids: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """The ``logit`` cap on (n, V) ``tilted`` against (n, V) ``before`` (masked alike), at (n,) temperatures."""
+    """The ``logit`` cap on (n, V) ``tilted`` (in place) against (n, V) ``before`` (masked
+    alike), at (n,) temperatures."""
     t = temperature.float().clamp_min(1e-6).view(-1, 1)  # (n, 1)
-    rest = _non_stop_lse(tilted.float() / t, stop_ids)  # (n,)
-    shift = (t.squeeze(-1) * (rest - _non_stop_lse(before.float() / t, stop_ids))).masked_fill(rest == float("-inf"), float("inf"))
-    bound = before[:, stop_ids].float() + torch.nan_to_num(shift, nan=float("inf")).unsqueeze(-1)  # (n, S); only stops left: no bound
-    out = tilted.clone()
-    out[:, stop_ids] = torch.minimum(tilted[:, stop_ids].float(), bound).to(tilted.dtype)
-    return out
+    stops, rest = _split_lse(tilted, stop_ids, t)
+    ref_stops, ref_rest = _split_lse(before, stop_ids, t)
+    shift = (rest - ref_rest).masked_fill(rest == float("-inf"), float("inf"))  # only stops left: no bound
+    bound = ref_stops + torch.nan_to_num(shift, nan=float("inf")).unsqueeze(-1)  # (n, S), scaled
+    tilted[:, stop_ids] = (torch.minimum(stops, bound) * t).to(tilted.dtype)
+    return tilted
 
 
 def cap_stop_mass(tilted: torch.Tensor, before: torch.Tensor, stop_ids: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """The ``probability`` cap on (n, V) ``tilted`` against (n, V) ``before`` (masked alike), at (n,) temperatures."""
+    """The ``probability`` cap on (n, V) ``tilted`` (in place) against (n, V) ``before``
+    (masked alike), at (n,) temperatures."""
     t = temperature.float().clamp_min(1e-6).view(-1, 1)  # (n, 1)
-    ref, scaled = before.float() / t, tilted.float() / t
-    budget = torch.logsumexp(ref[:, stop_ids], -1) - _non_stop_lse(ref, stop_ids)  # log-odds of stopping before
-    odds = torch.logsumexp(scaled[:, stop_ids], -1) - _non_stop_lse(scaled, stop_ids)
+    stops, rest = _split_lse(tilted, stop_ids, t)
+    ref_stops, ref_rest = _split_lse(before, stop_ids, t)
+    budget = torch.logsumexp(ref_stops, -1) - ref_rest  # log-odds of stopping before
+    odds = torch.logsumexp(stops, -1) - rest
     drop = torch.nan_to_num((odds - budget).clamp_min(0.0), nan=0.0, posinf=0.0) * t.squeeze(-1)  # (n,)
-    out = tilted.clone()
-    out[:, stop_ids] = tilted[:, stop_ids] - drop.to(tilted.dtype).unsqueeze(-1)
-    return out
+    tilted[:, stop_ids] -= drop.to(tilted.dtype).unsqueeze(-1)
+    return tilted
 
 
 class StopCap:
@@ -65,8 +70,9 @@ class StopCap:
         self.cap = cap_stop_odds if mode == "logit" else cap_stop_mass
 
     def __call__(self, tilted: torch.Tensor, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None):
-        """(n, V) tilted logits capped against ``before`` (n, V), the untilted ones, at the rows'
-        (n,) temperatures ``temps``, within ``keep`` (n, V) if given (``tilted`` is -inf outside it)."""
+        """(n, V) tilted logits capped (in place) against ``before`` (n, V), the untilted ones, at
+        the rows' (n,) temperatures ``temps``, within ``keep`` (n, V) if given (``tilted`` is
+        -inf outside it)."""
         if not self.stop_ids.numel():
             return tilted
         if keep is not None:

@@ -22,12 +22,17 @@ the paper's pi_ref^(1+beta) / q_dist^beta.
 
 **Forms.**
 
-- ``tilt_dense``: every token; one (N, D) x (D, V) head product for ``d``.
-- ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D). Its
-  residual fit still covers the whole vocabulary: through ``VocabMoments`` on a linear head
-  (D^2 per row), through the dense ``d`` on a softcapped one.
+- ``tilt_dense``: every token.
+- ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D).
 
-A row with beta = 0 keeps its logits bit for bit (within ``keep`` in the candidate form). A
+On a linear head (bias and logit scale allowed) t needs neither l nor d in full: it is the
+head's linear part on one state, s W (a h - h_hat), plus s (a - 1) c + b, with the
+residual's full-vocabulary fit (a, b) from ``VocabMoments`` in D^2 per row: one (N, D) x
+(D, V) product for the dense form. A softcapped head is not affine in the state; there the
+forms take the model's own ``lm`` and compute ``d``, and the residual's candidate form
+computes ``d`` over every token for the fit.
+
+A row with beta = 0 keeps its logits (within ``keep`` in the candidate form): x + 0. A
 row whose prediction is not finite is treated as beta = 0, so a diverged distiller never
 puts NaN into sampling.
 
@@ -66,40 +71,65 @@ def direction(lm: torch.Tensor, d: torch.Tensor, mode: str, fit: tuple[torch.Ten
     return a.unsqueeze(-1) * lm + b.unsqueeze(-1) - d
 
 
+def _linear_direction(head: Head, h: torch.Tensor, h_hat: torch.Tensor, mode: str, moments: VocabMoments | None,
+                      idx: torch.Tensor | None = None) -> torch.Tensor:
+    """t on a linear head with one head product: with l = s (W h + c) and d = s (W h_hat + c),
+    a l + b - d = s W (a h - h_hat) + s (a - 1) c + b (a = 1, b = 0 in the paper's mode)."""
+    if mode == "paper":
+        return head.linear_part(h.float() - h_hat.float(), idx)
+    a, b = moments.fit(h, h_hat)  # (N,) each, over the whole vocabulary
+    t = head.linear_part(a.unsqueeze(-1) * h.float() - h_hat.float(), idx)
+    if head.bias is not None:
+        bias = head.bias.float() if idx is None else head.bias.float()[idx]
+        t += (head.scale or 1.0) * (a - 1).unsqueeze(-1) * bias
+    return t.add_(b.unsqueeze(-1))
+
+
+def _one_product(head: Head, mode: str, moments: VocabMoments | None) -> bool:
+    """The tilt needs no full logits: a linear head, with the residual's moments at hand."""
+    return head.linear and (mode == "paper" or moments is not None)
+
+
 def _add(x: torch.Tensor, t: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """x + beta t on rows with beta > 0; the other rows unchanged. Masked (-inf) entries stay."""
-    b = beta.to(torch.float32).unsqueeze(-1)  # (N, 1)
-    return torch.where(b > 0, (x.float() + b * torch.nan_to_num(t)).to(x.dtype), x)
+    """x + beta t, in ``t``'s storage. A row with beta = 0 gets x + 0 = x; masked (-inf)
+    entries of x stay masked."""
+    return t.mul_(beta.float().unsqueeze(-1)).add_(x).to(x.dtype)
 
 
-def tilt_dense(x: torch.Tensor, lm: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str) -> torch.Tensor:
-    """(N, V) processed logits ``x``, (N, V) the model's logits ``lm``, (N, D) predictions,
-    (N,) beta -> (N, V) tilted logits."""
+def tilt_dense(
+    x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str,
+    moments: VocabMoments | None = None, lm: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, V) processed logits ``x``, (N, D) the states the model's logits came from and the
+    predictions, (N,) beta -> (N, V) tilted logits. On a linear head it costs one (N, D) x
+    (D, V) product; otherwise it needs ``lm`` (N, V), the model's own logits, and computes d."""
     beta = safe_beta(beta, h_hat)
-    d = head.logits(torch.nan_to_num(h_hat))  # (N, V)
-    return _add(x, direction(lm.float(), d, mode), beta)
+    h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
+    if _one_product(head, mode, moments):
+        return _add(x, _linear_direction(head, h, h_hat, mode, moments), beta)
+    return _add(x, direction(lm.float(), head.logits(h_hat), mode), beta)
 
 
 def tilt_candidates(
-    x: torch.Tensor, lm: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor,
-    keep: torch.Tensor, mode: str, moments: VocabMoments | None = None,
+    x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, keep: torch.Tensor, mode: str,
+    moments: VocabMoments | None = None, lm: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The tilt on the (N, V) ``keep`` tokens of ``x``; the rest go to -inf. ``h``: (N, D) the
-    states the model's logits came from (the residual fit on a linear head reads them).
+    """The tilt on the (N, V) ``keep`` tokens of ``x``; the rest go to -inf. Arguments as
+    ``tilt_dense``; on a linear head it gathers the K kept rows of the head (N x K x D).
 
     K, the largest kept count in the batch, is read on the host: the one device sync of
     this form, which the dense form does not have."""
     beta = safe_beta(beta, h_hat)
-    h_hat = torch.nan_to_num(h_hat)
+    h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
     k = max(int(keep.sum(-1).max()), 1)
     idx = torch.topk(x.masked_fill(~keep, float("-inf")), k, dim=-1).indices  # (N, K)
     valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
-    l_k = lm.float().gather(1, idx)
-    if mode == "residual" and not (head.linear and moments is not None):  # a softcapped head: the fit reads every d
-        d = head.logits(h_hat)  # (N, V)
-        fit, d_k = affine_fit(lm.float(), d), d.gather(1, idx)
-    else:
-        fit = moments.fit(h, h_hat) if mode == "residual" else None
-        d_k = head.logits(h_hat, idx)  # (N, K)
-    tilted_k = _add(x.gather(1, idx), direction(l_k, d_k, mode, fit), beta)
+    if _one_product(head, mode, moments):
+        t = _linear_direction(head, h, h_hat, mode, moments, idx)
+    elif mode == "paper":  # a softcapped head: l and d at the kept tokens
+        t = lm.float().gather(1, idx) - head.logits(h_hat, idx)
+    else:  # a softcapped head: the residual's fit reads every token's d
+        d = head.logits(h_hat)
+        t = direction(lm.float().gather(1, idx), d.gather(1, idx), mode, affine_fit(lm.float(), d))
+    tilted_k = _add(x.gather(1, idx), t, beta)
     return torch.full_like(x, float("-inf")).scatter_(1, idx, tilted_k.masked_fill(~valid, float("-inf")))

@@ -24,9 +24,11 @@ def esamp_state(url: str) -> dict | None:
 
 
 def prompt_ids(tokenizer, problem: Problem, instruction: str) -> list[int]:
-    """Math: the chat template around question + instruction. Code, creative: raw text."""
-    if problem.kind == "math":
-        messages = [{"role": "user", "content": f"{problem.question}\n{instruction}"}]
+    """Math: the chat template around question + instruction; chat: around the question, as
+    the OpenAI chat route builds it. Code, creative: raw text."""
+    if problem.kind in ("math", "chat"):
+        content = f"{problem.question}\n{instruction}" if problem.kind == "math" else problem.question
+        messages = [{"role": "user", "content": content}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(problem.question, add_special_tokens=False)["input_ids"]

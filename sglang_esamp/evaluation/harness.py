@@ -31,7 +31,7 @@ from .methods import Method
 from .sandbox import check_humaneval
 from .tasks import Problem, load_task
 
-DEFAULT_TOKENS = {"math": 256, "code": 256, "creative": 96}
+DEFAULT_TOKENS = {"math": 256, "code": 256, "creative": 96, "chat": 64}
 
 
 @dataclasses.dataclass

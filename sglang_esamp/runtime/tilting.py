@@ -2,9 +2,10 @@
 
 Two moments of SGLang's sampling step:
 
-- ``capture`` (before SGLang's request processing): the model's own logits ``l`` of the
-  tilted rows, which the definition needs and which penalties, logit bias and grammar are
-  about to overwrite in place;
+- ``capture`` (before SGLang's request processing): what the tilt needs of the step; on a
+  softcapped head also the model's own logits ``l`` of the tilted rows, which penalties,
+  logit bias and grammar are about to overwrite in place (a linear head's tilt needs only
+  the states, core/tilt.py);
 - ``after_processing`` (after it): ``x + beta t`` on the DENSE rows over the whole vocabulary
   and on the CANDIDATES rows within the tokens their filters (or the guard) keep from these
   very logits, then the stop cap against the untilted ``x``.
@@ -33,7 +34,7 @@ class Pending:
     plan: RowPlan
     h: torch.Tensor  # (rows, D) the LM head's input, per batch row
     h_hat: torch.Tensor  # (M, D) predictions, per layout row
-    model_logits: dict  # Form -> (n, V) the model's own logits of that form's rows
+    model_logits: dict  # Form -> (n, V) the model's own logits of that form's rows (softcapped heads only)
     info: object  # the batch's SamplingBatchInfo before ``sampling_params_for``
     forward_batch: object
 
@@ -60,12 +61,13 @@ class Tilter:
         return part, idx, plan.layout.rows[idx], beta
 
     def capture(self, plan: RowPlan, h: torch.Tensor, h_hat: torch.Tensor, logits: torch.Tensor, info, forward_batch) -> Pending | None:
-        """Keep what the tilt needs from the (rows, V) ``logits`` before SGLang processes them."""
+        """Keep what the tilt needs from the (rows, V) ``logits`` before SGLang processes them;
+        None when no row is tilted."""
         model_logits = {}
         for form in TILTED:
             picked = self._select(plan, form, logits.device)
             if picked is not None:
-                model_logits[form] = logits[picked[2]]  # (n, V), a copy
+                model_logits[form] = None if self.head.linear else logits[picked[2]]  # (n, V), a copy
         return Pending(plan, h, h_hat, model_logits, info, forward_batch) if model_logits else None
 
     def after_processing(self, pending: Pending, logits: torch.Tensor) -> None:
@@ -76,15 +78,16 @@ class Tilter:
         if picked is not None:
             _, idx, r, beta = picked
             x = logits[r]
-            tilted = tilt_dense(x, pending.model_logits[Form.DENSE], pending.h_hat[idx], head, beta, self.mode)
+            tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
+                                pending.model_logits[Form.DENSE])
             logits[r] = self.stop_cap(tilted, x, info.temperatures[r])
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
             x = logits[r]
             keep = self._keep(plan, part, r, x, info)
-            tilted = tilt_candidates(x, pending.model_logits[Form.CANDIDATES], pending.h[r], pending.h_hat[idx], head, beta, keep,
-                                     self.mode, self.moments)
+            tilted = tilt_candidates(x, pending.h[r], pending.h_hat[idx], head, beta, keep, self.mode, self.moments,
+                                     pending.model_logits[Form.CANDIDATES])
             logits[r] = self.stop_cap(tilted, x, info.temperatures[r], keep)
 
     @staticmethod

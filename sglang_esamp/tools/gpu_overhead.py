@@ -130,7 +130,7 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         logits = model.lm_head(h).float()  # (rows, V)
         if form == "esamp":
             h_hat = trainer.predict(layout, h1)  # (rows, D)
-            logits = cap(tilt_dense(logits, logits, h_hat, head, beta, "residual"), logits, temps)
+            logits = cap(tilt_dense(logits, h, h_hat, head, beta, "residual", moments), logits, temps)
         token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
         if form == "esamp":
             trainer.submit(layout, h1, h)
@@ -157,14 +157,13 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     logits = torch.randn(rows, model.config.vocab_size, device=device)
     h_hat = bank.predict(layout, h1)
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(50, -1).indices, True)
-    tilted = tilt_dense(logits, logits, h_hat, head, beta, "residual")
+    tilted = tilt_dense(logits, h, h_hat, head, beta, "residual", moments)
     pieces = {
         "predict": timed(lambda: bank.predict(layout, h1), device, steps),
-        "tilt_dense": timed(lambda: tilt_dense(logits, logits, h_hat, head, beta, "paper"), device, steps),
-        "tilt_dense_residual": timed(lambda: tilt_dense(logits, logits, h_hat, head, beta, "residual"), device, steps),
-        "tilt_candidates_top50": timed(
-            lambda: tilt_candidates(logits, logits, h, h_hat, head, beta, keep, "residual", moments), device, steps),
-        "stop_cap": timed(lambda: cap(tilted, logits, temps), device, steps),
+        "tilt_dense": timed(lambda: tilt_dense(logits, h, h_hat, head, beta, "paper"), device, steps),
+        "tilt_dense_residual": timed(lambda: tilt_dense(logits, h, h_hat, head, beta, "residual", moments), device, steps),
+        "tilt_candidates_top50": timed(lambda: tilt_candidates(logits, h, h_hat, head, beta, keep, "residual", moments), device, steps),
+        "stop_cap": timed(lambda: cap(tilted.clone(), logits, temps), device, steps),
         "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
     }
     trainer.close()

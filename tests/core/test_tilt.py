@@ -59,6 +59,10 @@ def case():
     return h, h_hat, beta, penalties
 
 
+def moments_of(head):
+    return VocabMoments.of(head, chunk=7) if head.linear else None  # chunks that do not divide V
+
+
 @pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("mode", ["paper", "residual"])
 def test_dense_is_the_definition(case, kind, mode):
@@ -66,11 +70,13 @@ def test_dense_is_the_definition(case, kind, mode):
     head = make_head(kind)
     lm = head.logits(h)
     x = lm + penalties
-    out = tilt_dense(x, lm, h_hat, head, beta, mode)
     ref = reference(x, h, h_hat, head, beta, mode)
-    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
-    assert torch.equal(out[beta == 0], x[beta == 0])  # bit for bit
-    assert torch.isneginf(out[0, 3])
+    # on a linear head: one product, no logits needed; on any head: from the model's logits
+    for moments, given in ((moments_of(head), None if head.linear else lm), (None, lm)):
+        out = tilt_dense(x, h, h_hat, head, beta, mode, moments, given)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(out[beta == 0], x[beta == 0])
+        assert torch.isneginf(out[0, 3])
 
 
 @pytest.mark.parametrize("kind", HEADS)
@@ -83,13 +89,13 @@ def test_candidates_are_the_definition_on_the_kept_tokens(case, kind, mode):
     keep = torch.zeros(N, V, dtype=torch.bool)
     keep[:, :2] = True  # two candidates: a fit over the kept tokens alone would be exact, and the tilt zero
     keep[2, 2:20] = True  # rows keep different counts
-    moments = VocabMoments.of(head) if head.linear else None
-    out = tilt_candidates(x, lm, h, h_hat, head, beta, keep, mode, moments)
     ref = reference(x, h, h_hat, head, beta, mode, keep)
-    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
-    assert torch.equal(out[beta == 0], x.masked_fill(~keep, float("-inf"))[beta == 0])
-    moved = (out - x)[beta > 0][:, :2]  # the two shared candidates
-    assert ((moved[:, 0] - moved[:, 1]).abs() > 1e-3).all()  # the tilt changes their odds
+    for moments, given in ((moments_of(head), None if head.linear else lm), (None, lm)):
+        out = tilt_candidates(x, h, h_hat, head, beta, keep, mode, moments, given)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(out[beta == 0], x.masked_fill(~keep, float("-inf"))[beta == 0])
+        moved = (out - x)[beta > 0][:, :2]  # the two shared candidates
+        assert ((moved[:, 0] - moved[:, 1]).abs() > 1e-3).all()  # the tilt changes their odds
 
 
 def test_penalties_and_logit_bias_are_not_scaled_by_the_tilt(case):
@@ -99,13 +105,13 @@ def test_penalties_and_logit_bias_are_not_scaled_by_the_tilt(case):
     lm = head.logits(h)
     x = lm + 5.0 * penalties
     for mode in ("paper", "residual"):
-        torch.testing.assert_close(tilt_dense(x, lm, h, head, beta, mode), x, rtol=0, atol=1e-4)
+        torch.testing.assert_close(tilt_dense(x, h, h, head, beta, mode, VocabMoments.of(head)), x, rtol=0, atol=1e-4)
 
 
 def test_vocab_moments_give_the_full_vocabulary_fit(case):
     h, h_hat, _, _ = case
     head = make_head("bias_scale")
-    a, b = VocabMoments.of(head).fit(h, h_hat)
+    a, b = VocabMoments.of(head, chunk=7).fit(h, h_hat)
     a_ref, b_ref = affine_fit(head.logits(h).double(), head.logits(h_hat).double())
     torch.testing.assert_close(a.double(), a_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b.double(), b_ref, rtol=1e-4, atol=1e-3)
@@ -118,8 +124,8 @@ def test_residual_tilt_ignores_what_an_affine_fit_explains():
     lm = head.logits(h)
     beta = torch.tensor([0.5, 1.0, 2.0])
     flat = 0.4 * h  # a flattened copy of the model's logits: the paper's tilt sharpens, the residual does nothing
-    torch.testing.assert_close(tilt_dense(lm, lm, flat, head, beta, "residual"), lm, rtol=0, atol=1e-4)
-    paper = tilt_dense(lm, lm, flat, head, beta, "paper")
+    torch.testing.assert_close(tilt_dense(lm, h, flat, head, beta, "residual", VocabMoments.of(head)), lm, rtol=0, atol=1e-4)
+    paper = tilt_dense(lm, h, flat, head, beta, "paper")
     torch.testing.assert_close(paper, lm * (1 + 0.6 * beta)[:, None], rtol=1e-5, atol=1e-4)
 
 
@@ -130,11 +136,11 @@ def test_non_finite_prediction_leaves_row_untilted(case):
     h_hat[1, 0] = float("nan")
     h_hat[3, 2] = float("inf")
     lm = head.logits(h)
-    out = tilt_dense(lm, lm, h_hat, head, beta, "paper")
+    out = tilt_dense(lm, h, h_hat, head, beta, "paper")
     assert torch.isfinite(out).all()
     assert torch.equal(out[1], lm[1]) and torch.equal(out[3], lm[3])
     keep = torch.rand(N, V) > 0.5
-    cand = tilt_candidates(lm, lm, h, h_hat, head, beta, keep, "residual", VocabMoments.of(head))
+    cand = tilt_candidates(lm, h, h_hat, head, beta, keep, "residual", VocabMoments.of(head))
     assert torch.equal(cand[1], lm[1].masked_fill(~keep[1], float("-inf")))  # untilted, but still within its filters
 
 
@@ -143,5 +149,5 @@ def test_greedy_argmax_moves_with_beta():
     h = torch.tensor([[2.0, 1.9, 0.0]])
     h_hat = torch.tensor([[2.0, 0.0, 0.0]])  # the distiller already "knows" token 0
     lm = head.logits(h)
-    out = tilt_dense(lm, lm, h_hat, head, torch.tensor([0.25]), "paper")
+    out = tilt_dense(lm, h, h_hat, head, torch.tensor([0.25]), "paper")
     assert int(out.argmax()) == 1 and int(lm.argmax()) == 0

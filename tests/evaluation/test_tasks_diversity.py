@@ -34,6 +34,30 @@ def test_creative_openings_are_32_words():
     assert all(len(o.question.split()) == CREATIVE_WORDS for o in openings)
 
 
+def test_chat_prompts_cover_every_category_in_both_splits():
+    tune, test = load_task("chat", "tune"), load_task("chat", "test")
+    assert len(tune) >= 64 and len(test) >= 64 and not {p.question for p in tune} & {p.question for p in test}
+    assert all(p.kind == "chat" and p.question.endswith((".", "?")) for p in tune + test)
+    for split in (tune, test):  # the five categories take turns in the file
+        starts = {p.question.split()[0] for p in split}
+        assert {"Name", "Write", "What"} <= starts and starts & {"Pick", "Choose"} and starts & {"Recommend", "Suggest"}
+
+
+@pytest.mark.server
+def test_chat_prompts_are_what_the_openai_chat_route_builds(tiny_esamp_server, embedded_model):
+    """The harness sends token ids; they are the chat route's own prompt for the same message."""
+    import requests
+    from transformers import AutoTokenizer
+
+    from sglang_esamp.evaluation.client import prompt_ids
+
+    problem = load_task("chat", limit=1)[0]
+    ids = prompt_ids(AutoTokenizer.from_pretrained(embedded_model), problem, "")
+    body = {"model": "m", "messages": [{"role": "user", "content": problem.question}], "max_tokens": 1}
+    usage = requests.post(tiny_esamp_server.url + "/v1/chat/completions", json=body, timeout=120).json()["usage"]
+    assert usage["prompt_tokens"] == len(ids)
+
+
 def test_bad_task_names_the_problem():
     with pytest.raises(ValueError, match="unknown task 'gsm9k'"):
         load_task("gsm9k")
