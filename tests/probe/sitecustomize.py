@@ -94,7 +94,7 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
         temp = max(float(info.temperatures.view(-1)[r]), 1e-6)
         x, got = x_all[r].double(), out_all[r].double()
         lm, d = head64(model, pending.h[r:r + 1], vocab)[0], head64(model, pending.h_hat[i:i + 1], vocab)[0]
-        server_l = pending.model_logits[form][plan.rows(form).index(i)].double()
+        server_l = pending.probe_logits[r].double()  # the model's own, kept by the probe before SGLang's processing
         ref = x + beta * direction(lm, d, mode)
         if form is Form.CANDIDATES:
             if plan.floors[i] > 0:
@@ -137,7 +137,15 @@ def patch(module) -> None:
 
     runtime_cls.from_runner = classmethod(probing_from_runner)
     tilter_cls = module.Tilter
-    after = tilter_cls.after_processing
+    after, capture = tilter_cls.after_processing, tilter_cls.capture
+
+    def probing_capture(self, plan, h, h_hat, logits, *args):
+        pending = capture(self, plan, h, h_hat, logits, *args)
+        if pending is not None:
+            pending.probe_logits = logits.clone()  # (rows, V), before SGLang's processing
+        return pending
+
+    tilter_cls.capture = probing_capture
 
     def probing_after(self, pending, logits):
         x = logits.clone()
