@@ -59,20 +59,23 @@ def case():
     return h, h_hat, beta, penalties
 
 
-def moments_of(head):
-    return VocabMoments.of(head, chunk=7) if head.linear else None  # chunks that do not divide V
+def setup(case, kind):
+    """The case on a head of ``kind``: its logits ``lm``, the processed ``x``, and the ways to
+    call a form: on a linear head with one product (no logits; moments in chunks that do not
+    divide V), and on any head from the model's logits."""
+    h, h_hat, beta, penalties = case
+    head = make_head(kind)
+    lm = head.logits(h)
+    moments = VocabMoments.of(head, chunk=7) if head.linear else None
+    return h, h_hat, beta, head, lm + penalties, [(moments, None if head.linear else lm), (None, lm)]
 
 
 @pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("mode", ["paper", "residual"])
 def test_dense_is_the_definition(case, kind, mode):
-    h, h_hat, beta, penalties = case
-    head = make_head(kind)
-    lm = head.logits(h)
-    x = lm + penalties
+    h, h_hat, beta, head, x, calls = setup(case, kind)
     ref = reference(x, h, h_hat, head, beta, mode)
-    # on a linear head: one product, no logits needed; on any head: from the model's logits
-    for moments, given in ((moments_of(head), None if head.linear else lm), (None, lm)):
+    for moments, given in calls:
         out = tilt_dense(x, h, h_hat, head, beta, mode, moments, given)
         torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
         assert torch.equal(out[beta == 0], x[beta == 0])
@@ -82,15 +85,12 @@ def test_dense_is_the_definition(case, kind, mode):
 @pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("mode", ["paper", "residual"])
 def test_candidates_are_the_definition_on_the_kept_tokens(case, kind, mode):
-    h, h_hat, beta, penalties = case
-    head = make_head(kind)
-    lm = head.logits(h)
-    x = lm + penalties
+    h, h_hat, beta, head, x, calls = setup(case, kind)
     keep = torch.zeros(N, V, dtype=torch.bool)
     keep[:, :2] = True  # two candidates: a fit over the kept tokens alone would be exact, and the tilt zero
     keep[2, 2:20] = True  # rows keep different counts
     ref = reference(x, h, h_hat, head, beta, mode, keep)
-    for moments, given in ((moments_of(head), None if head.linear else lm), (None, lm)):
+    for moments, given in calls:
         out = tilt_candidates(x, h, h_hat, head, beta, keep, mode, moments, given)
         torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
         assert torch.equal(out[beta == 0], x.masked_fill(~keep, float("-inf"))[beta == 0])
