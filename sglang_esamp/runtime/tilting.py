@@ -63,12 +63,12 @@ class Tilter:
     def capture(self, plan: RowPlan, h: torch.Tensor, h_hat: torch.Tensor, logits: torch.Tensor, info, forward_batch) -> Pending | None:
         """Keep what the tilt needs from the (rows, V) ``logits`` before SGLang processes them;
         None when no row is tilted."""
-        model_logits = {}
-        for form in TILTED:
-            picked = self._select(plan, form, logits.device)
-            if picked is not None:
-                model_logits[form] = None if self.head.linear else logits[picked[2]]  # (n, V), a copy
-        return Pending(plan, h, h_hat, model_logits, info, forward_batch) if model_logits else None
+        forms = [form for form in TILTED if plan.rows(form)]  # host-side: no device work for a linear head
+        if not forms:
+            return None
+        model_logits = {form: None if self.head.linear else logits[self._select(plan, form, logits.device)[2]]  # (n, V), a copy
+                        for form in forms}
+        return Pending(plan, h, h_hat, model_logits, info, forward_batch)
 
     def after_processing(self, pending: Pending, logits: torch.Tensor) -> None:
         """Tilt the DENSE and CANDIDATES rows of the processed ``logits`` (rows, V) in place."""
