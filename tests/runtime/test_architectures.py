@@ -21,7 +21,7 @@ PROBE_DIR = Path(__file__).resolve().parents[1] / "probe"
 # kind -> (tilt mode, stop cap): each architecture runs one combination, so all four meet a server
 CASES = {"llama_untied": ("paper", "logit"), "gemma3": ("residual", "probability"), "qwen3": ("residual", "logit")}
 EOS = "2"  # every tiny model's end-of-sequence id
-BASE = {"max_new_tokens": 6, "ignore_eos": True, "explore": 0.75}
+BASE = {"max_new_tokens": 12, "ignore_eos": True, "explore": 0.75}
 REQUESTS = {  # the sampling settings users send, each with ESamp on
     "sampled": {"temperature": 0.8, "n": 2},
     "greedy": {"temperature": 0.0},
@@ -30,7 +30,7 @@ REQUESTS = {  # the sampling settings users send, each with ESamp on
     "regex": {"regex": "[a-z ]{6}"},
     "top_k": {"top_k": 20, "logit_bias": {EOS: 12.0}, "n": 2},
     "top_p": {"top_p": 0.9, "temperature": 0.7},
-    "min_p": {"min_p": 0.05, "logit_bias": {EOS: 8.0}, "n": 2},
+    "min_p": {"min_p": 0.05, "logit_bias": {EOS: 8.0}, "n": 4},
 }
 
 
