@@ -11,8 +11,9 @@ Subcommands:
 - ``eval-report DIR``: the report of what an eval folder holds so far (an interrupted run too).
 - ``eval-summary``: the headline numbers of several eval folders in one table.
 - ``bench``: throughput of vanilla and ESamp on one server, interleaved.
-- ``calibrate [--model-path P] [--esamp-* flags]``: fit (or show) the cached base distiller
-  that ``--esamp-init calibrated`` starts every group from.
+- ``calibrate [--url URL | --model-path P [--esamp-* flags]]``: send a server the shipped
+  calibration prompts, so that it fits and saves the base distiller that ``--esamp-init
+  calibrated`` starts every group from before real traffic arrives.
 - ``init-study``: a group distiller's error over its first decode steps, for each init,
   replayed offline on the model's own samples.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 from .evaluation.methods import BASE_METHODS
 from .evaluation.tasks import SPLITS, TASKS
 from .launch import cpu
+from .launch.calibrate import warn_if_cold
 from .launch.model_cache import AssetMissingError, embedded_model_path
 from .launch.server import server_url
 
@@ -67,6 +69,8 @@ def evaluate(args: argparse.Namespace) -> None:
                      args.server_args)
     out = Path(args.out)
     with server_url(args.url, ["--enable-esamp", "--enable-custom-logit-processor", *shlex.split(args.server_args)]) as url:
+        if args.url:
+            warn_if_cold(url)
         run_eval(url, cfg, out)
     results = aggregate(out)
     write_report(out, results)
@@ -92,6 +96,8 @@ def bench(args: argparse.Namespace) -> None:
         if getattr(args, flag) < 1:
             raise SystemExit(f"sglang-esamp bench: error: --{flag.replace('_', '-')} must be >= 1")
     with server_url(args.url, ["--enable-esamp"]) as url:
+        if args.url:
+            warn_if_cold(url)
         result = run_bench(url, args.prompts, args.n, args.max_new_tokens, args.repeats, args.explore)
     if args.json:
         print(json.dumps(result))
@@ -100,22 +106,21 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def calibrate(args: argparse.Namespace) -> None:
+    from .launch.calibrate import warm
     from .runtime import flags
-    from .runtime.base import base_path, load_or_calibrate
 
+    if args.url and (args.model_path or args.esamp_flags):
+        raise SystemExit("sglang-esamp calibrate: error: --model-path and --esamp-* flags apply only to a server started here (no --url)")
     strict = argparse.ArgumentParser(prog="sglang-esamp calibrate")
     flags.add_arguments(strict)
     strict.parse_args(["--enable-esamp", *args.esamp_flags])  # exits 2 naming an unknown flag
-    model = args.model_path or str(embedded_model_path())
-    cfg = flags.parse(["--enable-esamp", *args.esamp_flags, "--esamp-init", "calibrated"])
-    path = base_path(model, cfg)
-    if args.refit and path.is_file():
-        path.unlink()
+    server_args = ["--enable-esamp", *args.esamp_flags] + (["--model-path", args.model_path] if args.model_path else [])
     t0 = time.monotonic()
-    fit, path = load_or_calibrate(model, cfg, progress=True)
-    print(f"base distiller: {path}")
-    print(f"rows {fit.train_rows + fit.heldout_rows} (text pairs), held-out rel_err {fit.rel_err:.3f} "
-          f"(random init {fit.rel_err_init:.3f}), {time.monotonic() - t0:.0f} s")
+    with server_url(args.url, server_args, warm_base=False) as url:
+        base = warm(url)
+    print(f"base distiller: {base['path']}")
+    print(f"{base['steps']} steps on {base['rows']} rows of the server's own decoding, {base['rounds']} round(s) of prompts, "
+          f"{time.monotonic() - t0:.0f} s")
 
 
 def init_study(args: argparse.Namespace) -> None:
@@ -174,11 +179,11 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--explore", type=float, default=0.5)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--url", default=None, help="a running server with --enable-esamp")
-    p = sub.add_parser("calibrate", help="fit the cached base distiller of --esamp-init calibrated (once per model)")
-    p.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
-    p.add_argument("--refit", action="store_true", help="fit again even if a cached base exists")
+    p = sub.add_parser("calibrate", help="warm a server's base distiller (--esamp-init calibrated) with the shipped prompts")
+    p.add_argument("--url", default=None, help="a running server with --enable-esamp (default: start the model here)")
+    p.add_argument("--model-path", default=None, help="without --url: a Hugging Face model folder (default: the embedded model)")
     p.add_argument("esamp_flags", nargs=argparse.REMAINDER,
-                   help="--esamp-* flags that shape the distiller (distiller, intermediate, rank, source-layer, seed)")
+                   help="without --url: --esamp-* flags that shape the distiller (distiller, intermediate, rank, source-layer, seed)")
     p = sub.add_parser("init-study", help="a group distiller's error over its first decode steps, per --esamp-init (offline)")
     p.add_argument("--model-path", default=None, help="a Hugging Face model folder (default: the embedded model)")
     p.add_argument("--task", choices=TASKS, default="svamp")

@@ -14,6 +14,24 @@ from sglang_esamp.launch import cpu
 
 cpu.setup()  # the test process starts here: before sglang is first imported
 
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_bases(tmp_path_factory):
+    """Servers of this run save and load their base distillers in a folder of their own, so
+    no run depends on what an earlier one trained."""
+    import os
+
+    from sglang_esamp.runtime.base import DIR_ENV
+
+    folder = tmp_path_factory.mktemp("esamp-bases")
+    old = os.environ.get(DIR_ENV)
+    os.environ[DIR_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(DIR_ENV, None)
+    else:
+        os.environ[DIR_ENV] = old
+
 SERVER_FIXTURES = {"server", "esamp_server", "tiny_esamp_server", "fault_server", "stress_server", "probed"}
 
 

@@ -58,18 +58,19 @@ class DistillerBank:
         self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.lock = threading.Lock()
+        # CUDA: the trainer writes on a side stream. Each write waits for every read issued
+        # before it, and each read waits for the newest write, through events: no host sync.
+        self._cuda = self.device.type == "cuda"
+        self._main_stream = torch.cuda.current_stream(self.device) if self._cuda else None
+        self._write_event = None
         self.base = None if base is None else self._check_base(base)  # name -> (1, ...): warm start
+        self._base_ready = None  # CUDA: the event after which ``base`` may be read
         g = cfg.max_groups
         init = self._fresh(g)
         self.params: Params = {k: v.to(self.device) for k, v in init.items()}  # (G, ...)
         self.exp_avg: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.exp_avg_sq: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.step_count = torch.zeros(g, device=self.device)  # (G,) Adam steps per slot
-        # CUDA: the trainer writes on a side stream. Each write waits for every read issued
-        # before it, and each read waits for the newest write, through events: no host sync.
-        self._cuda = self.device.type == "cuda"
-        self._main_stream = torch.cuda.current_stream(self.device) if self._cuda else None
-        self._write_event = None
 
     @property
     def bytes_per_group(self) -> int:
@@ -84,11 +85,29 @@ class DistillerBank:
             raise ValueError(f"base distiller does not fit this architecture: expected {shapes}, got {got}")
         return {k: v.detach().float().to(self.device) for k, v in base.items()}  # kept where the slots live
 
+    def set_base(self, base: Params) -> None:
+        """From now on new groups start from ``base`` (name -> (1, ...), owned by the bank from
+        here on); slots in use keep their weights. Callable from the trainer's thread and stream."""
+        checked = self._check_base(base)
+        ready = None
+        if self._cuda:
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self.device))
+        with self.lock:
+            self.base, self._base_ready = checked, ready
+
     def _fresh(self, g: int) -> Params:
         """(g, ...) initial weights: copies of the base when there is one, else the paper's random init."""
-        if self.base is not None:
-            return {k: v.expand(g, *v.shape[1:]).clone() for k, v in self.base.items()}
-        return random_init(self.arch.shapes(), g, self.generator, self.out_gain)
+        with self.lock:
+            base, ready = self.base, self._base_ready
+        if base is None:
+            return random_init(self.arch.shapes(), g, self.generator, self.out_gain)
+        if ready is not None:  # written on the trainer's stream: read after it, and keep it alive until read
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(ready)
+            for v in base.values():
+                v.record_stream(stream)
+        return {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
 
     def reset(self, slots: list[int]) -> None:
         """Give these slots initial weights and a fresh optimizer (a new group moves in)."""

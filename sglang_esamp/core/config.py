@@ -60,9 +60,9 @@ class ESampConfig:
     staleness: int = knob(1, "Training steps a prediction may lag behind.", low=0)
     init: str = knob(
         "calibrated",
-        "A new group's distiller: 'random' (the paper's), 'calibrated' (a copy of a base distiller fitted once per model on "
-        "its own text and cached; sglang-esamp calibrate fits it ahead), or either followed by a fit on the group's prompt: "
-        "'prompt' (random, then the prompt), 'calibrated+prompt'.",
+        "A new group's distiller: 'random' (the paper's), 'calibrated' (a copy of the base distiller the server trains on "
+        "its own decode rows in idle time and saves per model; random until it has one; sglang-esamp calibrate warms it), "
+        "or either followed by a fit on the group's prompt: 'prompt' (random, then the prompt), 'calibrated+prompt'.",
         choices=INIT_KINDS)
     prompt_steps: int = knob(4, "Adam steps on a new group's prompt rows during its prefill, for the inits with 'prompt'.", low=1)
     tilt: str = knob(

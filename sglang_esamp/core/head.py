@@ -73,9 +73,11 @@ class VocabMoments:
     scale: float
 
     @classmethod
-    def of(cls, head: Head, chunk: int = 16384) -> VocabMoments:
-        """Two passes over the head in chunks of ``chunk`` rows: no float32 copy of a large head."""
+    def of(cls, head: Head, chunk_bytes: int = 64 * 2**20) -> VocabMoments:
+        """Two passes over the head in chunks of at most ``chunk_bytes`` of float32 rows (2,048
+        rows at hidden size 8192): no float32 copy of a large head, whatever its vocabulary."""
         vocab, dim = head.weight.shape
+        chunk = max(1, chunk_bytes // (4 * dim))
         device = head.weight.device
         bias = head.bias if head.bias is not None else torch.zeros(vocab, device=device)
         mean_row = sum(head.weight[i:i + chunk].float().sum(0) for i in range(0, vocab, chunk)) / vocab  # (D,)

@@ -22,12 +22,12 @@ from .bank import TrainResult
 
 _EMA = 0.9  # weight of the old value in loss_mean
 
-_FIELDS = ("steps", "loss", "loss_mean", "rel_err", "novelty_sum", "novelty_count", "skipped", "resets")
+FIELDS = ("steps", "loss", "loss_mean", "rel_err", "novelty_sum", "novelty_count", "skipped", "resets")
 
 
 class GroupStats:
     def __init__(self, max_groups: int, device: torch.device | str = "cpu"):
-        self.table = {name: torch.zeros(max_groups, dtype=torch.float64, device=device) for name in _FIELDS}
+        self.table = {name: torch.zeros(max_groups, dtype=torch.float64, device=device) for name in FIELDS}
         self.total_skipped = 0
         self.total_resets = 0
 

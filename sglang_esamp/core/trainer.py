@@ -14,6 +14,11 @@ Modes:
   with the model's own threads (docs/design.md).
 - ``auto``: ``thread`` on CUDA, ``inline`` elsewhere.
 
+With a ``WarmBase`` (``--esamp-init calibrated``) every step's rows also feed the base's
+reservoir, and ``idle`` runs the steps the base owes: inline, for a bounded slice of time;
+in the worker, a few at a time behind the groups' steps, on the same stream. The bank gets
+the base's weights every ``PUBLISH_EVERY`` steps and when its owed steps are done.
+
 A group whose step came out non-finite is re-initialised by the worker and counted. A step
 that raises (out of memory on a GPU, say) never reaches the sampling side: its groups are
 re-initialised, ``failures`` counts it, one log line carries the traceback, and the
@@ -31,6 +36,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -41,15 +47,25 @@ import torch
 from .bank import DistillerBank
 from .layout import BatchLayout
 from .stats import GroupStats
+from .warm_base import WarmBase
 
 logger = logging.getLogger(__name__)
 
 TRACE_EVERY = 10.0  # seconds between two logged tracebacks of failing steps
+PUBLISH_EVERY = 50  # base steps between two hand-overs of its weights to the bank
+BASE_CHUNK = 8  # base steps per work item of the worker
+_BASE = object()  # the worker's work item for base steps
 
 
 class AsyncTrainer:
-    def __init__(self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread"):
+    def __init__(
+        self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread",
+        warm: WarmBase | None = None, on_fitted=None,
+    ):
         self.bank, self.stats = bank, stats
+        self.warm = warm
+        self.on_fitted = on_fitted  # called with the WarmBase, in the trainer, when its owed steps are done
+        self.base_failures = 0  # base steps that raised
         self.staleness = staleness
         self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
         self.submitted = 0  # steps handed in
@@ -93,6 +109,24 @@ class AsyncTrainer:
             while self.finished < step and (self._worker is None or self._worker.is_alive()):
                 self._cond.wait(timeout=1.0)
 
+    def idle(self, budget: float) -> bool:
+        """Run steps the warm base owes: inline for about ``budget`` seconds, or a few in the
+        worker once its queue is empty. True while the base has owed steps (the caller then
+        skips its idle sleep)."""
+        warm = self.warm
+        if warm is None or not warm.owed:
+            return False
+        if self.mode == "thread":
+            with self._cond:
+                if not self._queue:
+                    self._queue.append(_BASE)
+                    self._cond.notify_all()
+            return True
+        deadline = time.perf_counter() + budget
+        while warm.owed and time.perf_counter() < deadline:
+            self._base_steps(1)
+        return True
+
     def take_step_seconds(self) -> list[float]:
         """The step times recorded since the last call (and forget them)."""
         out = []
@@ -126,7 +160,10 @@ class AsyncTrainer:
                 if not self._queue:
                     return
                 item = self._queue.popleft()
-            self._step(item)
+            if item is _BASE:
+                self._base_steps(BASE_CHUNK)
+            else:
+                self._step(item)
 
     def _step(self, item) -> None:
         layout, src, tgt, ready = item
@@ -145,6 +182,25 @@ class AsyncTrainer:
             with self._cond:
                 self.finished += 1
                 self._cond.notify_all()
+
+    def _base_steps(self, k: int) -> None:
+        """Up to ``k`` owed base steps. One that raises drops the base's owed steps (the next
+        rows earn new ones); the groups never notice."""
+        warm = self.warm
+        try:
+            with torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext():
+                for _ in range(k):
+                    if not warm.owed:
+                        break
+                    warm.step()
+                    if warm.owed == 0 or warm.steps % PUBLISH_EVERY == 0:
+                        self.bank.set_base(warm.snapshot())
+                if warm.owed == 0 and self.on_fitted is not None:
+                    self.on_fitted(warm)
+        except Exception:
+            warm.owed = 0
+            self.base_failures += 1
+            logger.exception("ESamp base distiller step failed (%d so far)", self.base_failures)
 
     def _fail(self, slots: list[int]) -> None:
         """A step raised: count it, log it (the traceback at most every ``TRACE_EVERY``
@@ -165,6 +221,8 @@ class AsyncTrainer:
     def _train(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
         result = self.bank.train_step(layout, src, tgt)
         self.stats.record(result)
+        if self.warm is not None:
+            self.warm.add(src, tgt)
         if not bool(result.ok.all()):  # a read of the trainer's own stream, off the sampling path
             bad = [s for s, ok in zip(layout.slot_list, result.ok.tolist()) if not ok]
             logger.warning("ESamp distiller step was not finite for slots %s; re-initialising them", bad)

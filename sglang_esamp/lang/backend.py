@@ -1,7 +1,8 @@
 """A frontend backend for programs: a running server by URL, or one started here.
 
 ``open_backend(url)`` yields a ``RuntimeEndpoint``. Without a URL it starts the embedded
-model with ``--enable-esamp`` (plus ``server_args``) and stops it on exit. The frontend's
+model with ``--enable-esamp`` (plus ``server_args``), warms its base distiller if needed,
+and stops it on exit. The frontend's
 chat template is chosen from the model path, and SGLang does not recognise the embedded
 model's path, so a model whose tokenizer template is ChatML gets SGLang's ``chatml``.
 
@@ -44,10 +45,12 @@ def open_backend(url: str | None = None, server_args: list[str] | None = None):
             raise SystemExit(f"cannot reach the SGLang server at {url}: {exc}") from None
         yield RuntimeEndpoint(url, chat_template_name=template)
         return
+    from ..launch.calibrate import ensure_warm
     from ..launch.server import ServerProcess
 
     print("Starting the SGLang server with ESamp on the embedded model...", flush=True)
     with ServerProcess(["--enable-esamp", *(server_args or [])]) as server:
+        ensure_warm(server.url)
         yield RuntimeEndpoint(server.url, chat_template_name=_chat_template_name(server.url))
 
 

@@ -28,7 +28,7 @@ import requests
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT = 600.0  # a first start on 2 cores may include the model conversion and the calibrated base fit
+START_TIMEOUT = 600.0  # a first start on 2 cores may include the model conversion
 
 
 def free_port() -> int:
@@ -89,15 +89,19 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_url(url: str | None, server_args: list[str]):
+def server_url(url: str | None, server_args: list[str], warm_base: bool = True):
     """Yield a server URL: the given one, or that of a server started here on the embedded
-    model with ``server_args`` (converted first, so its start timer covers only the start)."""
+    model with ``server_args`` (converted first, so its start timer covers only the start),
+    its base distiller warmed unless ``warm_base`` is false."""
     if url:
         yield url.rstrip("/")
         return
+    from .calibrate import ensure_warm
     from .model_cache import embedded_model_path
 
     embedded_model_path()
     logger.info("Starting the SGLang server: %s", " ".join(server_args))
     with ServerProcess(server_args) as server:
+        if warm_base:
+            ensure_warm(server.url)
         yield server.url

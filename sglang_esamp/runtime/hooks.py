@@ -15,6 +15,7 @@ What each step of a decode does is in ``runtime.py``.
 | OpenAIServingCompletion._build_sampling_params        | AFTER  | explore from the /v1/completions body     |
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
 | TokenizerManager.update_request_meta_info             | AFTER  | meta_info["esamp"] as one object          |
+| KVCacheConfigurator._profile_available_bytes          | AROUND | the KV budget gives up ESamp's bytes      |
 | ModelRunner.init_attention_backends                   | BEFORE | build the runtime (before graph capture)  |
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
 | ForwardBatch.init_new                                 | AFTER  | the batch's Step (``forward_batch.esamp``) |
@@ -26,6 +27,7 @@ What each step of a decode does is in ``runtime.py``.
 | SchedulerOutputStreamer.stream_output                 | BEFORE | finished requests: metadata, release      |
 | SchedulerOutputStreamer.is_request_level_customized_info_key | AROUND | "esamp" is sent once      |
 | Scheduler.send_abort_output                           | BEFORE | aborted queued requests release           |
+| Scheduler.maybe_sleep_on_idle                         | AROUND | idle: train the base instead of sleeping  |
 | Scheduler.get_internal_state                          | AFTER  | ESamp counters in /get_server_info        |
 | Scheduler.init_metrics_collector                      | AFTER  | SGLang's labels for ESamp's /metrics series |
 
@@ -34,13 +36,18 @@ The OpenAI request models also get ``extra="allow"`` so that ``explore`` survive
 
 from __future__ import annotations
 
+import logging
+
 from sglang.api.v1.api_types import JsonContractError
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from . import flags
+from .footprint import reserved_bytes
 from .metrics import ESampMetrics
 from .params import CUSTOM_KEY, REQUEST_KEYS, SCOPE_KEY, check_custom_params, check_request, parse_request, with_scope
 from .runtime import ESampRuntime
+
+logger = logging.getLogger(__name__)
 
 _RUNTIME: ESampRuntime | None = None  # this scheduler process's runtime, once the model is loaded
 _METRIC_LABELS: dict | None = None  # SGLang's metric labels, when this scheduler reports /metrics
@@ -145,6 +152,29 @@ def init_attention_backends(runner, *args, **kwargs):
         _RUNTIME.metrics = ESampMetrics(_METRIC_LABELS) if _METRIC_LABELS is not None else None
 
 
+def kv_cache_budget(original, configurator, *args, **kwargs):
+    """SGLang's KV-cache budget in bytes, less what ESamp will hold on the device (built
+    after the pool): the pool is sized around it, instead of ESamp running out of memory
+    under load."""
+    budget = original(configurator, *args, **kwargs)
+    cfg = flags.current()
+    if cfg is None or configurator.is_draft_worker:
+        return budget
+    mc = configurator.model_config
+    parts = reserved_bytes(cfg, mc.hidden_size, mc.dtype)
+    reserved = sum(parts.values())
+    if reserved >= budget:
+        raise ValueError(f"ESamp needs {reserved / 2**20:.0f} MiB on the device ({_show(parts)}) but the KV cache's whole budget "
+                         f"is {budget / 2**20:.0f} MiB: lower --esamp-max-groups or raise --mem-fraction-static")
+    logger.info("ESamp reserves %.1f MiB on the device (%s): KV-cache budget %.1f MiB -> %.1f MiB", reserved / 2**20,
+                _show(parts), budget / 2**20, (budget - reserved) / 2**20)
+    return budget - reserved
+
+
+def _show(parts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in parts.items())
+
+
 def init_metrics_collector(result, scheduler, *args, **kwargs):
     """Runs before the model loads: keep SGLang's labels for ESamp's series."""
     global _METRIC_LABELS
@@ -220,6 +250,12 @@ def send_abort_output(scheduler, abort_req, req):
         _RUNTIME.finish(req, with_metadata=False)
 
 
+def maybe_sleep_on_idle(original, scheduler):
+    if _RUNTIME is not None and _RUNTIME.idle():
+        return None  # the base trained for a slice; the loop comes straight back
+    return original(scheduler)
+
+
 def get_internal_state(result, scheduler, *args, **kwargs):
     if _RUNTIME is not None and hasattr(result, "internal_state"):
         result.internal_state["esamp"] = _RUNTIME.server_stats()
@@ -237,6 +273,7 @@ HOOKS = [
      HookType.AFTER),
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.update_request_meta_info", update_request_meta_info, HookType.AFTER),
+    (S + "mem_cache.kv_cache_configurator.KVCacheConfigurator._profile_available_bytes", kv_cache_budget, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.init_attention_backends", init_attention_backends, HookType.BEFORE),
     (S + "model_executor.forward_batch_info.get_server_return_hidden_states_mode", server_capture_mode, HookType.AROUND),
     (S + "model_executor.forward_batch_info.ForwardBatch.init_new", forward_batch_init_new, HookType.AFTER),
@@ -249,6 +286,7 @@ HOOKS = [
     (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.is_request_level_customized_info_key",
      is_request_level_key, HookType.AROUND),
     (S + "managers.scheduler.Scheduler.send_abort_output", send_abort_output, HookType.BEFORE),
+    (S + "managers.scheduler.Scheduler.maybe_sleep_on_idle", maybe_sleep_on_idle, HookType.AROUND),
     (S + "managers.scheduler.Scheduler.get_internal_state", get_internal_state, HookType.AFTER),
     (S + "managers.scheduler.Scheduler.init_metrics_collector", init_metrics_collector, HookType.AFTER),
 ]

@@ -13,6 +13,8 @@ hook in ``hooks.py`` calls; the step's hand-offs travel in a ``Step`` (``step.py
                     rows, call SGLang's sample
       preprocess    apply_tilt: DENSE and CANDIDATES rows, after penalties, grammar, bias
                     then trainer.submit(h1, h) (decode batches only)
+    idle            the scheduler has nothing to run: the base distiller trains instead of
+                    sleeping (``calibrated`` inits)
 
 Usage::
 
@@ -29,8 +31,11 @@ import time
 import torch
 
 from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap
-from ..core.distiller import norm_gain
+from ..core.distiller import norm_gain, random_init
 from ..core.trainer import TRACE_EVERY
+from ..core.warm_base import MIN_ROWS, WarmBase
+from .base import BaseStore, SavedBase
+from .footprint import held_bytes
 from .metrics import ESampMetrics
 from .plan import TILTED, plan_rows
 from .requests import RequestTracker
@@ -40,18 +45,31 @@ from .tilting import Tilter, sampling_params_for
 logger = logging.getLogger(__name__)
 
 PROMPT_ROWS = 1024  # a group's prompt fit uses at most this many prefilled tokens (each request's last ones)
+IDLE_SLICE = 0.05  # seconds of base training per idle turn of the scheduler (the latency a new request may meet)
+SAVE_EVERY = 60.0  # seconds between two saves of a base that keeps training
 
 
 class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head: Head, out_gain: torch.Tensor | None, device,
-        stop_ids: list[int] | None = None, base: dict[str, torch.Tensor] | None = None, processor=None,
+        stop_ids: list[int] | None = None, store: BaseStore | None = None, dtype: torch.dtype = torch.float32,
+        processor=None,
     ):
         self.cfg, self.hidden = cfg, hidden
         self.processor = processor  # the model's LogitsProcessor, whose hidden states ESamp captures
-        self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain, base=base)
+        self.store = store  # where the base is saved (``calibrated`` inits)
+        saved = store.load() if store is not None else None
+        try:
+            self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain, base=saved.params if saved else None)
+        except ValueError as exc:  # a saved base that does not fit this distiller
+            logger.warning("ESamp: ignoring the base distiller %s: %s", store.path, exc)
+            saved = None
+            self.bank = DistillerBank(cfg, hidden, device, out_gain=out_gain)
+        self.warm = self._warm_base(saved, dtype) if cfg.calibrated else None
+        self._saved_at = -float("inf")
+        self._saved_steps = None  # the base's steps at its last save by this server
         self.stats = GroupStats(cfg.max_groups, device)
-        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer)
+        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base)
         self.requests = RequestTracker(cfg, device, self._open_slot)
         self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device))
         self.used_slots: set[int] = set()
@@ -67,10 +85,45 @@ class ESampRuntime:
             self.bank.bytes_per_group / 2**20, cfg.max_groups,
         )
 
+    def _warm_base(self, saved: SavedBase | None, dtype: torch.dtype) -> WarmBase:
+        """The base distiller this server trains, from the saved one if there is one."""
+        init = saved.params if saved else random_init(self.bank.arch.shapes(), 1, torch.Generator().manual_seed(self.cfg.seed),
+                                                       self.bank.out_gain)
+        warm = WarmBase(self.bank.arch, self.hidden, self.bank.device, dtype, init, steps=saved.steps if saved else 0,
+                        rows=saved.rows if saved else 0, seed=self.cfg.seed)
+        if saved:
+            logger.info("ESamp: new groups start from the base distiller %s (%d steps on %d rows)", self.store.path,
+                        saved.steps, saved.rows)
+        else:
+            logger.info("ESamp: no base distiller saved for this model yet; new groups start random until the server "
+                        "has trained one on %d rows of its traffic (sglang-esamp calibrate --url sends them)", MIN_ROWS)
+        return warm
+
+    def _save_base(self, warm: WarmBase) -> None:
+        """The base finished its owed steps (in the trainer): save it, at most every
+        ``SAVE_EVERY`` seconds."""
+        now = time.monotonic()
+        if self.store is None or now - self._saved_at < SAVE_EVERY:
+            return
+        self._saved_at = now
+        self.store.save(warm)
+        self._saved_steps = warm.steps
+        logger.info("ESamp: base distiller saved to %s (%d steps on %d rows, rel_err %.3f)", self.store.path, warm.steps,
+                    warm.rows, float(warm.rel_err))
+
+    def idle(self) -> bool:
+        """The scheduler has nothing to run: train the base for a slice. True if it did (the
+        scheduler then skips its idle sleep)."""
+        try:
+            return self.trainer.idle(IDLE_SLICE)
+        except Exception:
+            self._fault("base", [])
+            return False
+
     @classmethod
     def from_runner(cls, runner, cfg: ESampConfig) -> ESampRuntime:
         """Check that ESamp can run on this model runner, turn on the capture of the source
-        layer's output, load the calibrated base if the config asks for it, and build."""
+        layer's output, find where its base is saved (``calibrated`` inits), and build."""
         from sglang.srt.runtime_context import get_parallel
 
         from .flags import check_server_args
@@ -85,20 +138,15 @@ class ESampRuntime:
         if cfg.source_layer >= num_layers - 1:
             raise ValueError(f"--esamp-source-layer must be below {num_layers - 1} for this model; got {cfg.source_layer}")
         model.set_eagle3_layers_to_capture([cfg.source_layer])
-        base = None
-        if cfg.calibrated:
-            from .base import load_or_calibrate
-
-            fit, path = load_or_calibrate(runner.model_config.model_path, cfg)
-            logger.info("ESamp: new groups start from the calibrated base %s (held-out rel_err %.3f)", path, fit.rel_err)
-            base = fit.params
+        hidden = model.config.hidden_size
+        store = BaseStore.for_model(runner.model_config.model_path, cfg, hidden) if cfg.calibrated else None
         norm = getattr(getattr(model, "model", None), "norm", None)
         processor = model.logits_processor
         head = Head(model.lm_head.weight, getattr(model.lm_head, "bias", None), processor.logit_scale,
                     processor.final_logit_softcapping).sliced(runner.model_config.vocab_size)
         return cls(
-            cfg, model.config.hidden_size, head, norm_gain(norm), runner.device,
-            sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []), base=base, processor=processor,
+            cfg, hidden, head, norm_gain(norm), runner.device, sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []),
+            store=store, dtype=model.lm_head.weight.dtype, processor=processor,
         )
 
     # ---- requests (host only) ----
@@ -190,9 +238,19 @@ class ESampRuntime:
             "staleness_waits": self.trainer.waits,
             "faults": dict(self.faults),
             "bytes_per_group": self.bank.bytes_per_group,
+            "device_bytes": held_bytes(self),
+            "base": self._base_stats(),
             "tilted_rows": dict(self.tilted_rows),
             "config": dataclasses.asdict(self.cfg),
         }
+
+    def _base_stats(self) -> dict | None:
+        warm = self.warm
+        if warm is None:
+            return None
+        return {"steps": warm.steps, "owed": warm.owed, "rows": warm.rows, "fitted": warm.fitted,
+                "failures": self.trainer.base_failures, "path": str(self.store.path) if self.store else None,
+                "saved_steps": self._saved_steps}
 
     # ---- one forward ----
 

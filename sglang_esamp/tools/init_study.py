@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..core import BatchLayout, DistillerBank, ESampConfig
 from ..core.config import INIT_KINDS
-from ..runtime import text_states
+from . import text_states
 
 WINDOWS = ((0, 8), (8, 32), (32, None))  # decode-step ranges reported separately
 
@@ -70,7 +70,7 @@ def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_toke
     from ..evaluation.client import prompt_ids
     from ..evaluation.tasks import load_task
     from ..lang.prompts import MATH_INSTRUCTION
-    from ..runtime.base import load_or_calibrate
+    from ..runtime.base import BaseStore
 
     for init in inits:
         if init not in INIT_KINDS:
@@ -81,7 +81,13 @@ def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_toke
         c = replace(cfg, init=init)
         for k in (prompt_steps or [cfg.prompt_steps]) if c.prompt_fit else [None]:
             variants[init if k is None else f"{init} x{k}"] = c if k is None else replace(c, prompt_steps=k)
-    base = load_or_calibrate(model_path, cfg)[0].params if any(ESampConfig(init=i).calibrated for i in inits) else None
+    base = None
+    if any(ESampConfig(init=i).calibrated for i in inits):
+        store = BaseStore.for_model(model_path, cfg, model.config.hidden_size)
+        saved = store.load()
+        if saved is None:
+            raise SystemExit(f"no base distiller saved at {store.path}: run sglang-esamp calibrate on this model first")
+        base = saved.params
     torch.manual_seed(seed)
     curves = {label: [] for label in variants}
     t0 = time.perf_counter()

@@ -66,7 +66,7 @@ def setup(case, kind):
     h, h_hat, beta, penalties = case
     head = make_head(kind)
     lm = head.logits(h)
-    moments = VocabMoments.of(head, chunk=7) if head.linear else None
+    moments = VocabMoments.of(head, chunk_bytes=7 * 4 * D) if head.linear else None
     return h, h_hat, beta, head, lm + penalties, [(moments, None if head.linear else lm), (None, lm)]
 
 
@@ -111,7 +111,7 @@ def test_penalties_and_logit_bias_are_not_scaled_by_the_tilt(case):
 def test_vocab_moments_give_the_full_vocabulary_fit(case):
     h, h_hat, _, _ = case
     head = make_head("bias_scale")
-    a, b = VocabMoments.of(head, chunk=7).fit(h, h_hat)
+    a, b = VocabMoments.of(head, chunk_bytes=7 * 4 * D).fit(h, h_hat)
     a_ref, b_ref = affine_fit(head.logits(h).double(), head.logits(h_hat).double())
     torch.testing.assert_close(a.double(), a_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b.double(), b_ref, rtol=1e-4, atol=1e-3)

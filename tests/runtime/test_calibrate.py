@@ -1,62 +1,118 @@
-"""``--esamp-init calibrated`` end to end on the tiny model: the command fits and caches the
-base once, and a real server starts every group from it."""
+"""``--esamp-init calibrated`` end to end on the tiny model: a server with no saved base
+starts at once and loads no second model; ``sglang-esamp calibrate`` has it train its base
+on its own decoding and save it; the next start loads it, and every group starts from it."""
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from sglang_esamp.core import ESampConfig
-from sglang_esamp.runtime.base import base_path, load_or_calibrate
+from sglang_esamp.core import warm_base as wb
+from sglang_esamp.runtime.base import BaseStore
 
-from ..client import generate_ok
+from ..client import esamp_stats, generate_ok
 
 STORY = "Once upon a time, in a small village by the sea,"
+LOAD_PROBE_DIR = Path(__file__).resolve().parents[1] / "load_probe"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("esamp-cache")
+def base_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("esamp-base")
 
 
 @pytest.fixture(scope="module")
-def calibrated(tiny_model, cache):
-    """Run ``sglang-esamp calibrate`` on the tiny model into a private cache."""
-    env = dict(os.environ, SGLANG_ESAMP_CACHE=str(cache))
-    run = subprocess.run(
-        [sys.executable, "-m", "sglang_esamp.cli", "calibrate", "--model-path", str(tiny_model)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+def calibrated(tiny_model, base_dir, tmp_path_factory):
+    """``sglang-esamp calibrate --model-path TINY`` into a private base folder, with every
+    process's transformers model loads recorded. (stdout, the probe's records)"""
+    probe = tmp_path_factory.mktemp("probe") / "loads.txt"
+    env = dict(os.environ, SGLANG_ESAMP_BASE_DIR=str(base_dir), ESAMP_LOAD_PROBE=str(probe),
+               PYTHONPATH=os.pathsep.join([str(LOAD_PROBE_DIR), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", "calibrate", "--model-path", str(tiny_model)],
+                         env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout
+    return run.stdout, probe.read_text() if probe.exists() else ""
 
 
-def test_calibrate_command_fits_and_caches_a_better_than_random_base(calibrated, tiny_model, cache, monkeypatch):
-    monkeypatch.setenv("SGLANG_ESAMP_CACHE", str(cache))
-    cfg = ESampConfig(init="calibrated")
-    path = base_path(str(tiny_model), cfg)
-    assert f"base distiller: {path}" in calibrated
-    blob = torch.load(path, weights_only=True)
-    info = blob["info"]
-    assert info["rows"] > 1000 and info["rel_err"] < 0.8 * info["rel_err_init"], info
-    # a second call loads the cache (the fitting function is never reached)
-    monkeypatch.setattr("sglang_esamp.runtime.base.calibrate", lambda *a, **k: pytest.fail("refitted a cached base"))
-    fit, again = load_or_calibrate(str(tiny_model), cfg)
-    assert again == path and all(torch.equal(fit.params[k], blob["params"][k]) for k in blob["params"])
-    # another distiller shape is another cache entry
-    assert base_path(str(tiny_model), ESampConfig(init="calibrated", distiller="lowrank")) != path
+@pytest.mark.server
+def test_calibrate_trains_and_saves_the_base_in_the_server(calibrated, tiny_model, base_dir, monkeypatch):
+    out, loads = calibrated
+    assert loads == ""  # no process loaded a model through transformers: the server's own SGLang model only
+    monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(base_dir))
+    store = BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated"), hidden=64)
+    assert f"base distiller: {store.path}" in out
+    saved = store.load()
+    assert saved is not None and saved.steps >= wb.FIRST_STEPS and saved.rows >= wb.MIN_ROWS
+    assert 0 < saved.rel_err < 1.0, saved.rel_err
+    # another distiller shape, hidden size or model is another file
+    assert BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated", distiller="lowrank"), 64).path != store.path
+    assert BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated"), 128).path != store.path
 
 
-def test_a_corrupt_cache_file_is_named_in_the_error(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setenv("SGLANG_ESAMP_CACHE", str(tmp_path))
-    cfg = ESampConfig(init="calibrated", seed=7)
-    path = base_path(str(tiny_model), cfg)
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="delete the file to refit"):
-        load_or_calibrate(str(tiny_model), cfg)
+@pytest.mark.server
+def test_a_restart_loads_the_base_and_groups_start_from_it(calibrated, tiny_model, base_dir, monkeypatch):
+    from sglang_esamp.launch.server import ServerProcess
+
+    monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(base_dir))
+    store = BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated"), hidden=64)
+    saved = store.load()
+    first = {}
+    for init in ("calibrated", "random", "calibrated+prompt"):
+        with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-init", init, "--esamp-prompt-steps", "2"]) as srv:
+            first[init] = generate_ok(srv, STORY, temperature=0, max_new_tokens=2, explore=0.25)["meta_info"]["esamp"]
+            base = esamp_stats(srv)["base"]
+            if init == "calibrated":
+                assert "start from the base distiller" in srv.tail(20000)
+                assert base["fitted"] and base["steps"] == saved.steps and base["saved_steps"] is None
+            if init == "random":
+                assert base is None
+    assert first["calibrated"]["steps"] == first["random"]["steps"] == 1
+    assert first["calibrated+prompt"]["steps"] == 3  # 2 on the prompt's rows during the prefill, then the decode step
+    # the first step's error is the initial distiller's: the base's is far below a random one's
+    assert first["calibrated"]["rel_err"] < 0.8 * first["random"]["rel_err"], first
+
+
+@pytest.mark.server
+def test_a_cold_server_serves_at_once_and_reports_its_base(tiny_model, tmp_path, monkeypatch):
+    """No saved base: the server starts, groups start random, and the base owes nothing
+    until it has ``MIN_ROWS`` rows."""
+    from sglang_esamp.launch.server import ServerProcess
+
+    monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(tmp_path))
+    with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp"]) as srv:
+        assert "no base distiller saved for this model yet" in srv.tail(20000)
+        meta = generate_ok(srv, STORY, max_new_tokens=8, explore=0.5, n=2)
+        assert all(m["meta_info"]["esamp"]["steps"] == 7 for m in meta)  # 8 tokens: the prefill's, then 7 decode steps
+        base = esamp_stats(srv)["base"]
+    assert base == {"steps": 0, "owed": 0, "rows": 14, "fitted": False, "failures": 0, "path": base["path"], "saved_steps": None}
+    assert not list(tmp_path.iterdir())  # nothing saved before a fit
+
+
+def test_an_unreadable_base_file_is_ignored_with_a_warning(tiny_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(tmp_path))
+    store = BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated", seed=7), hidden=64)
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_bytes(b"not a checkpoint")
+    assert store.load() is None
+    assert str(store.path) in caplog.text and "trains a new one" in caplog.text
+
+
+def test_a_saved_base_round_trips(tmp_path):
+    from sglang_esamp.core.distiller import build_architecture, random_init
+
+    arch = build_architecture("lowrank", 8, 16, 4)
+    init = random_init(arch.shapes(), 1, torch.Generator().manual_seed(3), None)
+    base = wb.WarmBase(arch, 8, "cpu", torch.float32, init, steps=700, rows=9000)
+    store = BaseStore(tmp_path / "sub" / "base.pt")
+    store.save(base)
+    saved = store.load()
+    assert (saved.steps, saved.rows) == (700, 9000)
+    assert all(torch.equal(saved.params[k], init[k]) for k in init)
+    assert [p.name for p in store.path.parent.iterdir()] == ["base.pt"]  # no temporary file left
 
 
 def test_calibrate_rejects_flags_that_are_not_esamp_ones():
@@ -65,28 +121,14 @@ def test_calibrate_rejects_flags_that_are_not_esamp_ones():
     assert run.returncode == 2 and "--esamp-distiler" in run.stderr
 
 
-@pytest.mark.server
-def test_server_groups_start_from_the_calibrated_base(calibrated, tiny_model, cache, monkeypatch):
-    from sglang_esamp.launch.server import ServerProcess
-
-    monkeypatch.setenv("SGLANG_ESAMP_CACHE", str(cache))
-    path = base_path(str(tiny_model), ESampConfig(init="calibrated"))
-    mtime = path.stat().st_mtime_ns
-    first = {}
-    for init in ("calibrated", "random", "calibrated+prompt"):
-        with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-init", init, "--esamp-prompt-steps", "2"]) as srv:
-            first[init] = generate_ok(srv, STORY, temperature=0, max_new_tokens=2, explore=0.25)["meta_info"]["esamp"]
-            if init == "calibrated":
-                assert "calibrated base" in srv.tail(20000)
-    assert path.stat().st_mtime_ns == mtime  # loaded, not refitted
-    assert first["calibrated"]["steps"] == first["random"]["steps"] == 1
-    assert first["calibrated+prompt"]["steps"] == 3  # 2 on the prompt's rows during the prefill, then the decode step
-    # the first step's error is the initial distiller's: the base's is far below a random one's
-    assert first["calibrated"]["rel_err"] < 0.8 * first["random"]["rel_err"], first
+def test_calibrate_refuses_server_flags_with_a_url():
+    run = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", "calibrate", "--url", "http://127.0.0.1:1", "--model-path", "x"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "apply only to a server started here" in run.stderr
 
 
 @pytest.mark.parametrize("full_hash_bytes", [2**30, 0])  # every byte, and the sampled digest of large models
-def test_the_cache_key_is_the_weights_content_not_the_folder_name(tiny_model, tmp_path, monkeypatch, full_hash_bytes):
+def test_the_base_key_is_the_weights_content_not_the_folder_name(tiny_model, tmp_path, monkeypatch, full_hash_bytes):
     """A fine-tuned copy with the same folder name, config and shapes gets its own base."""
     import shutil
 
@@ -104,5 +146,5 @@ def test_the_cache_key_is_the_weights_content_not_the_folder_name(tiny_model, tm
     cfg = ESampConfig(init="calibrated")
     sizes = {(c / "model.safetensors").stat().st_size for c in copies}
     assert copies[0].name == copies[1].name and len(sizes) == 1
-    assert base_path(str(copies[0]), cfg) != base_path(str(copies[1]), cfg)
-    assert base_path(str(copies[0]), cfg) == base_path(str(copies[0]), cfg)
+    path = lambda folder: BaseStore.for_model(str(folder), cfg, 64).path  # noqa: E731
+    assert path(copies[0]) != path(copies[1]) and path(copies[0]) == path(copies[0])

@@ -1,7 +1,7 @@
 """The model's own text and the hidden-state pairs the server captures on it, via transformers.
 
-Used offline, where no server runs: the calibrated base's fit (``base.py``) and the init
-study (``tools/init_study.py``). ``sample`` lets the model write continuations of prompts;
+Used offline, where no server runs, by the init study (``init_study.py``); a server never
+loads a model outside SGLang. ``sample`` lets the model write continuations of prompts;
 ``states`` runs each whole text once and returns, per position, the shallow state (the
 output of decoder layer ``source_layer``) and the deep state (the final norm's output, the
 LM head's input): the pair a decode row gives the server.

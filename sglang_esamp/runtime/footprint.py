@@ -1,0 +1,57 @@
+"""What ESamp keeps on the device: counted from the config before anything is built (what the
+KV-cache budget gives up, ``hooks.kv_cache_budget``), and measured on a built runtime.
+
+Both count the same parts: the distiller bank (weights and both Adam moments for every
+slot, in float32), the per-slot stats, the per-request novelty table, the head's moments
+(residual tilt), and with a calibrated init the base distiller (weights, Adam moments, the
+bank's copy) and its row reservoir. Per-step temporaries (the tilted rows' logits) are not
+counted: they live and die within a step, like SGLang's own activations.
+
+Usage::
+
+    parts = reserved_bytes(cfg, hidden=576, dtype=torch.bfloat16)   # {"bank": ..., ...}
+    held = held_bytes(runtime)                                       # the same parts, measured
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.config import ESampConfig
+from ..core.distiller import build_architecture
+from ..core.stats import FIELDS as STATS_FIELDS
+from ..core.warm_base import WarmBase
+from .requests import MAX_TRACKED_REQUESTS
+
+
+def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype) -> dict[str, int]:
+    params = sum(math.prod(shape) for shape in build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank).shapes().values())
+    parts = {
+        "bank": cfg.max_groups * (3 * params * 4 + 4),
+        "stats": cfg.max_groups * len(STATS_FIELDS) * 8,
+        "requests": 2 * MAX_TRACKED_REQUESTS * 4,
+    }
+    if cfg.tilt == "residual":
+        parts["head moments"] = (hidden * hidden + 2 * hidden) * 4
+    if cfg.calibrated:
+        parts["base"] = WarmBase.bytes_for(params, hidden, dtype) + params * 4
+    return parts
+
+
+def held_bytes(runtime) -> dict[str, int]:
+    """The same parts as ``reserved_bytes``, summed over the runtime's tensors."""
+    size = lambda tensors: sum(t.nbytes for t in tensors)  # noqa: E731
+    bank = runtime.bank
+    parts = {
+        "bank": size([*bank.params.values(), *bank.exp_avg.values(), *bank.exp_avg_sq.values(), bank.step_count]),
+        "stats": size(runtime.stats.table.values()),
+        "requests": size([runtime.requests.novelty_sum, runtime.requests.novelty_count]),
+    }
+    moments = runtime.tilter.moments
+    if moments is not None:
+        parts["head moments"] = size([moments.gram, moments.cross, moments.mean_row])
+    if runtime.warm is not None:
+        parts["base"] = runtime.warm.nbytes + size((bank.base or {}).values())
+    return parts
