@@ -3,7 +3,8 @@
 Slot s owns row s of every weight and optimizer-state tensor. A batch touches only the live
 slots of its layout: their weights are gathered into a private copy, the step runs on that
 copy, and the result is scattered back. So one group's update can never write another
-group's row, and a reader never sees half of an update (gather and scatter hold one lock).
+group's row, and a reader never sees half of an update (gather and scatter hold one lock;
+on CUDA, ``fences.py`` orders them across the streams that issue them).
 
 Per group, a training step is the paper's: loss = mean over the group's rows of
 ||h_L - f(h_1)||^2, Adam (betas 0.9/0.999, eps ``adam_eps``), the gradient clipped to global
@@ -28,6 +29,7 @@ import torch
 
 from .config import ESampConfig
 from .distiller import Params, build_architecture, random_init
+from .fences import StreamFences
 from .layout import BatchLayout
 
 _BETA1, _BETA2 = 0.9, 0.999
@@ -58,13 +60,8 @@ class DistillerBank:
         self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.lock = threading.Lock()
-        # CUDA: the trainer writes on a side stream. Each write waits for every read issued
-        # before it, and each read waits for the newest write, through events: no host sync.
-        self._cuda = self.device.type == "cuda"
-        self._main_stream = torch.cuda.current_stream(self.device) if self._cuda else None
-        self._write_event = None
+        self.fences = StreamFences.for_device(self.device)  # CUDA: reads and writes ordered across streams
         self.base = None if base is None else self._check_base(base)  # name -> (1, ...): warm start
-        self._base_ready = None  # CUDA: the event after which ``base`` may be read
         g = cfg.max_groups
         init = self._fresh(g)
         self.params: Params = {k: v.to(self.device) for k, v in init.items()}  # (G, ...)
@@ -89,25 +86,22 @@ class DistillerBank:
         """From now on new groups start from ``base`` (name -> (1, ...), owned by the bank from
         here on); slots in use keep their weights. Callable from the trainer's thread and stream."""
         checked = self._check_base(base)
-        ready = None
-        if self._cuda:
-            ready = torch.cuda.Event()
-            ready.record(torch.cuda.current_stream(self.device))
         with self.lock:
-            self.base, self._base_ready = checked, ready
+            self.fences.before_write()
+            self.base = checked
+            self.fences.after_write()
 
     def _fresh(self, g: int) -> Params:
         """(g, ...) initial weights: copies of the base when there is one, else the paper's random init."""
         with self.lock:
-            base, ready = self.base, self._base_ready
-        if base is None:
-            return random_init(self.arch.shapes(), g, self.generator, self.out_gain)
-        if ready is not None:  # written on the trainer's stream: read after it, and keep it alive until read
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(ready)
-            for v in base.values():
-                v.record_stream(stream)
-        return {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
+            base = self.base
+            if base is not None:
+                self.fences.before_read()
+                self.fences.hand_over(base.values())  # made on the trainer's stream, read here
+                fresh = {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
+                self.fences.after_read()
+                return fresh
+        return random_init(self.arch.shapes(), g, self.generator, self.out_gain)
 
     def reset(self, slots: list[int]) -> None:
         """Give these slots initial weights and a fresh optimizer (a new group moves in)."""
@@ -116,32 +110,21 @@ class DistillerBank:
         fresh = self._fresh(len(slots))
         idx = torch.tensor(slots, dtype=torch.int64, device=self.device)
         with self.lock:
-            self._begin_write()
+            self.fences.before_write()  # after the step still in flight for these slots
             for k in self.params:
                 self.params[k].index_copy_(0, idx, fresh[k].to(self.device))
                 self.exp_avg[k].index_fill_(0, idx, 0.0)
                 self.exp_avg_sq[k].index_fill_(0, idx, 0.0)
             self.step_count.index_fill_(0, idx, 0.0)
-            self._end_write()
+            self.fences.after_write()
 
     def read(self, slots: torch.Tensor) -> tuple[Params, torch.Tensor]:
         """A consistent private copy of these slots' weights and their step counts."""
         with self.lock:
-            if self._write_event is not None:
-                torch.cuda.current_stream(self.device).wait_event(self._write_event)
-            return {k: v.index_select(0, slots) for k, v in self.params.items()}, self.step_count.index_select(0, slots)
-
-    def _begin_write(self) -> None:
-        """Call under the lock before writing: order the write after every issued read."""
-        if self._cuda:
-            reads_done = torch.cuda.Event()
-            reads_done.record(self._main_stream)
-            torch.cuda.current_stream(self.device).wait_event(reads_done)
-
-    def _end_write(self) -> None:
-        if self._cuda:
-            self._write_event = torch.cuda.Event()
-            self._write_event.record(torch.cuda.current_stream(self.device))
+            self.fences.before_read()
+            out = {k: v.index_select(0, slots) for k, v in self.params.items()}, self.step_count.index_select(0, slots)
+            self.fences.after_read()
+            return out
 
     @torch.no_grad()
     def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
@@ -212,10 +195,10 @@ class DistillerBank:
             p.sub_(m.div(denom).mul_(lr.view(view)))
             updates.append((name, p, m, v))
         with self.lock:
-            self._begin_write()
+            self.fences.before_write()
             for name, p, m, v in updates:
                 self.params[name].index_copy_(0, slots, p)
                 self.exp_avg[name].index_copy_(0, slots, m)
                 self.exp_avg_sq[name].index_copy_(0, slots, v)
             self.step_count.index_copy_(0, slots, torch.where(ok, t, steps))
-            self._end_write()
+            self.fences.after_write()

@@ -93,7 +93,10 @@ class AsyncTrainer:
         """Queue one training step on these rows. The tensors are copied: callers may reuse theirs."""
         if layout.is_empty:
             return
-        item = (layout, src.detach().clone(), tgt.detach().clone(), self._record_ready())
+        src, tgt = src.detach().clone(), tgt.detach().clone()
+        if self._cuda:
+            self.bank.fences.hand_over([src, tgt], self._stream)  # made here, read on the side stream
+        item = (layout, src, tgt, self._record_ready())
         with self._cond:
             self.submitted += 1
             if self.mode == "thread":
