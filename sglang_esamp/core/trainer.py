@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 TRACE_EVERY = 10.0  # seconds between two logged tracebacks of failing steps
 PUBLISH_EVERY = 50  # base steps between two hand-overs of its weights to the bank
+PROGRESS_EVERY = 100  # first-fit steps between two progress lines in the log
 BASE_CHUNK = 8  # base steps per work item of the worker
 _BASE = object()  # the worker's work item for base steps
 
@@ -66,6 +67,7 @@ class AsyncTrainer:
         self.warm = warm
         self.on_fitted = on_fitted  # called with the WarmBase, in the trainer, when its owed steps are done
         self.base_failures = 0  # base steps that raised
+        self._fit_clock = None  # (steps, time) when the base's first fit began
         self.staleness = staleness
         self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
         self.submitted = 0  # steps handed in
@@ -195,7 +197,13 @@ class AsyncTrainer:
                 for _ in range(k):
                     if not warm.owed:
                         break
+                    if not warm.fitted and self._fit_clock is None:
+                        self._fit_clock = (warm.steps, time.perf_counter())
+                        logger.info("ESamp base distiller: first fit begins, %d steps on %d rows, in idle time", warm.owed,
+                                    warm.reservoir.filled)
                     warm.step()
+                    if not warm.fitted and warm.steps % PROGRESS_EVERY == 0:
+                        self._log_fit(warm)
                     if warm.owed == 0 or warm.steps % PUBLISH_EVERY == 0:
                         self.bank.set_base(warm.snapshot())
                 if warm.owed == 0 and self.on_fitted is not None:
@@ -204,6 +212,13 @@ class AsyncTrainer:
             warm.owed = 0
             self.base_failures += 1
             logger.exception("ESamp base distiller step failed (%d so far)", self.base_failures)
+
+    def _log_fit(self, warm: WarmBase) -> None:
+        start, t0 = self._fit_clock
+        seconds = time.perf_counter() - t0
+        left = seconds / max(1, warm.steps - start) * warm.owed
+        logger.info("ESamp base distiller: first fit %d/%d steps, about %.0f s of idle time left", warm.steps,
+                    warm.steps + warm.owed, left)
 
     def _fail(self, slots: list[int]) -> None:
         """A step raised: count it, log it (the traceback at most every ``TRACE_EVERY``

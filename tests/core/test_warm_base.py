@@ -223,3 +223,22 @@ def test_thread_mode_queues_base_steps_only_behind_an_empty_queue(small_schedule
         time.sleep(0.01)
     assert warm.owed == 0 and warm.steps == wb.FIRST_STEPS  # the group steps' rows made the reservoir owe the whole fit
     trainer.close()
+
+
+def test_the_first_fit_logs_its_progress(small_schedule, monkeypatch, caplog):
+    import logging
+
+    from sglang_esamp.core import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PROGRESS_EVERY", 5)
+    cfg = ESampConfig(max_groups=1, intermediate=16, trainer="inline")
+    warm = make_base()
+    trainer = AsyncTrainer(DistillerBank(cfg, hidden=D), GroupStats(1), staleness=0, mode="inline", warm=warm)
+    for _ in range(4):
+        trainer.submit(BatchLayout.from_slots([0] * 8), torch.randn(8, D), torch.randn(8, D))
+    with caplog.at_level(logging.INFO, logger="sglang_esamp.core.trainer"):
+        while trainer.idle(1.0):
+            pass
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "ESamp base distiller: first fit begins, 10 steps on 32 rows, in idle time"
+    assert lines[1].startswith("ESamp base distiller: first fit 5/10 steps, about ") and len(lines) == 2
