@@ -1,7 +1,12 @@
 """Server start time, plain against --enable-esamp with no saved base (embedded model)."""
-import json, sys, tempfile, time
-from sglang_esamp.launch.server import ServerProcess
+import json
+import sys
+import tempfile
+import time
+
 from sglang_esamp.launch.model_cache import embedded_model_path
+from sglang_esamp.launch.server import ServerProcess
+
 embedded_model_path(show_progress=False)
 out = {"plain": [], "esamp": []}
 for rep in range(int(sys.argv[1])):
