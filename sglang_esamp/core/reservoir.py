@@ -30,17 +30,23 @@ class RowReservoir:
         self.added = 0  # rows ever added
         self._next = 0  # where the next row goes
 
+    @staticmethod
+    def _row_bytes(hidden: int, dtype: torch.dtype) -> int:
+        return 2 * hidden * torch.empty(0, dtype=dtype).element_size()  # a (src, tgt) pair
+
+    @classmethod
+    def _capacity(cls, hidden: int, dtype: torch.dtype) -> int:
+        return max(1, min(MAX_ROWS, MAX_BYTES // cls._row_bytes(hidden, dtype)))
+
     @classmethod
     def sized(cls, hidden: int, device: torch.device | str, dtype: torch.dtype) -> RowReservoir:
-        """``MAX_ROWS`` rows, or fewer where two (D,) rows of ``dtype`` each would pass ``MAX_BYTES``."""
-        per_row = 2 * hidden * torch.empty(0, dtype=dtype).element_size()
-        return cls(max(1, min(MAX_ROWS, MAX_BYTES // per_row)), hidden, device, dtype)
+        """``MAX_ROWS`` rows, or fewer where they would pass ``MAX_BYTES``."""
+        return cls(cls._capacity(hidden, dtype), hidden, device, dtype)
 
-    @staticmethod
-    def bytes_for(hidden: int, dtype: torch.dtype) -> int:
+    @classmethod
+    def bytes_for(cls, hidden: int, dtype: torch.dtype) -> int:
         """The device memory ``sized`` takes for this shape."""
-        per_row = 2 * hidden * torch.empty(0, dtype=dtype).element_size()
-        return max(1, min(MAX_ROWS, MAX_BYTES // per_row)) * per_row
+        return cls._capacity(hidden, dtype) * cls._row_bytes(hidden, dtype)
 
     @property
     def nbytes(self) -> int:

@@ -17,12 +17,6 @@ from .tasks import Problem
 TIMEOUT = 3600.0
 
 
-def esamp_state(url: str) -> dict | None:
-    """The ESamp section of the server's /get_server_info (counters and config); None when off."""
-    info = requests.get(url.rstrip("/") + "/get_server_info", timeout=30).json()
-    return (info.get("internal_states") or [{}])[0].get("esamp")
-
-
 def prompt_ids(tokenizer, problem: Problem, instruction: str) -> list[int]:
     """Math: the chat template around question + instruction; chat: around the question, as
     the OpenAI chat route builds it. Code, creative: raw text."""

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from ..core.config import ESampConfig
 from ..lang.prompts import CODE_STOP, MATH_INSTRUCTION
+from ..launch.server import esamp_state
 from .answers import answers_match, extract_answer
-from .client import EvalClient, esamp_state
+from .client import EvalClient
 from .methods import Method
 from .sandbox import check_humaneval
 from .tasks import Problem, load_task

@@ -27,6 +27,7 @@ import requests
 from tqdm import tqdm
 
 from ..core.warm_base import MIN_ROWS
+from .server import esamp_state
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,8 @@ CONCURRENCY = 16
 POLL = 0.5  # seconds between two looks at the base's progress
 
 
-def _esamp(url: str) -> dict | None:
-    info = requests.get(url + "/get_server_info", timeout=30).json()
-    return (info.get("internal_states") or [{}])[0].get("esamp")
-
-
 def _base(url: str) -> dict:
-    esamp = _esamp(url)
+    esamp = esamp_state(url)
     if esamp is None:
         raise SystemExit(f"the server at {url} does not run ESamp; start it with --enable-esamp")
     if esamp.get("base") is None:
@@ -93,7 +89,7 @@ def warm(url: str, max_rounds: int = 8, timeout: float = 1800.0, progress: bool 
 def ensure_warm(url: str, progress: bool = True) -> None:
     """Warm the server's base if it trains one that is not fitted yet (once per model: later
     starts load the saved base)."""
-    esamp = _esamp(url.rstrip("/"))
+    esamp = esamp_state(url)
     base = esamp.get("base") if esamp else None
     if base is None or base["fitted"]:
         return
@@ -104,7 +100,7 @@ def ensure_warm(url: str, progress: bool = True) -> None:
 def warn_if_cold(url: str) -> None:
     """For a server given by URL: say so when its base is not fitted, since its groups then
     start random rather than as ``--esamp-init calibrated`` intends."""
-    esamp = _esamp(url.rstrip("/"))
+    esamp = esamp_state(url)
     base = esamp.get("base") if esamp else None
     if base is not None and not base["fitted"]:
         logger.warning("the server at %s has not fitted its base distiller yet (%d of %d rows): its ESamp groups start "

@@ -88,6 +88,12 @@ class ServerProcess:
             return f.read()[-chars:]
 
 
+def esamp_state(url: str) -> dict | None:
+    """The ESamp section of the server's /get_server_info (counters and config); None when off."""
+    info = requests.get(url.rstrip("/") + "/get_server_info", timeout=30).json()
+    return (info.get("internal_states") or [{}])[0].get("esamp")
+
+
 @contextlib.contextmanager
 def server_url(url: str | None, server_args: list[str], warm_base: bool = True):
     """Yield a server URL: the given one, or that of a server started here on the embedded

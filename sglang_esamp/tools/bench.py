@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from tqdm import tqdm
 
-from ..evaluation.client import esamp_state
 from ..evaluation.tasks import load_task
+from ..launch.server import esamp_state
 
 
 def _counters(url: str) -> dict[str, int]:
