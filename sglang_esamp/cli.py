@@ -44,6 +44,9 @@ def serve(argv: list[str]) -> None:
     if not any(a == "--model-path" or a.startswith("--model-path=") for a in argv):
         argv = ["--model-path", str(embedded_model_path())] + argv
     argv = argv + cpu.cli_defaults(argv)
+    bind = cpu.bind_ranks(argv)
+    if bind:
+        logger.info("SGLANG_CPU_OMP_THREADS_BIND=%s (one share of the cores per rank)", bind)
     logger.info("Starting SGLang: %s", " ".join(argv))
     os.execvpe(sys.executable, [sys.executable, "-m", "sglang.launch_server", *argv], os.environ)
 
@@ -92,9 +95,19 @@ def bench(args: argparse.Namespace) -> None:
 
     from .tools.bench import print_table, run_bench
 
-    for flag in ("prompts", "n", "max_new_tokens", "repeats"):
+    for flag in ("prompts", "n", "max_new_tokens", "repeats", "hidden", "layers", "vocab", "groups", "context"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"sglang-esamp bench: error: --{flag.replace('_', '-')} must be >= 1")
+    if args.estimate:
+        from .tools.estimate import estimate, table
+
+        try:
+            results = [estimate(args.hidden, args.layers, args.vocab, args.groups, args.n, d.strip(), args.intermediate,
+                                args.kv_dim, args.context) for d in args.distiller.split(",")]
+        except ValueError as exc:
+            raise SystemExit(f"sglang-esamp bench: error: {exc}") from None
+        print(json.dumps(results) if args.json else table(results))
+        return
     with server_url(args.url, ["--enable-esamp"]) as url:
         if args.url:
             warn_if_cold(url)
@@ -170,7 +183,7 @@ def _add_tool_parsers(sub) -> None:
     from .runtime import flags
     from .tools import demo
 
-    demo.add_arguments(sub.add_parser("demo", help="best-of-n on word problems, with and without explore"))
+    demo.add_arguments(sub.add_parser("demo", help="stories and word problems, plain beside explore, with a report"))
     p = sub.add_parser("bench", help="throughput: vanilla vs ESamp (explore 0 and >0) on one server")
     p.add_argument("--prompts", type=int, default=4, help="B: prompts sent at once")
     p.add_argument("--n", type=int, default=16, help="samples per prompt")
@@ -179,6 +192,16 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--explore", type=float, default=0.5)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--url", default=None, help="a running server with --enable-esamp")
+    p.add_argument("--estimate", action="store_true",
+                   help="no server: ESamp's bytes and FLOPs per decode step on the shape below, as a share of the model's step")
+    p.add_argument("--hidden", type=int, default=4096, help="--estimate: the model's hidden size")
+    p.add_argument("--layers", type=int, default=32, help="--estimate: decoder layers")
+    p.add_argument("--vocab", type=int, default=32000, help="--estimate: vocabulary")
+    p.add_argument("--groups", type=int, default=32, help="--estimate: groups in the batch, each of --n rows")
+    p.add_argument("--context", type=int, default=128, help="--estimate: tokens of context per row (the KV cache read)")
+    p.add_argument("--intermediate", type=int, default=None, help="--estimate: the model's MLP width (default: Llama's 8/3 hidden)")
+    p.add_argument("--kv-dim", type=int, default=None, help="--estimate: key/value width per layer (default: hidden; less with GQA)")
+    p.add_argument("--distiller", default="mlp,lowrank", help="--estimate: comma-separated distiller kinds")
     p = sub.add_parser("calibrate", help="warm a server's base distiller (--esamp-init calibrated) with the shipped prompts")
     p.add_argument("--url", default=None, help="a running server with --enable-esamp (default: start the model here)")
     p.add_argument("--model-path", default=None, help="without --url: a Hugging Face model folder (default: the embedded model)")

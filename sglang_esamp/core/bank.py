@@ -1,10 +1,13 @@
 """DistillerBank: G independent distillers in stacked tensors, with a per-group Adam.
 
-Slot s owns row s of every weight and optimizer-state tensor. A batch touches only the live
-slots of its layout: their weights are gathered into a private copy, the step runs on that
-copy, and the result is scattered back. So one group's update can never write another
-group's row, and a reader never sees half of an update (gather and scatter hold one lock;
-on CUDA, ``fences.py`` orders them across the streams that issue them).
+Slot s owns row s of every weight and optimizer-state tensor. A batch works on views of
+the bank's rows for the slot range its groups span (``BatchLayout.window``; the slot table
+hands out the lowest free slot, so live slots stay packed): predictions read them, and a
+training step updates them in place, with no gather and no scatter. A slot of the range
+that is not in the batch gets a step that leaves it exactly as it was, so one group's
+update can never write another group's row. A reader never sees half of an update: the
+step holds the bank's lock, and on CUDA ``fences.py`` orders reads and writes across the
+streams that issue them.
 
 Per group, a training step is the paper's: loss = mean over the group's rows of
 ||h_L - f(h_1)||^2, Adam (betas 0.9/0.999, eps ``adam_eps``), the gradient clipped to global
@@ -92,7 +95,10 @@ class DistillerBank:
             self.fences.after_write()
 
     def _fresh(self, g: int) -> Params:
-        """(g, ...) initial weights: copies of the base when there is one, else the paper's random init."""
+        """(g, ...) initial weights: copies of the base when there is one, else the paper's random
+        init (on the meta device, shapes only: the cost estimate's bank)."""
+        if self.device.type == "meta":
+            return {k: torch.empty(g, *shape, device=self.device) for k, shape in self.arch.shapes().items()}
         with self.lock:
             base = self.base
             if base is not None:
@@ -126,16 +132,27 @@ class DistillerBank:
             self.fences.after_read()
             return out
 
+    def _views(self, window) -> tuple[Params, Params, Params, torch.Tensor]:
+        """The bank's own rows for the window's slot range: views, not copies."""
+        lo, hi = window.lo, window.hi
+        params, exp_avg, exp_avg_sq = ({k: v[lo:hi] for k, v in bank.items()} for bank in (self.params, self.exp_avg, self.exp_avg_sq))
+        return params, exp_avg, exp_avg_sq, self.step_count[lo:hi]
+
     @torch.no_grad()
     def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
         """src (num_rows, D) -> predicted deep states (M, D) for ``layout.rows``, one packed
-        forward per bucket of group sizes (``BatchLayout.split``)."""
+        forward per bucket of group sizes (``BatchLayout.split``), on the bank's rows of the
+        bucket's slot range (``BatchLayout.window``)."""
         if layout.is_empty:
             return src.new_zeros(0, self.hidden)
         out = None
         for part, positions in layout.split:
-            params, _ = self.read(part.slots)
-            pred = part.unpack(self.arch.forward(params, part.pack(src.float())))  # (m, D)
+            win = part.window
+            with self.lock:
+                self.fences.before_read()
+                params = self._views(win)[0]
+                pred = win.layout.unpack(self.arch.forward(params, win.layout.pack(src.float())))  # (m, D)
+                self.fences.after_read()
             if positions is None:
                 return pred.to(src.dtype)
             out = src.new_empty(len(layout.row_list), self.hidden) if out is None else out
@@ -153,52 +170,52 @@ class DistillerBank:
         return TrainResult(*(torch.cat(column) for column in zip(*(dataclasses.astuple(r) for r in results))))
 
     def _train_part(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> TrainResult:
-        params, steps = self.read(layout.slots)
-        params = {k: v.requires_grad_() for k, v in params.items()}
-        x, y = layout.pack(src.float()), layout.pack(tgt.float())  # (g, R, D)
-        mask = layout.mask()  # (g, R)
-        with torch.enable_grad():
-            sq = (self.arch.forward(params, x) - y).pow(2).sum(-1) * mask  # (g, R)
-            loss = sq.sum(-1) / layout.group_rows  # (g,)
-            grads = torch.autograd.grad(loss.sum(), list(params.values()))
-        sq = sq.detach()
-        loss = loss.detach()
-        rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
-        novelty = (sq.sqrt() * mask).sum(-1) / layout.group_rows
-        grad_norm = torch.stack([g.flatten(1).pow(2).sum(-1) for g in grads]).sum(0).sqrt()  # (g,)
-        ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
-        clip = (self.cfg.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
-        self._adam(layout.slots, params, grads, steps, clip, ok)
-        return TrainResult(layout.slots, loss, rel_err, novelty, ok)
-
-    @torch.no_grad()
-    def _adam(self, slots, params: Params, grads, steps, clip, ok) -> None:
-        """Update the gathered rows in place (only this step writes optimizer state), then
-        scatter them in one locked section so readers see all or nothing. A group whose step
-        is not finite gets Adam coefficients that leave its rows as they were, so no
-        full-size select is needed."""
-        t = steps + 1  # (g,)
-        okf = ok.to(t.dtype)
-        decay1 = torch.where(ok, torch.full_like(t, _BETA1), torch.ones_like(t))  # (g,)
-        decay2 = torch.where(ok, torch.full_like(t, _BETA2), torch.ones_like(t))
-        lr = self.cfg.lr / (1 - _BETA1**t) * okf  # (g,) step size, 0 where not ok
-        bias2_sqrt = (1 - _BETA2**t).sqrt()
-        scale = torch.where(ok, clip, torch.zeros_like(clip))  # (g,) clip factor, 0 where not ok
-        updates = []
-        for (name, p), grad in zip(params.items(), grads):
-            view = (-1,) + (1,) * (p.dim() - 1)
-            p = p.detach()
-            grad = torch.nan_to_num_(grad).mul_(scale.view(view))
-            m = self.exp_avg[name].index_select(0, slots).mul_(decay1.view(view)).add_(grad, alpha=1 - _BETA1)
-            v = self.exp_avg_sq[name].index_select(0, slots).mul_(decay2.view(view)).addcmul_(grad, grad, value=1 - _BETA2)
-            denom = v.sqrt().div_(bias2_sqrt.view(view)).add_(self.cfg.adam_eps)
-            p.sub_(m.div(denom).mul_(lr.view(view)))
-            updates.append((name, p, m, v))
+        """The step runs on views of the bank's rows for the part's slot range and updates them
+        in place: no gather, no scatter. Slots of the range outside the part have no rows, and
+        their step is a no-op, like a failed group's. The lock
+        spans the step, so a reader sees every slot before or after it, never in between."""
+        win = layout.window
+        x, y = win.layout.pack(src.float()), win.layout.pack(tgt.float())  # (w, R, D)
+        mask = win.layout.mask()  # (w, R)
         with self.lock:
             self.fences.before_write()
-            for name, p, m, v in updates:
-                self.params[name].index_copy_(0, slots, p)
-                self.exp_avg[name].index_copy_(0, slots, m)
-                self.exp_avg_sq[name].index_copy_(0, slots, v)
-            self.step_count.index_copy_(0, slots, torch.where(ok, t, steps))
+            params, exp_avg, exp_avg_sq, steps = self._views(win)
+            leaves = {k: v.detach().requires_grad_() for k, v in params.items()}  # same storage
+            with torch.enable_grad():
+                sq = (self.arch.forward(leaves, x) - y).pow(2).sum(-1) * mask  # (w, R)
+                loss = sq.sum(-1) / win.layout.group_rows.clamp_min(1.0)  # (w,) 0 for an empty block
+                grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+            sq = sq.detach()
+            loss = loss.detach()
+            grad_norm = torch.stack([g.flatten(1).pow(2).sum(-1) for g in grads]).sum(0).sqrt()  # (w,)
+            ok = torch.isfinite(loss) & torch.isfinite(grad_norm) & (win.layout.group_rows > 0)
+            clip = (self.cfg.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
+            self._adam(params, exp_avg, exp_avg_sq, steps, grads, clip, ok)
             self.fences.after_write()
+        live = win.live
+        rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
+        novelty = (sq.sqrt() * mask).sum(-1) / win.layout.group_rows
+        return TrainResult(layout.slots, loss[live], rel_err[live], novelty[live], ok[live])
+
+    @torch.no_grad()
+    def _adam(self, params: Params, exp_avg: Params, exp_avg_sq: Params, steps: torch.Tensor, grads, clip, ok) -> None:
+        """Adam on the window's rows, in place. A slot whose step is not finite (or that has no
+        rows) gets coefficients that leave its weights, moments and step count as they were,
+        so no select over the rows is needed."""
+        t = steps + 1  # (w,)
+        okf = ok.to(t.dtype)
+        bias2_sqrt = (1 - _BETA2**t).sqrt()
+        step = self.cfg.lr / (1 - _BETA1**t) * bias2_sqrt * okf  # (w,) lr * bias corrections, 0 where not ok
+        m_weight = (1 - _BETA1) * okf  # (w,) m moves this share towards the gradient
+        decay2 = torch.where(ok, torch.full_like(t, _BETA2), torch.ones_like(t))
+        scale = torch.where(ok, clip, torch.zeros_like(clip))  # (w,) clip factor, 0 where not ok
+        eps = self.cfg.adam_eps * bias2_sqrt  # (w,) eps on the uncorrected sqrt(v)
+        for (name, p), grad in zip(params.items(), grads):
+            view = (-1,) + (1,) * (p.dim() - 1)
+            grad = torch.nan_to_num_(grad).mul_(scale.view(view))
+            m = exp_avg[name].lerp_(grad, m_weight.view(view))
+            v = exp_avg_sq[name].mul_(decay2.view(view)).addcmul_(grad, grad, value=1 - _BETA2)
+            # p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), written as m / ((sqrt(v) + eps') / step):
+            # a slot with step 0 divides by inf and keeps its weights
+            p.addcdiv_(m, v.sqrt().add_(eps.view(view)).div_(step.view(view)), value=-1.0)
+        steps.copy_(torch.where(ok, t, steps))

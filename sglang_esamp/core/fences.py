@@ -3,12 +3,11 @@ streams, with no host synchronisation.
 
 Who touches the bank, and on which stream:
 
-- reads (a step's prediction, the trainer's gather, a reset's copy of the base) run on the
-  stream current at the call: SGLang's forward stream for predictions (the overlap
-  scheduler runs forward and sampling there, not on the stream that built the bank), the
-  trainer's side stream for its gathers;
-- writes (a training step's scatter, a reset, a new base) run on the side stream or on the
-  scheduler's.
+- reads (a step's prediction, a reset's copy of the base) run on the stream current at
+  the call: SGLang's forward stream for predictions (the overlap scheduler runs forward and
+  sampling there, not on the stream that built the bank);
+- writes (a training step, which reads and updates its rows in place, a reset, a new base)
+  run on the trainer's side stream or on the scheduler's.
 
 The rules, each an event wait on the stream about to act:
 

@@ -28,6 +28,14 @@ import torch
 
 
 @dataclass(frozen=True)
+class Window:
+    lo: int  # first slot of the range
+    hi: int  # one past the last
+    layout: BatchLayout  # blocks for every slot of [lo, hi)
+    live: torch.Tensor  # (g,) int64: the original groups' blocks in it (slot - lo)
+
+
+@dataclass(frozen=True)
 class BatchLayout:
     num_rows: int  # rows in the batch, with or without a slot
     max_rows: int  # R: rows of the largest group
@@ -93,6 +101,26 @@ class BatchLayout:
             part = BatchLayout.from_slots([s if s >= 0 and bucket[s] == b else -1 for s in slot_of_row.values()], device)
             parts.append((part, torch.tensor([position[r] for r in part.row_list], dtype=torch.int64).to(device, non_blocking=True)))
         return tuple(parts)
+
+    @functools.cached_property
+    def window(self) -> Window:
+        """This layout re-indexed over the contiguous slot range it spans, so the bank can
+        work on views of that range instead of gathering the slots: block i is slot lo + i,
+        and a slot of the range without rows here is an empty block (zero rows)."""
+        lo, hi = min(self.slot_list), max(self.slot_list) + 1
+        counts = [0] * (hi - lo)
+        for s, n in zip(self.slot_list, self.group_row_list):
+            counts[s - lo] = n
+        device = self.rows.device
+        spread = BatchLayout(
+            num_rows=self.num_rows, max_rows=self.max_rows,
+            slots=torch.arange(lo, hi, device=device), slot_list=tuple(range(lo, hi)),
+            rows=self.rows, row_list=self.row_list,
+            row_group=self.slots[self.row_group] - lo, row_group_list=tuple(self.slot_list[g] - lo for g in self.row_group_list),
+            row_pos=self.row_pos,
+            group_rows=torch.tensor(counts, dtype=torch.float32).to(device, non_blocking=True), group_row_list=tuple(counts),
+        )
+        return Window(lo, hi, spread, self.slots - lo)
 
     @property
     def num_groups(self) -> int:

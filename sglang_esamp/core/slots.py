@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class GroupTable:
         self.ttl = ttl
         self.clock = clock
         self.entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self.free = list(range(max_groups - 1, -1, -1))  # pop() hands out slot 0 first
+        self.free = list(range(max_groups))  # a heap: the lowest free slot goes first, so live slots stay packed
         self.evictions = 0
         self.denied = 0
 
@@ -54,7 +55,7 @@ class GroupTable:
             entry.refs += 1
             self.entries.move_to_end(key)
             return entry.slot, False
-        slot = self.free.pop() if self.free else self._evict_idle()
+        slot = heapq.heappop(self.free) if self.free else self._evict_idle()
         if slot is None:
             self.denied += count_denial
             return None, False
@@ -80,7 +81,7 @@ class GroupTable:
         """Free the slots of groups idle for longer than the ttl."""
         now = self.clock()
         for key in [k for k, e in self.entries.items() if e.refs == 0 and now - e.idle_since >= self.ttl]:
-            self.free.append(self.entries.pop(key).slot)
+            heapq.heappush(self.free, self.entries.pop(key).slot)
 
     def check(self) -> None:
         """Raise if the table is inconsistent: a slot held twice or lost, or a negative count."""

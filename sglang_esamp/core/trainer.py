@@ -114,13 +114,19 @@ class AsyncTrainer:
             while self.finished < step and (self._worker is None or self._worker.is_alive()):
                 self._cond.wait(timeout=1.0)
 
-    def idle(self, budget: float) -> bool:
+    def idle(self, budget: float, steps: int | None = None) -> bool:
         """Run steps the warm base owes: inline for about ``budget`` seconds, or a few in the
-        worker once its queue is empty. True while the base has owed steps (the caller then
-        skips its idle sleep)."""
+        worker once its queue is empty; with ``steps``, exactly that many (at most), after
+        the worker's queue, so that replicas that must agree (tensor-parallel ranks) take
+        the same steps at the same point. True while the base has owed steps (the caller
+        then skips its idle sleep)."""
         warm = self.warm
         if warm is None or not warm.owed:
             return False
+        if steps is not None:
+            self.drain()
+            self._base_steps(steps)
+            return True
         if self.mode == "thread":
             with self._cond:
                 if not self._queue:

@@ -8,6 +8,7 @@ for math), so the scoring request sees exactly the tokens the samples were drawn
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import requests
@@ -65,6 +66,30 @@ class EvalClient:
                 "esamp": o["meta_info"].get("esamp"),
             }
             for o in out
+        ]
+
+    def sample_streamed(self, ids: list[int], n: int, sampling: dict, on_tokens) -> list[dict]:
+        """``sample`` (without the metadata, which streams do not carry), streamed so that
+        ``on_tokens(k)`` hears of every k new tokens as they come."""
+        body = {"input_ids": ids, "sampling_params": {**sampling, "n": n}, "stream": True}
+        last: dict[int, dict] = {}
+        with requests.post(self.url + "/generate", json=body, timeout=TIMEOUT, stream=True) as res:
+            if res.status_code != 200:
+                raise RuntimeError(f"the server refused a request ({res.status_code}): {res.text[:500]}")
+            for line in res.iter_lines():
+                if not line.startswith(b"data:") or line == b"data: [DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                if "error" in chunk:
+                    raise RuntimeError(f"the server failed a request: {chunk['error']}")
+                index = chunk.get("index", 0)
+                seen = last[index]["meta_info"]["completion_tokens"] if index in last else 0
+                on_tokens(chunk["meta_info"]["completion_tokens"] - seen)
+                last[index] = chunk
+        return [
+            {"text": o["text"], "output_ids": o["output_ids"], "finish": (o["meta_info"].get("finish_reason") or {}).get("type"),
+             "tokens": o["meta_info"]["completion_tokens"]}
+            for _, o in sorted(last.items())
         ]
 
     def nll(self, ids: list[int], outputs: list[list[int]]) -> list[float | None]:

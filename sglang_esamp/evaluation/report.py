@@ -179,12 +179,19 @@ def _plots(out: Path, results: dict) -> None:
         x, y = s["ppl"], s["similarity"]
         ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci95"][0]], [x["ci95"][1] - x["mean"]]],
                     yerr=[[y["mean"] - y["ci95"][0]], [y["ci95"][1] - y["mean"]]], fmt="o", capsize=3, label=name)
-    ax.set(xlabel="perplexity under the reference model", ylabel="mean pairwise cosine (lower = more diverse)",
-           title=f"{results['config']['task']}: diversity vs perplexity")
+    save_diversity_plot(fig, ax, out / "diversity.png", f"{results['config']['task']}: diversity vs perplexity",
+                        "perplexity under the reference model")
+
+
+def save_diversity_plot(fig, ax, path: Path, title: str, xlabel: str, legend_size: int = 8) -> None:
+    """Label, lay out and save a diversity-against-perplexity figure (the eval report's, the demo's)."""
+    import matplotlib.pyplot as plt
+
+    ax.set(xlabel=xlabel, ylabel="mean pairwise cosine (lower = more diverse)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
-    fig.savefig(out / "diversity.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

@@ -49,7 +49,7 @@ def open_backend(url: str | None = None, server_args: list[str] | None = None):
     from ..launch.server import ServerProcess
 
     print("Starting the SGLang server with ESamp on the embedded model...", flush=True)
-    with ServerProcess(["--enable-esamp", *(server_args or [])]) as server:
+    with ServerProcess(["--enable-esamp", *(server_args or [])], progress=True) as server:
         ensure_warm(server.url)
         yield RuntimeEndpoint(server.url, chat_template_name=_chat_template_name(server.url))
 

@@ -3,15 +3,16 @@
 The server trains the base that ``--esamp-init calibrated`` groups start from on its own
 decode rows (``core/warm_base.py``). This sends it the shipped calibration prompts
 (``data/calibration_prompts.txt``: chat instructions through the chat route, plain-text
-openings through /generate) with ``explore = 0``, round after round until the base has the
-rows it needs, then waits while the server fits the base in its idle time and saves it.
+openings through /generate) with ``explore = 0``, all at once, round after round until the
+base has the rows it needs (the requests still running then are aborted), then waits while
+the server fits the base in its idle time and saves it.
 Every later start on the same model loads the saved base. A server that the project's
 commands start themselves (``server_url``, the programs' backend) is warmed this way when
 its base is not fitted yet.
 
 Usage::
 
-    report = warm(url)          # {"steps": 600, "rows": 5120, "rounds": 1, "path": ...}
+    report = warm(url)          # {"steps": 600, "rows": 2110, "rounds": 1, "path": ...}
     ensure_warm(url)            # warm only if the server trains a base that is not fitted
     warn_if_cold(url)           # a server given by URL: only say so
 """
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import requests
@@ -34,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).resolve().parent.parent / "data" / "calibration_prompts.txt"
 NEW_TOKENS = 128
-CONCURRENCY = 16
 POLL = 0.5  # seconds between two looks at the base's progress
 
 
@@ -48,14 +49,40 @@ def _base(url: str) -> dict:
     return esamp["base"]
 
 
-def _send(url: str, kind: str, text: str) -> None:
+def _send(url: str, kind: str, text: str, rid: str) -> None:
     if kind == "chat":
-        body = {"messages": [{"role": "user", "content": text}], "max_tokens": NEW_TOKENS, "temperature": 1.0, "explore": 0}
+        body = {"messages": [{"role": "user", "content": text}], "max_tokens": NEW_TOKENS, "temperature": 1.0, "explore": 0,
+                "rid": rid}
         res = requests.post(url + "/v1/chat/completions", json=body, timeout=3600)
     else:
-        body = {"text": text, "sampling_params": {"max_new_tokens": NEW_TOKENS, "temperature": 1.0, "explore": 0}}
+        body = {"text": text, "sampling_params": {"max_new_tokens": NEW_TOKENS, "temperature": 1.0, "explore": 0}, "rid": rid}
         res = requests.post(url + "/generate", json=body, timeout=3600)
     res.raise_for_status()
+
+
+def _round(url: str, prompts: list[list[str]], number: int, progress: bool) -> dict:
+    """All prompts at once, each under its own rid; a bar follows the rows the base has
+    gathered, and once it owes its fit the requests still running are aborted (their rows
+    are no longer needed). Returns the base's counters."""
+    rids = [f"esamp-calibrate-{uuid.uuid4().hex}" for _ in prompts]
+    base = _base(url)
+    with ThreadPoolExecutor(len(prompts)) as pool, tqdm(total=MIN_ROWS, initial=min(base["rows"], MIN_ROWS), unit="row",
+                                                         desc=f"calibration rows, round {number}", disable=not progress) as bar:
+        sent = [pool.submit(_send, url, kind, text, rid) for (kind, text), rid in zip(prompts, rids)]
+        while not (base["fitted"] or base["owed"]) and not all(f.done() for f in sent):
+            time.sleep(POLL)
+            base = _base(url)
+            bar.n = min(base["rows"], MIN_ROWS)
+            bar.refresh()
+        for rid, f in zip(rids, sent):
+            if not f.done():
+                requests.post(url + "/abort_request", json={"rid": rid}, timeout=30)
+        wait(sent)
+    failed = [f.exception() for f in sent if f.exception() is not None]
+    base = _base(url)
+    if failed and not (base["fitted"] or base["owed"]):
+        raise SystemExit(f"{len(failed)} calibration requests failed: {failed[0]}")
+    return base
 
 
 def warm(url: str, max_rounds: int = 8, timeout: float = 1800.0, progress: bool = True) -> dict:
@@ -67,11 +94,7 @@ def warm(url: str, max_rounds: int = 8, timeout: float = 1800.0, progress: bool 
     deadline = time.monotonic() + timeout
     while not base["fitted"] and not base["owed"] and rounds < max_rounds:
         rounds += 1
-        with ThreadPoolExecutor(CONCURRENCY) as pool, tqdm(total=len(prompts), desc=f"calibration prompts, round {rounds}",
-                                                           unit="prompt", disable=not progress) as bar:
-            for _ in pool.map(lambda p: _send(url, *p), prompts):
-                bar.update()
-        base = _base(url)
+        base = _round(url, prompts, rounds, progress)
     if not base["fitted"] and not base["owed"]:
         raise SystemExit(f"after {rounds} rounds the base has {base['rows']} rows and owes no fit; is it failing? {base}")
     start = base["steps"]

@@ -6,6 +6,9 @@ SGLang 0.5.23 has no CPU extra. On a machine without CUDA this module:
   bounded ``OMP_NUM_THREADS`` (unset, runs were far slower);
 - puts an import stand-in for the CUDA-only ``sgl_kernel`` in front of ``sys.path`` and on
   ``PYTHONPATH``, so it also reaches the scheduler process that SGLang spawns;
+- with several ranks (data or tensor parallel), gives each its share of the cores
+  (``SGLANG_CPU_OMP_THREADS_BIND``), which SGLang's CPU engine requires beyond one rank per
+  NUMA node;
 - supplies the server arguments that work there: CPU device, torch_native attention, the
   pytorch sampler, no CUDA graph, a bounded KV cache, no warm-up, ``sleep_on_idle`` (an
   idle scheduler otherwise busy-polls a whole core, which halves a 2-core machine), and
@@ -84,6 +87,37 @@ def server_defaults() -> dict[str, object]:
     if not has_native_bf16():
         defaults["dtype"] = "float32"
     return defaults
+
+
+def _flag_int(argv: list[str], names: tuple[str, ...]) -> int:
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                return int(argv[i + 1])
+            if arg.startswith(name + "="):
+                return int(arg.split("=", 1)[1])
+    return 1
+
+
+def bind_ranks(argv: list[str]) -> str | None:
+    """With more than one rank (``--dp-size`` x ``--tp-size`` x ``--pp-size``) SGLang's CPU
+    engine needs ``SGLANG_CPU_OMP_THREADS_BIND`` unless there is a NUMA node per rank: give
+    each rank an equal share of this process's cores (``0|1`` for 2 ranks on 2 cores; ranks
+    share cores when there are more ranks than cores). A value the user set is kept. Returns
+    the value set, if any; a no-op on CUDA."""
+    if has_cuda() or os.environ.get("SGLANG_CPU_OMP_THREADS_BIND"):
+        return None
+    ranks = 1
+    for names in (("--dp-size", "--dp"), ("--tp-size", "--tp"), ("--pp-size",)):
+        ranks *= _flag_int(argv, names)
+    if ranks <= 1:
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    per = max(1, len(cores) // ranks)
+    shares = [cores[(r * per) % len(cores):][:per] for r in range(ranks)]
+    value = "|".join(f"{s[0]}-{s[-1]}" if len(s) > 1 else str(s[0]) for s in shares)
+    os.environ["SGLANG_CPU_OMP_THREADS_BIND"] = value
+    return value
 
 
 def cli_defaults(argv: list[str]) -> list[str]:

@@ -23,7 +23,9 @@ from .model_cache import embedded_model_path
 
 def make_engine(esamp: ESampConfig | bool | None = None, **kwargs):
     cpu.setup()
-    flags.export(ESampConfig() if esamp is True else esamp or None)
+    cfg = ESampConfig() if esamp is True else esamp or None
+    flags.export(cfg)
+    flags.sync_tp_tokens(kwargs.get("tp_size", 1), cfg)
     import sglang as sgl
 
     kwargs.setdefault("model_path", str(embedded_model_path()))

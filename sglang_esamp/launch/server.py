@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import requests
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,13 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, args: list[str] | None = None, port: int | None = None, timeout: float = START_TIMEOUT,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, progress: bool = False):
         self.env = {**os.environ, **(env or {})}  # the child's environment: this one, plus ``env``
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = list(args or [])
         self.timeout = timeout
+        self.progress = progress  # a bar on stderr with the seconds waited and the server log's newest line
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="sglang-esamp-server-", suffix=".log", delete=False)
 
@@ -58,18 +60,25 @@ class ServerProcess:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "sglang_esamp.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sglang server exited with code {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(1.0)
+        t0 = time.monotonic()
+        with tqdm(desc="starting the SGLang server", unit="s", bar_format="{desc}: {elapsed} {postfix}", disable=not self.progress) as bar:
+            while time.monotonic() < t0 + self.timeout:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"sglang server exited with code {self.proc.returncode}:\n{self.tail()}")
+                try:
+                    if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                        return
+                except requests.RequestException:
+                    pass
+                bar.set_postfix_str(self._stage(), refresh=True)
+                time.sleep(1.0)
         self.stop()
         raise TimeoutError(f"sglang server did not answer within {self.timeout:.0f} s:\n{self.tail()}")
+
+    def _stage(self) -> str:
+        """The newest line of the server's log, without its timestamp, cut to 70 characters."""
+        lines = [line for line in self.tail(2000).splitlines() if line.strip()]
+        return lines[-1].split("] ", 1)[-1][:70] if lines else ""
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -107,7 +116,7 @@ def server_url(url: str | None, server_args: list[str], warm_base: bool = True):
 
     embedded_model_path()
     logger.info("Starting the SGLang server: %s", " ".join(server_args))
-    with ServerProcess(server_args) as server:
+    with ServerProcess(server_args, progress=True) as server:
         if warm_base:
             ensure_warm(server.url)
         yield server.url

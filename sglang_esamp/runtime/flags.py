@@ -85,6 +85,14 @@ def check_server_args(server_args, cfg: ESampConfig | None) -> None:
                          "first layer's output and the LM head's input in one process")
 
 
+def sync_tp_tokens(tp_size: int, cfg: ESampConfig | None) -> None:
+    """Tensor parallel with ESamp: every rank tilts with its own copy of the distillers, so
+    have SGLang's sampler give every rank the same token (``SYNC_TOKEN_IDS_ACROSS_TP``, its
+    own switch, read when a scheduler starts), whatever numeric difference arises."""
+    if cfg is not None and (tp_size or 1) > 1:
+        os.environ.setdefault("SYNC_TOKEN_IDS_ACROSS_TP", "1")
+
+
 def export(cfg: ESampConfig | None) -> None:
     """Make ``cfg`` the configuration of this process and of the processes it starts."""
     if cfg is None:

@@ -26,7 +26,7 @@ from ..core.warm_base import WarmBase
 from .requests import MAX_TRACKED_REQUESTS
 
 
-def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype) -> dict[str, int]:
+def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: int = 1, vocab: int = 0) -> dict[str, int]:
     params = sum(math.prod(shape) for shape in build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank).shapes().values())
     parts = {
         "bank": cfg.max_groups * (3 * params * 4 + 4),
@@ -37,6 +37,8 @@ def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype) -> dict[st
         parts["head moments"] = (hidden * hidden + 2 * hidden) * 4
     if cfg.calibrated:
         parts["base"] = WarmBase.bytes_for(params, hidden, dtype) + params * 4
+    if tp_size > 1:  # each rank gathers the whole LM head once (runtime.py); bias not counted
+        parts["gathered head"] = vocab * hidden * dtype.itemsize
     return parts
 
 
@@ -54,4 +56,6 @@ def held_bytes(runtime) -> dict[str, int]:
         parts["head moments"] = size([moments.gram, moments.cross, moments.mean_row])
     if runtime.warm is not None:
         parts["base"] = runtime.warm.nbytes + size((bank.base or {}).values())
+    if runtime.tp_size > 1:
+        parts["gathered head"] = runtime.tilter.head.weight.nbytes
     return parts

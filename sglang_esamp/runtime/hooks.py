@@ -8,13 +8,15 @@ What each step of a decode does is in ``runtime.py``.
 | hooked path                                           | type   | why                                      |
 | ----------------------------------------------------- | ------ | ---------------------------------------- |
 | server_args.ServerArgs.add_cli_args                   | AFTER  | --enable-esamp and --esamp-* flags        |
-| server_args.prepare_server_args                       | AROUND | export the flags' config; refuse spec/pp  |
+| server_args.prepare_server_args                       | AROUND | export the flags' config; refuse spec/pp; TP token sync |
 | api_types.decode_SamplingParams                       | AROUND | /generate: explore checked before a stream starts |
 | TokenizerManager.__init__                             | AFTER  | validate explore, carry it in custom_params |
-| TokenizerManager.generate_request                     | BEFORE | the scope header's value (--esamp-scope-header) |
+| TokenizerManager.generate_request                     | BEFORE | the group's DP rank; the scope header's value |
 | OpenAIServingCompletion._build_sampling_params        | AFTER  | explore from the /v1/completions body     |
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
 | TokenizerManager.update_request_meta_info             | AFTER  | meta_info["esamp"] as one object          |
+| OpenAIServingCompletion._build_completion_response    | AFTER  | the choices' metadata in ``sglext.esamp`` |
+| OpenAIServingChat._build_chat_response                | AFTER  | the choices' metadata in ``sglext.esamp`` |
 | KVCacheConfigurator._profile_available_bytes          | AROUND | the KV budget gives up ESamp's bytes      |
 | ModelRunner.init_attention_backends                   | BEFORE | build the runtime (before graph capture)  |
 | forward_batch_info.get_server_return_hidden_states_mode | AROUND | LAST capture, CUDA graphs included      |
@@ -30,8 +32,10 @@ What each step of a decode does is in ``runtime.py``.
 | Scheduler.maybe_sleep_on_idle                         | AROUND | idle: train the base instead of sleeping  |
 | Scheduler.get_internal_state                          | AFTER  | ESamp counters in /get_server_info        |
 | Scheduler.init_metrics_collector                      | AFTER  | SGLang's labels for ESamp's /metrics series |
+| parallel_state.init_model_parallel_group              | AROUND | CPU only: no NCCL communicator (TP over gloo) |
 
-The OpenAI request models also get ``extra="allow"`` so that ``explore`` survives parsing.
+The OpenAI request models also get ``extra="allow"`` so that ``explore`` survives parsing,
+and SGLang's response extension ``SglExt`` so that it can carry ``esamp``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from . import flags
 from .footprint import reserved_bytes
 from .metrics import ESampMetrics
 from .params import CUSTOM_KEY, REQUEST_KEYS, SCOPE_KEY, check_custom_params, check_request, parse_request, with_scope
+from .routing import DPRouter
 from .runtime import ESampRuntime
 
 logger = logging.getLogger(__name__)
@@ -65,6 +70,7 @@ def prepare_server_args(original, argv):
     flags.export(cfg)
     server_args = original(argv)
     flags.check_server_args(server_args, cfg)
+    flags.sync_tp_tokens(server_args.tp_size, cfg)
     return server_args
 
 
@@ -88,6 +94,8 @@ def decode_sampling_params(original, value):
 def tokenizer_manager_init(result, manager, *args, **kwargs):
     base = manager.sampling_params_class
     cfg = manager.esamp_config = flags.current()
+    dp_size = manager.server_args.dp_size
+    manager.esamp_router = DPRouter(dp_size, cfg) if cfg is not None and dp_size > 1 else None
 
     def make_sampling_params(**kwargs):
         scope = kwargs.pop(SCOPE_KEY, None)
@@ -102,12 +110,18 @@ def tokenizer_manager_init(result, manager, *args, **kwargs):
 
 
 def generate_request(manager, obj, request=None, *args, **kwargs):
-    """With --esamp-scope-header, the header's value rides in the request's sampling params
+    """With --dp-size > 1, an ESamp request gets the DP rank of its group (``routing.py``).
+    With --esamp-scope-header, the header's value rides in the request's sampling params
     (under a key no client can send: /generate's contract refuses unknown keys, the OpenAI
     routes copy only known ones) to ``make_sampling_params``."""
     cfg = getattr(manager, "esamp_config", None)
-    if cfg is not None and cfg.scope_header:
-        scope = request.headers.get(cfg.scope_header) if request is not None else None
+    if cfg is None or not hasattr(obj, "sampling_params"):
+        return
+    scope = request.headers.get(cfg.scope_header) if cfg.scope_header and request is not None else None
+    router = getattr(manager, "esamp_router", None)
+    if router is not None and getattr(obj, "routed_dp_rank", 0) is None:
+        obj.routed_dp_rank = router.dp_rank(obj, scope)
+    if cfg.scope_header:
         obj.sampling_params = with_scope(obj.sampling_params, scope)
 
 
@@ -133,12 +147,29 @@ def update_request_meta_info(result, manager, meta_info, *args, **kwargs):
             del meta_info["esamp"]
 
 
-def allow_openai_extras() -> None:
-    from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
+def openai_response_metadata(response, serving, request, ret, *args, **kwargs):
+    """A non-streaming OpenAI response carries ESamp's metadata where SGLang puts its own
+    extensions: ``sglext.esamp``, the choice's object for one choice, else a list aligned
+    with ``choices`` (null for a choice sampled without explore)."""
+    metas = [item["meta_info"].get("esamp") for item in ret]
+    if not hasattr(response, "sglext") or not any(metas):
+        return response
+    from sglang.srt.entrypoints.openai.protocol import SglExt
 
-    for model in (CompletionRequest, ChatCompletionRequest):
+    ext = response.sglext.model_dump(exclude_none=True) if response.sglext is not None else {}
+    response.sglext = SglExt(**ext, esamp=metas if len(metas) > 1 else metas[0])
+    return response
+
+
+def allow_openai_extras() -> None:
+    from sglang.srt.entrypoints.openai import protocol
+
+    for model in (protocol.CompletionRequest, protocol.ChatCompletionRequest, protocol.SglExt):
         model.model_config["extra"] = "allow"
         model.model_rebuild(force=True)
+    for model in vars(protocol).values():  # the responses embed SglExt's schema: rebuild them around the new one
+        if isinstance(model, type) and issubclass(model, protocol.BaseModel) and "sglext" in getattr(model, "model_fields", {}):
+            model.model_rebuild(force=True)
 
 
 # ---- scheduler: the model runner and the requests ----
@@ -160,8 +191,10 @@ def kv_cache_budget(original, configurator, *args, **kwargs):
     cfg = flags.current()
     if cfg is None or configurator.is_draft_worker:
         return budget
+    from sglang.srt.runtime_context import get_parallel
+
     mc = configurator.model_config
-    parts = reserved_bytes(cfg, mc.hidden_size, mc.dtype)
+    parts = reserved_bytes(cfg, mc.hidden_size, mc.dtype, get_parallel().tp_size, mc.vocab_size)
     reserved = sum(parts.values())
     if reserved >= budget:
         raise ValueError(f"ESamp needs {reserved / 2**20:.0f} MiB on the device ({_show(parts)}) but the KV cache's whole budget "
@@ -256,6 +289,17 @@ def maybe_sleep_on_idle(original, scheduler):
     return original(scheduler)
 
 
+def parallel_group_on_cpu(original, *args, **kwargs):
+    """SGLang 0.5.23 builds an NCCL communicator for every parallel group of more than one
+    rank, CPU engine included, where it fails (no CUDA device): on a machine without CUDA the
+    groups use torch.distributed's gloo backend alone."""
+    from ..launch.cpu import has_cuda
+
+    if not has_cuda():
+        kwargs.update(use_pynccl=False, use_custom_allreduce=False, use_mscclpp=False, use_torch_symm_mem_allreduce=False)
+    return original(*args, **kwargs)
+
+
 def get_internal_state(result, scheduler, *args, **kwargs):
     if _RUNTIME is not None and hasattr(result, "internal_state"):
         result.internal_state["esamp"] = _RUNTIME.server_stats()
@@ -273,6 +317,9 @@ HOOKS = [
      HookType.AFTER),
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.update_request_meta_info", update_request_meta_info, HookType.AFTER),
+    (S + "entrypoints.openai.serving_completions.OpenAIServingCompletion._build_completion_response", openai_response_metadata,
+     HookType.AFTER),
+    (S + "entrypoints.openai.serving_chat.OpenAIServingChat._build_chat_response", openai_response_metadata, HookType.AFTER),
     (S + "mem_cache.kv_cache_configurator.KVCacheConfigurator._profile_available_bytes", kv_cache_budget, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.init_attention_backends", init_attention_backends, HookType.BEFORE),
     (S + "model_executor.forward_batch_info.get_server_return_hidden_states_mode", server_capture_mode, HookType.AROUND),
@@ -289,6 +336,7 @@ HOOKS = [
     (S + "managers.scheduler.Scheduler.maybe_sleep_on_idle", maybe_sleep_on_idle, HookType.AROUND),
     (S + "managers.scheduler.Scheduler.get_internal_state", get_internal_state, HookType.AFTER),
     (S + "managers.scheduler.Scheduler.init_metrics_collector", init_metrics_collector, HookType.AFTER),
+    (S + "distributed.parallel_state.init_model_parallel_group", parallel_group_on_cpu, HookType.AROUND),
 ]
 
 

@@ -47,15 +47,17 @@ logger = logging.getLogger(__name__)
 PROMPT_ROWS = 1024  # a group's prompt fit uses at most this many prefilled tokens (each request's last ones)
 IDLE_SLICE = 0.05  # seconds of base training per idle turn of the scheduler (the latency a new request may meet)
 SAVE_EVERY = 60.0  # seconds between two saves of a base that keeps training
+TP_IDLE_STEPS = 2  # base steps per idle turn under tensor parallelism (a count, not a time: the ranks must agree)
 
 
 class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head: Head, out_gain: torch.Tensor | None, device,
         stop_ids: list[int] | None = None, store: BaseStore | None = None, dtype: torch.dtype = torch.float32,
-        processor=None,
+        processor=None, tp_rank: int = 0, tp_size: int = 1,
     ):
         self.cfg, self.hidden = cfg, hidden
+        self.tp_rank, self.tp_size = tp_rank, tp_size  # tensor parallel: every rank runs the same distillers
         self.processor = processor  # the model's LogitsProcessor, whose hidden states ESamp captures
         self.store = store  # where the base is saved (``calibrated`` inits)
         saved = store.load() if store is not None else None
@@ -103,7 +105,7 @@ class ESampRuntime:
         """The base finished its owed steps (in the trainer): save it, at most every
         ``SAVE_EVERY`` seconds."""
         now = time.monotonic()
-        if self.store is None or now - self._saved_at < SAVE_EVERY:
+        if self.store is None or self.tp_rank != 0 or now - self._saved_at < SAVE_EVERY:  # one rank writes the file
             return
         self._saved_at = now
         self.store.save(warm)
@@ -114,8 +116,8 @@ class ESampRuntime:
     def idle(self) -> bool:
         """The scheduler has nothing to run: train the base for a slice. True if it did (the
         scheduler then skips its idle sleep)."""
-        try:
-            return self.trainer.idle(IDLE_SLICE)
+        try:  # tensor parallel: a fixed count, so that every rank's base takes the same steps at the same point
+            return self.trainer.idle(IDLE_SLICE, steps=TP_IDLE_STEPS if self.tp_size > 1 else None)
         except Exception:
             self._fault("base", [])
             return False
@@ -129,8 +131,7 @@ class ESampRuntime:
         from .flags import check_server_args
 
         check_server_args(runner.server_args, cfg)  # the engine does not pass prepare_server_args
-        if get_parallel().tp_size > 1:
-            raise ValueError("ESamp does not support tensor parallelism (tp > 1) yet; see docs/server.md")
+        tp_size = get_parallel().tp_size
         model = runner.model
         if not hasattr(model, "set_eagle3_layers_to_capture"):
             raise ValueError(f"ESamp needs hidden-state capture, which {type(model).__name__} does not support")
@@ -142,11 +143,17 @@ class ESampRuntime:
         store = BaseStore.for_model(runner.model_config.model_path, cfg, hidden) if cfg.calibrated else None
         norm = getattr(getattr(model, "model", None), "norm", None)
         processor = model.logits_processor
-        head = Head(model.lm_head.weight, getattr(model.lm_head, "bias", None), processor.logit_scale,
-                    processor.final_logit_softcapping).sliced(runner.model_config.vocab_size)
+        weight, bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)
+        if tp_size > 1:  # each rank holds a vocabulary shard of the head; the tilt needs all of it
+            from sglang.srt.distributed import tensor_model_parallel_all_gather
+
+            weight = tensor_model_parallel_all_gather(weight.detach(), dim=0)  # (V, D), once, at start
+            bias = None if bias is None else tensor_model_parallel_all_gather(bias.detach(), dim=0)
+        head = Head(weight, bias, processor.logit_scale, processor.final_logit_softcapping).sliced(runner.model_config.vocab_size)
         return cls(
             cfg, hidden, head, norm_gain(norm), runner.device, sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []),
-            store=store, dtype=model.lm_head.weight.dtype, processor=processor,
+            store=store, dtype=model.lm_head.weight.dtype, processor=processor, tp_rank=get_parallel().tp_rank if tp_size > 1 else 0,
+            tp_size=tp_size,
         )
 
     # ---- requests (host only) ----
@@ -241,8 +248,25 @@ class ESampRuntime:
             "device_bytes": held_bytes(self),
             "base": self._base_stats(),
             "tilted_rows": dict(self.tilted_rows),
+            "tp": self._tp_stats(),
             "config": dataclasses.asdict(self.cfg),
         }
+
+    def _tp_stats(self) -> dict | None:
+        """Tensor parallel: this rank's distillers in one number (every rank reads the request
+        for the server info, and logs this; equal digests mean the ranks tilt alike). None
+        with one rank. It waits for the trainer: a host sync, on this control path only."""
+        if self.tp_size == 1:
+            return None
+        self.trainer.drain()
+        digest = sum(float(v.double().sum()) for v in self.bank.params.values())  # (G, ...) each, all slots
+        base = None if self.warm is None else sum(float(v.detach().double().sum()) for v in self.warm.params.values())
+        stats = {"rank": self.tp_rank, "size": self.tp_size, "steps": self.trainer.finished, "digest": digest,
+                 "base_steps": None if self.warm is None else self.warm.steps, "base_digest": base}
+        logger.info("ESamp tensor-parallel rank %d of %d: %d steps, distiller digest %.12e, base %s steps, digest %s",
+                    self.tp_rank, self.tp_size, stats["steps"], digest, stats["base_steps"],
+                    "-" if base is None else f"{base:.12e}")
+        return stats
 
     def _base_stats(self) -> dict | None:
         warm = self.warm

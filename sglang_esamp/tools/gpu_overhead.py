@@ -14,7 +14,8 @@ It does three things:
    plain against ESamp (predict, the dense residual tilt with the probability stop cap,
    submit to the side-stream trainer).
 
-``--tiny`` shrinks the model so the script runs on a CPU in seconds (the test suite uses it).
+``--tiny`` shrinks the model so the script runs on a CPU in seconds (the test suite uses it);
+``--shape smollm2 --dtype bfloat16`` times the embedded model's shape on a CPU, in milliseconds.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from sglang_esamp.core import (
 
 SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=32)
+SHAPE_SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                     num_key_value_heads=3)  # the embedded model's shape: CPU figures in milliseconds
 SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4)
 HEADER = (f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'esamp ms':>9} {'overhead':>9} "
@@ -180,6 +183,9 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide model: a CPU smoke run")
+    parser.add_argument("--shape", choices=("7b", "smollm2"), default="7b", help="the model shape (smollm2: the embedded model's)")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                        help="the model's dtype (default: bfloat16 on a GPU, float32 on a CPU)")
     parser.add_argument("--shapes", default="8x16,32x16", help="groups x n per batch, comma-separated")
     parser.add_argument("--distillers", default="mlp,lowrank", help="distiller kinds to time, comma-separated")
     parser.add_argument("--ctx", type=int, default=128, help="tokens already in each row's KV cache")
@@ -188,8 +194,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    shape = SHAPE_TINY if args.tiny else SHAPE_7B
+    dtype = getattr(torch, args.dtype) if args.dtype else torch.bfloat16 if device.type == "cuda" else torch.float32
+    shape = SHAPE_TINY if args.tiny else SHAPE_SMOLLM2 if args.shape == "smollm2" else SHAPE_7B
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {"device": name, "dtype": str(dtype), "torch": torch.__version__, "model": shape}
     diff = result["trainer_thread_vs_inline_max_abs_diff"] = check_trainer_modes(device, shape["hidden_size"])

@@ -73,6 +73,35 @@ def test_a_groups_update_never_touches_another_group():
         if v.dim() > 2:
             assert not torch.equal(v[0], before[k][0]) and not torch.equal(v[2], before[k][2])
     assert bank.step_count.tolist() == [5.0, 0.0, 5.0, 0.0]
+    for moments in (bank.exp_avg, bank.exp_avg_sq):  # slot 1 sat inside the step's slot range [0, 3)
+        assert all(not v[1].any() and not v[3].any() and v[0].any() for v in moments.values())
+
+
+def test_steps_work_on_the_banks_own_rows_without_gathering_them():
+    """No op of a prediction or a training step gathers or scatters rows of the bank's weights
+    or moments: they read and update views of the bank's storage."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    bank = DistillerBank(ESampConfig(max_groups=4, intermediate=16), hidden=D)
+    storages = {t.untyped_storage().data_ptr() for part in (bank.params, bank.exp_avg, bank.exp_avg_sq) for t in part.values()}
+
+    class Touches(TorchDispatchMode):
+        seen: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            if any(t.untyped_storage().data_ptr() in storages for t in tensors):
+                self.seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x, y = make_problem(5, rows=4)()
+    layout = BatchLayout.from_slots([2, 0, 2, 0])
+    with Touches() as touches:
+        bank.predict(layout, x)
+        bank.train_step(layout, x, y)
+    assert {"mul_", "lerp_", "addcmul_", "addcdiv_", "bmm"} <= set(touches.seen)  # read and updated in place
+    assert not {"index_select", "index_copy_", "index_put_", "index", "gather", "scatter_"} & set(touches.seen), touches.seen
 
 
 def test_group_result_depends_only_on_its_own_rows():

@@ -97,18 +97,18 @@ def test_the_bank_fences_every_read_and_write():
     layout = BatchLayout.from_slots([0, 0, 1, 1])  # one bucket: one read (and one write) per call
     bank.predict(layout, torch.randn(4, 8))  # forward1: a read
     w.now = "side"
-    bank.train_step(layout, torch.randn(4, 8), torch.randn(4, 8))  # side2 read, side3 write
+    bank.train_step(layout, torch.randn(4, 8), torch.randn(4, 8))  # side2: a write (it reads the same rows in place)
     w.now = "forward"
-    bank.predict(layout, torch.randn(4, 8))  # forward4
+    bank.predict(layout, torch.randn(4, 8))  # forward3
     w.now = "side"
-    bank.set_base({k: v[:1].clone() for k, v in bank.params.items()})  # side5: a new base, on the trainer's stream
+    bank.set_base({k: v[:1].clone() for k, v in bank.params.items()})  # side4: a new base, on the trainer's stream
     w.now = "scheduler"
-    bank.reset([1])  # scheduler6: reads the base; scheduler7: writes the slot
+    bank.reset([1])  # scheduler5: reads the base; scheduler6: writes the slot
     assert waits(w) == [
-        ("side", "forward1"),  # the trainer's write after the forward's read
-        ("forward", "side3"),  # the next prediction after that write
-        ("side", "forward4"),  # the new base after that prediction
-        ("scheduler", "side5"),  # the reset's copy of the base after it was written
-        ("scheduler", "forward4"), ("scheduler", "side2"), ("scheduler", "side5"),  # the reset after every read and the last write
+        ("side", "forward1"),  # the training step after the forward's read
+        ("forward", "side2"),  # the next prediction after that step
+        ("side", "forward3"),  # the new base after that prediction
+        ("scheduler", "side4"),  # the reset's copy of the base after it was written
+        ("scheduler", "forward3"), ("scheduler", "side4"),  # the reset after every other stream's read and the last write
     ]
     assert handed == [(len(bank.params), "scheduler")]  # the base's tensors are kept alive for the reading stream

@@ -66,3 +66,11 @@ def test_release_of_unknown_or_idle_group_is_harmless():
     table.release("a")
     table.release("a")
     assert table.entries["a"].refs == 0
+
+
+def test_the_lowest_free_slot_goes_first():
+    table = GroupTable(max_groups=4, ttl=0.0, clock=lambda: 0.0)
+    assert [table.acquire(k)[0] for k in "abc"] == [0, 1, 2]
+    table.release("a"), table.release("b")
+    table.expire()
+    assert table.acquire("d")[0] == 0 and table.acquire("e")[0] == 1  # live slots stay packed from 0

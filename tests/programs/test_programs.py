@@ -1,6 +1,7 @@
 """Every program in programs/, and ``sglang-esamp demo``, end to end in a fast mode: the real
 interpreter against the real CPU server (the tiny model), a few problems, n=2."""
 
+import json
 import re
 import subprocess
 import sys
@@ -63,16 +64,37 @@ def test_bad_flag_is_a_clear_error():
     assert proc.returncode != 0 and "--n must be >= 1" in proc.stderr
 
 
+def _demo_rows(out: str, labels: tuple[str, str]) -> list[list[str]]:
+    lines = [line for line in out.splitlines() if line.startswith(tuple(f"| {label} |" for label in labels))]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
 @pytest.mark.server
-def test_demo_prints_the_side_by_side_table(tiny_esamp_server):
-    out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--problems", "2", "--n", "2", "--max-new-tokens", "6",
-               "--temperature", "1"])
-    lines = [line for line in out.splitlines() if line.startswith("| vanilla T=1") or line.startswith("| esamp explore=0.25")]
-    assert len(lines) == 2, out[-2000:]
-    for line in lines:
-        cells = [c.strip() for c in line.strip("|").split("|")]
+def test_demo_prints_both_tables_and_writes_the_report(tiny_esamp_server, tmp_path):
+    out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--stories", "2", "--story-tokens", "6",
+               "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1", "--out", str(tmp_path)])
+    stories = _demo_rows(out, ("plain T=1", "explore=0.5"))
+    maths = _demo_rows(out, ("plain T=1", "explore=0.25"))
+    assert [r[0] for r in stories[:2]] == ["plain T=1", "explore=0.5"], out[-3000:]
+    for cells in stories[:2]:  # similarity, distinct ideas (of 2), perplexity, empty, time
+        empty = int(cells[4])
+        assert 0 <= empty <= 4 and re.fullmatch(r"\d+ s", cells[5])
+        if empty < 2:  # some opening kept both continuations
+            assert -1.0 <= float(cells[1]) <= 1.0
+        if empty < 4:  # some continuation is not empty
+            assert 1.0 - 1e-6 <= float(cells[2]) <= 2.0 + 1e-6 and float(cells[3]) > 1.0
+    assert [r[0] for r in maths[-2:]] == ["plain T=1", "explore=0.25"]
+    for cells in maths[-2:]:
         assert re.fullmatch(r"[0-2]/2", cells[1]) and cells[2].endswith("%") and re.fullmatch(r"\d+ s", cells[5])
         assert 0.0 <= float(cells[3]) <= 2.0 and -1.0 <= float(cells[4]) <= 1.0
+    assert "Stories: with explore=0.5 the continuations were" in out and "Word problems: explore=0.25 solved" in out
+    report = (tmp_path / "report.md").read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "diversity.png").stat().st_size > 10_000
+    texts = [t for p in results["stories"] for o in p["openings"] for t in o["texts"]]
+    assert len(texts) == 2 * 2 * 2 and len(results["math"][1]["problems"]) == 2
+    assert report.count("| 1 | ") == 2 and report.count("| 2 | ") == 2  # two openings, two continuations each, side by side
+    assert all(" ".join(t.split()).replace("|", "\\|")[:40] in report for t in texts if t.strip())
 
 
 def test_unreachable_server_is_a_clear_error():

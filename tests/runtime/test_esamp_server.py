@@ -98,6 +98,23 @@ def test_openai_routes_take_explore(esamp_server):
     assert r.status_code == 400 and "explore must be in" in r.json()["message"]
 
 
+def test_openai_client_sees_esamp_metadata(esamp_server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=esamp_server.url + "/v1", api_key="none")
+    comp = client.completions.create(model="m", prompt=STORY, max_tokens=6, n=2, temperature=1.0,
+                                     extra_body={"explore": 0.5, "explore_group": "oai-meta"})
+    metas = comp.sglext["esamp"]  # one object per choice, aligned with choices
+    assert len(metas) == len(comp.choices) == 2
+    assert {m["group"] for m in metas} == {metas[0]["group"]} and all(m["explore"] == 0.5 and m["steps"] >= 1 for m in metas)
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=6,
+                                          extra_body={"explore": 0.5})
+    meta = chat.sglext["esamp"]  # a single choice: the object itself
+    assert meta["explore"] == 0.5 and meta["steps"] >= 1 and meta["group"] != metas[0]["group"]
+    plain = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert getattr(plain, "sglext", None) is None  # no explore, no extension
+
+
 def test_abort_mid_group_frees_its_rows(esamp_server):
     import threading
 

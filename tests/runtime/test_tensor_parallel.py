@@ -1,0 +1,55 @@
+"""``--tp-size 2`` on the real CPU runtime (the tiny model, one core per rank, gloo): every
+rank runs the same distillers on the replicated hidden states with the gathered LM head,
+SGLang's sampler gives every rank the same token, and the ranks' distillers stay equal."""
+
+import re
+import time
+
+import pytest
+import requests
+
+from sglang_esamp.launch.server import ServerProcess
+
+from ..client import generate_ok
+
+STORY = "Once upon a time, in a small village by the sea,"
+ARGS = ["--enable-esamp", "--esamp-max-groups", "4"]
+DIGEST = re.compile(r"ESamp tensor-parallel rank (\d) of 2: (\d+) steps, distiller digest (\S+)")
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def tp_server(tiny_model):
+    with ServerProcess(["--model-path", str(tiny_model), *ARGS, "--tp-size", "2"]) as srv:
+        yield srv
+
+
+def rank_digests(server) -> dict[int, tuple[int, str]]:
+    """Each rank's (steps, digest), as it logged them when it read the last server-info request."""
+    info = requests.get(server.url + "/get_server_info", timeout=60).json()
+    assert info["internal_states"][0]["esamp"]["tp"]["size"] == 2
+    for _ in range(20):
+        found = {}
+        for rank, steps, digest in DIGEST.findall(server.tail(400_000)):
+            found[int(rank)] = (int(steps), digest)
+        if len(found) == 2 and found[0][0] == found[1][0]:
+            return found
+        time.sleep(0.5)
+    return found
+
+
+def test_tp2_runs_esamp_like_one_rank(tp_server, tiny_model):
+    greedy = dict(temperature=0, max_new_tokens=12, explore=0)
+    tp2_greedy = generate_ok(tp_server, STORY, **greedy)["text"]
+
+    first = generate_ok(tp_server, STORY, n=4, temperature=1.0, max_new_tokens=16, explore=0.5, explore_group="tp")
+    later = generate_ok(tp_server, STORY, n=4, temperature=1.0, max_new_tokens=32, explore=0.5, explore_group="tp")
+    m1, m2 = first[0]["meta_info"]["esamp"], later[0]["meta_info"]["esamp"]
+    assert m1["steps"] >= 10 and m2["steps"] >= m1["steps"] + 25  # the group trained on every decode step
+    assert m2["rel_err"] < m1["rel_err"], (m1, m2)  # and learned
+    digests = rank_digests(tp_server)
+    assert digests[0] == digests[1], digests  # the same steps, the same weights on both ranks
+
+    with ServerProcess(["--model-path", str(tiny_model), *ARGS]) as single:
+        assert generate_ok(single, STORY, **greedy)["text"] == tp2_greedy  # explore=0 samples untilted: TP 1's answer
