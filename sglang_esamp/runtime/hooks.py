@@ -293,9 +293,9 @@ def parallel_group_on_cpu(original, *args, **kwargs):
     """SGLang 0.5.23 builds an NCCL communicator for every parallel group of more than one
     rank, CPU engine included, where it fails (no CUDA device): on a machine without CUDA the
     groups use torch.distributed's gloo backend alone."""
-    from ..launch.cpu import has_cuda
+    import torch
 
-    if not has_cuda():
+    if not torch.cuda.is_available():
         kwargs.update(use_pynccl=False, use_custom_allreduce=False, use_mscclpp=False, use_torch_symm_mem_allreduce=False)
     return original(*args, **kwargs)
 

@@ -3,6 +3,7 @@ rank runs the same distillers on the replicated hidden states with the gathered 
 SGLang's sampler gives every rank the same token, and the ranks' distillers stay equal."""
 
 import re
+import sys
 import time
 
 import pytest
@@ -21,8 +22,19 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def tp_server(tiny_model):
-    with ServerProcess(["--model-path", str(tiny_model), *ARGS, "--tp-size", "2"]) as srv:
+    """One retry of the start: once in five local runs a TP 2 start right after another
+    server's shutdown exited with code 3 before answering; the first failure's log tail is
+    printed, so a start that fails twice is still a failure with both logs."""
+    args = ["--model-path", str(tiny_model), *ARGS, "--tp-size", "2"]
+    try:
+        srv = ServerProcess(args).__enter__()
+    except RuntimeError as exc:
+        print(f"TP 2 server start failed once; retrying:\n{str(exc)[-3000:]}", file=sys.stderr)
+        srv = ServerProcess(args).__enter__()
+    try:
         yield srv
+    finally:
+        srv.stop()
 
 
 def rank_digests(server) -> dict[int, tuple[int, str]]:
@@ -46,8 +58,12 @@ def test_tp2_runs_esamp_like_one_rank(tp_server, tiny_model):
     first = generate_ok(tp_server, STORY, n=4, temperature=1.0, max_new_tokens=16, explore=0.5, explore_group="tp")
     later = generate_ok(tp_server, STORY, n=4, temperature=1.0, max_new_tokens=32, explore=0.5, explore_group="tp")
     m1, m2 = first[0]["meta_info"]["esamp"], later[0]["meta_info"]["esamp"]
-    assert m1["steps"] >= 10 and m2["steps"] >= m1["steps"] + 25  # the group trained on every decode step
-    assert m2["rel_err"] < m1["rel_err"], (m1, m2)  # and learned
+    assert m1["steps"] >= 10 and m2["steps"] >= m1["steps"] + 25  # the tilted group trained on every decode step
+    # learning: a fresh group's error at its first decode step, then after 16 more on the same text (greedy, untilted)
+    learn = dict(temperature=0, explore=0, explore_group="tp-learn")
+    start = generate_ok(tp_server, STORY, max_new_tokens=2, **learn)["meta_info"]["esamp"]
+    after = generate_ok(tp_server, STORY, max_new_tokens=18, **learn)["meta_info"]["esamp"]
+    assert after["steps"] >= start["steps"] + 15 and after["rel_err"] < 0.5 * start["rel_err"], (start, after)
     digests = rank_digests(tp_server)
     assert digests[0] == digests[1], digests  # the same steps, the same weights on both ranks
 
