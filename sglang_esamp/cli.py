@@ -95,7 +95,7 @@ def bench(args: argparse.Namespace) -> None:
 
     from .tools.bench import print_table, run_bench
 
-    for flag in ("prompts", "n", "max_new_tokens", "repeats", "hidden", "layers", "vocab", "groups", "context"):
+    for flag in ("prompts", "n", "max_new_tokens", "repeats", "hidden", "layers", "vocab", "groups", "context", "train_every"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"sglang-esamp bench: error: --{flag.replace('_', '-')} must be >= 1")
     if args.estimate:
@@ -103,7 +103,8 @@ def bench(args: argparse.Namespace) -> None:
 
         try:
             results = [estimate(args.hidden, args.layers, args.vocab, args.groups, args.n, d.strip(), args.intermediate,
-                                args.kv_dim, args.context) for d in args.distiller.split(",")]
+                                args.kv_dim, args.context, train_every=args.train_every, optimizer=args.optimizer)
+                       for d in args.distiller.split(",")]
         except ValueError as exc:
             raise SystemExit(f"sglang-esamp bench: error: {exc}") from None
         print(json.dumps(results) if args.json else table(results))
@@ -139,7 +140,7 @@ def calibrate(args: argparse.Namespace) -> None:
 def init_study(args: argparse.Namespace) -> None:
     from .core.config import INIT_KINDS
     from .runtime import flags
-    from .tools.init_study import run, table
+    from .tools.init_study import parse_variants, run, table
 
     try:
         cfg = flags.from_namespace(args)
@@ -151,8 +152,9 @@ def init_study(args: argparse.Namespace) -> None:
         steps = [int(k) for k in args.prompt_steps.split(",")] if args.prompt_steps else None
         if steps and min(steps) < 1:
             raise ValueError(f"--prompt-steps must be positive integers; got {args.prompt_steps}")
+        vary = parse_variants(args.vary) if args.vary else None
         result = run(model, args.task, args.split, args.limit, args.n, args.max_new_tokens, args.min_p, inits, cfg,
-                     Path(args.out) if args.out else None, prompt_steps=steps)
+                     Path(args.out) if args.out else None, prompt_steps=steps, vary=vary)
     except ValueError as exc:
         raise SystemExit(f"sglang-esamp init-study: error: {exc}") from None
     print(table(result))
@@ -202,6 +204,8 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--intermediate", type=int, default=None, help="--estimate: the model's MLP width (default: Llama's 8/3 hidden)")
     p.add_argument("--kv-dim", type=int, default=None, help="--estimate: key/value width per layer (default: hidden; less with GQA)")
     p.add_argument("--distiller", default="mlp,lowrank", help="--estimate: comma-separated distiller kinds")
+    p.add_argument("--optimizer", default=None, help="--estimate: the groups' optimizer, sgd or adam (default: the server's)")
+    p.add_argument("--train-every", type=int, default=1, help="--estimate: decode steps per training step")
     p = sub.add_parser("calibrate", help="warm a server's base distiller (--esamp-init calibrated) with the shipped prompts")
     p.add_argument("--url", default=None, help="a running server with --enable-esamp (default: start the model here)")
     p.add_argument("--model-path", default=None, help="without --url: a Hugging Face model folder (default: the embedded model)")
@@ -218,6 +222,9 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--inits", default=None, help="comma-separated --esamp-init values to compare (default: all)")
     p.add_argument("--prompt-steps", default=None,
                    help="comma-separated step counts to try for the prompt inits (default: --esamp-prompt-steps)")
+    p.add_argument("--vary", default=None,
+                   help='training variants to compare, ";"-separated, each FIELD=VALUE[,FIELD=VALUE] of the ESamp config, '
+                        'e.g. "train_every=1;train_every=4;optimizer=sgd,sgd_lr=1"')
     p.add_argument("--out", default=None, help="folder for results.json and rel_err.png")
     flags.add_arguments(p, enable_flag=False)  # the distiller's shape, lr, prompt steps, seed
 
@@ -263,7 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] == "calibrate":  # its --esamp-* flags are checked by the command itself
+        args, extra = parser.parse_known_args(argv)
+        args.esamp_flags = [*extra, *args.esamp_flags]
+    else:
+        args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except AssetMissingError as exc:

@@ -1,4 +1,4 @@
-"""DistillerBank: G independent distillers in stacked tensors, with a per-group Adam.
+"""DistillerBank: G independent distillers in stacked tensors, with a per-group optimizer.
 
 Slot s owns row s of every weight and optimizer-state tensor. A batch works on views of
 the bank's rows for the slot range its groups span (``BatchLayout.window``; the slot table
@@ -11,8 +11,10 @@ streams that issue them.
 
 Per group, a training step is the paper's: loss = mean over the group's rows of
 ||h_L - f(h_1)||^2, Adam (betas 0.9/0.999, eps ``adam_eps``), the gradient clipped to global
-norm ``grad_clip`` within the group. A group whose loss or gradient is not finite keeps its
-old weights and is reported in ``TrainResult.ok``.
+norm ``grad_clip`` within the group. ``--esamp-optimizer sgd`` replaces Adam by plain SGD on
+the clipped gradient and holds no moments. A group whose loss or gradient is not finite
+keeps its old weights and is reported in ``TrainResult.ok``. The update reads no value on
+the host: its per-slot coefficients are device tensors.
 
 Usage::
 
@@ -68,15 +70,16 @@ class DistillerBank:
         g = cfg.max_groups
         init = self._fresh(g)
         self.params: Params = {k: v.to(self.device) for k, v in init.items()}  # (G, ...)
-        self.exp_avg: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
-        self.exp_avg_sq: Params = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        adam = cfg.optimizer == "adam"
+        self.exp_avg: Params = {k: torch.zeros_like(v) for k, v in self.params.items()} if adam else {}
+        self.exp_avg_sq: Params = {k: torch.zeros_like(v) for k, v in self.params.items()} if adam else {}
         self.step_count = torch.zeros(g, device=self.device)  # (G,) Adam steps per slot
 
     @property
     def bytes_per_group(self) -> int:
-        """Weights plus both Adam moments, fp32."""
+        """Weights plus the optimizer's moments (Adam: two), fp32, and the step count."""
         per = sum(v[0].numel() for v in self.params.values())
-        return 3 * per * 4 + 4
+        return self.cfg.state_copies * per * 4 + 4
 
     def _check_base(self, base: Params) -> Params:
         shapes = self.arch.shapes()
@@ -119,8 +122,8 @@ class DistillerBank:
             self.fences.before_write()  # after the step still in flight for these slots
             for k in self.params:
                 self.params[k].index_copy_(0, idx, fresh[k].to(self.device))
-                self.exp_avg[k].index_fill_(0, idx, 0.0)
-                self.exp_avg_sq[k].index_fill_(0, idx, 0.0)
+            for moment in (*self.exp_avg.values(), *self.exp_avg_sq.values()):
+                moment.index_fill_(0, idx, 0.0)
             self.step_count.index_fill_(0, idx, 0.0)
             self.fences.after_write()
 
@@ -187,10 +190,14 @@ class DistillerBank:
                 grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
             sq = sq.detach()
             loss = loss.detach()
-            grad_norm = torch.stack([g.flatten(1).pow(2).sum(-1) for g in grads]).sum(0).sqrt()  # (w,)
+            norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=-1) for g in grads])  # (tensors, w)
+            grad_norm = torch.linalg.vector_norm(norms, dim=0)  # (w,)
             ok = torch.isfinite(loss) & torch.isfinite(grad_norm) & (win.layout.group_rows > 0)
             clip = (self.cfg.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
-            self._adam(params, exp_avg, exp_avg_sq, steps, grads, clip, ok)
+            if self.cfg.optimizer == "adam":
+                self._adam(params, exp_avg, exp_avg_sq, steps, grads, clip, ok)
+            else:
+                self._sgd(params, steps, grads, clip, ok)
             self.fences.after_write()
         live = win.live
         rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
@@ -216,6 +223,14 @@ class DistillerBank:
             m = exp_avg[name].lerp_(grad, m_weight.view(view))
             v = exp_avg_sq[name].mul_(decay2.view(view)).addcmul_(grad, grad, value=1 - _BETA2)
             # p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), written as m / ((sqrt(v) + eps') / step):
-            # a slot with step 0 divides by inf and keeps its weights
-            p.addcdiv_(m, v.sqrt().add_(eps.view(view)).div_(step.view(view)), value=-1.0)
+            # a slot with step 0 divides by inf and keeps its weights. The gradient's storage, used up, holds the divisor.
+            p.addcdiv_(m, torch.sqrt(v, out=grad).add_(eps.view(view)).div_(step.view(view)), value=-1.0)
         steps.copy_(torch.where(ok, t, steps))
+
+    @torch.no_grad()
+    def _sgd(self, params: Params, steps: torch.Tensor, grads, clip, ok) -> None:
+        """p -= lr * clip * g on the window's rows, in place; a slot that is not ok moves by 0."""
+        rate = torch.where(ok, clip, torch.zeros_like(clip)) * -self.cfg.sgd_lr  # (w,)
+        for p, grad in zip(params.values(), grads):
+            p.addcmul_(torch.nan_to_num_(grad), rate.view((-1,) + (1,) * (p.dim() - 1)))
+        steps.copy_(torch.where(ok, steps + 1, steps))

@@ -24,6 +24,7 @@ from .tilt import MODES as TILT_MODES
 DISTILLER_KINDS = ("mlp", "lowrank")
 INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
+OPTIMIZERS = ("adam", "sgd")
 GROUP_BY = ("request", "prompt")
 NAMED_GROUPS = ("allow", "deny")
 
@@ -52,12 +53,21 @@ class ESampConfig:
         choices=DISTILLER_KINDS)
     intermediate: int = knob(384, "SwiGLU width of the 'mlp' distiller (the paper's value).", low=1)
     rank: int = knob(64, "Rank of the 'lowrank' distiller.", low=1)
-    lr: float = knob(4e-4, "Distiller learning rate (Adam).", low=0.0, low_open=True)
+    optimizer: str = knob(
+        "sgd", "The groups' optimizer: 'sgd' (plain SGD on the clipped gradient; no moments, so a third of the bank's "
+        "memory and of its weight traffic per step, and from the calibrated base it predicts better) or 'adam' (the "
+        "paper's).", choices=OPTIMIZERS)
+    lr: float = knob(4e-4, "Learning rate of the groups' Adam.", low=0.0, low_open=True)
+    sgd_lr: float = knob(0.3, "Learning rate of the groups' SGD (--esamp-optimizer sgd).", low=0.0, low_open=True)
     adam_eps: float = knob(1e-4, "Adam epsilon.", low=0.0, low_open=True)
     grad_clip: float = knob(0.5, "Global gradient-norm clip, per group.", low=0.0, low_open=True)
     max_groups: int = knob(32, "Distiller slots: groups exploring at once. Memory is max_groups times the per-group size.", low=1)
     max_explore: float = knob(4.0, "Largest explore (beta) a request may ask for.", low=0.0)
     staleness: int = knob(1, "Training steps a prediction may lag behind.", low=0)
+    train_every: int = knob(
+        1, "Decode steps whose rows one training step takes together. 1: a step per decode step (the paper's); k > 1: the "
+        "optimizer runs 1/k as often, on k steps' rows, so its weight traffic per decode step falls k-fold and the "
+        "distiller learns later.", low=1)
     init: str = knob(
         "calibrated",
         "A new group's distiller: 'random' (the paper's), 'calibrated' (a copy of the base distiller the server trains on "
@@ -101,6 +111,11 @@ class ESampConfig:
         if self.named_groups == "deny" and self.group_by == "prompt":
             raise ValueError("ESampConfig.group_by 'prompt' joins clients who send the same prompt; "
                              "it cannot be used with named_groups 'deny'")
+
+    @property
+    def state_copies(self) -> int:
+        """Float32 copies of the weights a bank slot holds: the weights, and Adam's two moments."""
+        return 3 if self.optimizer == "adam" else 1
 
     @property
     def calibrated(self) -> bool:

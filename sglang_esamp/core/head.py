@@ -45,14 +45,16 @@ class Head:
             z = self.softcap * torch.tanh(z / self.softcap)
         return z
 
-    def linear_part(self, u: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def linear_part(self, u: torch.Tensor, idx: torch.Tensor | None = None, native: bool = False) -> torch.Tensor:
         """scale * (W u): (N, D) -> (N, V) float32, or (N, K) at token ids ``idx`` (N, K). On a
-        linear head, l(h) - l(h_hat) = linear_part(h - h_hat): one product for the two."""
-        if idx is None:
-            z = (u.to(self.weight.dtype) @ self.weight.t()).float()
-        else:
-            z = torch.einsum("nd,nkd->nk", u.float(), self.weight[idx].float())
-        return z if self.scale is None else z * self.scale
+        linear head, l(h) - l(h_hat) = linear_part(h - h_hat): one product for the two.
+        ``native``: the (N, V) product stays in the head's dtype (no float32 copy of it)."""
+        if self.scale is not None:
+            u = u * self.scale  # (N, D): cheaper than scaling the product
+        if idx is not None:
+            return torch.einsum("nd,nkd->nk", u.float(), self.weight[idx].float())
+        z = u.to(self.weight.dtype) @ self.weight.t()
+        return z if native else z.float()
 
     def sliced(self, vocab: int) -> Head:
         """The same head over the first ``vocab`` tokens (a padded weight's real rows)."""

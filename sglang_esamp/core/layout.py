@@ -83,6 +83,18 @@ class BatchLayout:
             group_row_list=tuple(counts),
         )
 
+    @classmethod
+    def stacked(cls, layouts: Sequence[BatchLayout], device: torch.device | str = "cpu") -> BatchLayout:
+        """The rows of several batches one after another, as their tensors concatenated in
+        the same order: a group in several of them has all those rows in one block."""
+        row_slots: list[int] = []
+        for layout in layouts:
+            slots = [-1] * layout.num_rows
+            for row, group in zip(layout.row_list, layout.row_group_list):
+                slots[row] = layout.slot_list[group]
+            row_slots += slots
+        return cls.from_slots(row_slots, device)
+
     @functools.cached_property
     def split(self) -> tuple[tuple[BatchLayout, torch.Tensor | None], ...]:
         """(layout, positions) per bucket of groups whose row counts round up to the same power

@@ -14,52 +14,73 @@ vector changes nothing, and the cap never acts as a hidden end-of-sequence penal
 
 A row within its budget is returned as it is; only stop logits ever move, and only down.
 
+The untilted row's side (``reference``) is read before the tilt, so the tilt may then write
+into the very logits it read, and the tilted side after it (``apply``). Each side makes one
+(n, V) float32 scratch tensor and works in it in place: no other row-sized temporaries.
+
 Usage::
 
     cap = StopCap([2], "probability", device)
-    tilted = cap(tilted, untilted, temperatures, keep)
+    ref = cap.reference(untilted, temperatures, keep)   # before tilting
+    cap.apply(tilted, ref, temperatures)                # after, in place
+    cap(tilted, untilted, temperatures, keep)           # both at once
 
 Shapes: n rows, V vocabulary, S stop ids.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 CAPS = ("logit", "probability")
 
 
-def _split_lse(logits: torch.Tensor, stop_ids: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, S) the stop ids' scaled logits and (n,) the log-sum-exp of every other token's,
-    at (n, 1) temperatures t: one pass to scale, one to sum."""
-    scaled = logits.float() / t  # (n, V), a fresh tensor
-    stops = scaled[:, stop_ids]
-    return stops, torch.logsumexp(scaled.index_fill_(1, stop_ids, float("-inf")), -1)
+@dataclass(frozen=True)
+class StopOdds:
+    """One row set's stop ids against the rest, at the rows' temperatures."""
+
+    stops: torch.Tensor  # (n, S) the stop ids' scaled logits
+    rest: torch.Tensor  # (n,) log-sum-exp of every other token's scaled logit
 
 
-def cap_stop_odds(tilted: torch.Tensor, before: torch.Tensor, stop_ids: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """The ``logit`` cap on (n, V) ``tilted`` (in place) against (n, V) ``before`` (masked
-    alike), at (n,) temperatures."""
-    t = temperature.float().clamp_min(1e-6).view(-1, 1)  # (n, 1)
-    stops, rest = _split_lse(tilted, stop_ids, t)
-    ref_stops, ref_rest = _split_lse(before, stop_ids, t)
-    shift = (rest - ref_rest).masked_fill(rest == float("-inf"), float("inf"))  # only stops left: no bound
-    bound = ref_stops + torch.nan_to_num(shift, nan=float("inf")).unsqueeze(-1)  # (n, S), scaled
-    tilted[:, stop_ids] = (torch.minimum(stops, bound) * t).to(tilted.dtype)
+def stop_odds(logits: torch.Tensor, stop_ids: torch.Tensor, t: torch.Tensor, keep: torch.Tensor | None = None) -> StopOdds:
+    """The stop ids' scaled logits and the rest's log-sum-exp of (n, V) ``logits`` at (n, 1)
+    temperatures ``t``, within ``keep`` (n, V) if given. The log-sum-exp is torch's own
+    recipe (shift by the row's maximum, exp, sum, log), run in one scratch tensor."""
+    work = torch.div(logits, t, out=torch.empty(logits.shape, dtype=torch.float32, device=logits.device))  # (n, V)
+    if keep is not None:
+        work.masked_fill_(~keep, float("-inf"))
+    stops = work[:, stop_ids]  # (n, S), a copy
+    work.index_fill_(1, stop_ids, float("-inf"))
+    top = work.amax(-1, keepdim=True)  # (n, 1)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # no token left: the sum is 0, its log -inf
+    rest = work.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+    return StopOdds(stops, rest)
+
+
+def _bound_odds(tilted: torch.Tensor, ref: StopOdds, stop_ids: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The ``logit`` cap on (n, V) ``tilted`` (in place), at (n, 1) temperatures."""
+    now = stop_odds(tilted, stop_ids, t)
+    shift = (now.rest - ref.rest).masked_fill(now.rest == float("-inf"), float("inf"))  # only stops left: no bound
+    bound = ref.stops + torch.nan_to_num(shift, nan=float("inf")).unsqueeze(-1)  # (n, S), scaled
+    tilted[:, stop_ids] = (torch.minimum(now.stops, bound) * t).to(tilted.dtype)
     return tilted
 
 
-def cap_stop_mass(tilted: torch.Tensor, before: torch.Tensor, stop_ids: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """The ``probability`` cap on (n, V) ``tilted`` (in place) against (n, V) ``before``
-    (masked alike), at (n,) temperatures."""
-    t = temperature.float().clamp_min(1e-6).view(-1, 1)  # (n, 1)
-    stops, rest = _split_lse(tilted, stop_ids, t)
-    ref_stops, ref_rest = _split_lse(before, stop_ids, t)
-    budget = torch.logsumexp(ref_stops, -1) - ref_rest  # log-odds of stopping before
-    odds = torch.logsumexp(stops, -1) - rest
+def _bound_mass(tilted: torch.Tensor, ref: StopOdds, stop_ids: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The ``probability`` cap on (n, V) ``tilted`` (in place), at (n, 1) temperatures."""
+    now = stop_odds(tilted, stop_ids, t)
+    budget = torch.logsumexp(ref.stops, -1) - ref.rest  # log-odds of stopping before
+    odds = torch.logsumexp(now.stops, -1) - now.rest
     drop = torch.nan_to_num((odds - budget).clamp_min(0.0), nan=0.0, posinf=0.0) * t.squeeze(-1)  # (n,)
     tilted[:, stop_ids] -= drop.to(tilted.dtype).unsqueeze(-1)
     return tilted
+
+
+def _scale(temps: torch.Tensor) -> torch.Tensor:
+    return temps.float().clamp_min(1e-6).view(-1, 1)  # (n, 1)
 
 
 class StopCap:
@@ -67,14 +88,22 @@ class StopCap:
         if mode not in CAPS:
             raise ValueError(f"unknown stop cap {mode!r}; expected one of {', '.join(CAPS)}")
         self.stop_ids = torch.tensor(sorted(stop_ids or []), dtype=torch.int64, device=device)  # (S,)
-        self.cap = cap_stop_odds if mode == "logit" else cap_stop_mass
+        self.bound = _bound_odds if mode == "logit" else _bound_mass
+
+    def reference(self, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None) -> StopOdds | None:
+        """The untilted side: (n, V) logits ``before`` at (n,) temperatures, within ``keep``
+        (n, V) if given. None without stop ids."""
+        if not self.stop_ids.numel():
+            return None
+        return stop_odds(before, self.stop_ids, _scale(temps), keep)
+
+    def apply(self, tilted: torch.Tensor, ref: StopOdds | None, temps: torch.Tensor) -> torch.Tensor:
+        """Cap (n, V) ``tilted`` (in place; -inf outside the kept set) against ``ref``."""
+        if ref is None:
+            return tilted
+        return self.bound(tilted, ref, self.stop_ids, _scale(temps))
 
     def __call__(self, tilted: torch.Tensor, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None):
         """(n, V) tilted logits capped (in place) against ``before`` (n, V), the untilted ones, at
-        the rows' (n,) temperatures ``temps``, within ``keep`` (n, V) if given (``tilted`` is
-        -inf outside it)."""
-        if not self.stop_ids.numel():
-            return tilted
-        if keep is not None:
-            before = before.masked_fill(~keep, float("-inf"))
-        return self.cap(tilted, before, self.stop_ids, temps.view(-1))
+        the rows' (n,) temperatures ``temps``, within ``keep`` (n, V) if given."""
+        return self.apply(tilted, self.reference(before, temps, keep), temps)

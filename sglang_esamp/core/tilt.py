@@ -22,15 +22,15 @@ the paper's pi_ref^(1+beta) / q_dist^beta.
 
 **Forms.**
 
-- ``tilt_dense``: every token.
+- ``tilt_dense``: every token; with ``inplace`` it writes into ``x`` itself.
 - ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D).
 
 On a linear head (bias and logit scale allowed) t needs neither l nor d in full: it is the
 head's linear part on one state, s W (a h - h_hat), plus s (a - 1) c + b, with the
 residual's full-vocabulary fit (a, b) from ``VocabMoments`` in D^2 per row: one (N, D) x
-(D, V) product for the dense form. A softcapped head is not affine in the state; there the
-forms take the model's own ``lm`` and compute ``d``, and the residual's candidate form
-computes ``d`` over every token for the fit.
+(D, V) product for the dense form, with beta folded into the state before it. A softcapped
+head is not affine in the state; there the forms take the model's own ``lm`` and compute
+``d``, and the residual's candidate form computes ``d`` over every token for the fit.
 
 A row with beta = 0 keeps its logits (within ``keep`` in the candidate form): x + 0. A
 row whose prediction is not finite is treated as beta = 0, so a diverged distiller never
@@ -71,18 +71,21 @@ def direction(lm: torch.Tensor, d: torch.Tensor, mode: str, fit: tuple[torch.Ten
     return a.unsqueeze(-1) * lm + b.unsqueeze(-1) - d
 
 
-def _linear_direction(head: Head, h: torch.Tensor, h_hat: torch.Tensor, mode: str, moments: VocabMoments | None,
-                      idx: torch.Tensor | None = None) -> torch.Tensor:
-    """t on a linear head with one head product: with l = s (W h + c) and d = s (W h_hat + c),
-    a l + b - d = s W (a h - h_hat) + s (a - 1) c + b (a = 1, b = 0 in the paper's mode)."""
+def _linear_tilt(head: Head, h: torch.Tensor, h_hat: torch.Tensor, beta: torch.Tensor, mode: str, moments: VocabMoments | None,
+                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """beta t on a linear head, with one head product: with l = s (W h + c) and d = s (W h_hat + c),
+    a l + b - d = s W (a h - h_hat) + s (a - 1) c + b (a = 1, b = 0 in the paper's mode). beta is
+    folded into the state before the product. Returns the part that varies by token, (N, V)
+    in the head's dtype (or (N, K) float32 at ``idx``), and the (N, 1) per-row constant."""
+    beta = beta.float().unsqueeze(-1)  # (N, 1)
     if mode == "paper":
-        return head.linear_part(h.float() - h_hat.float(), idx)
+        return head.linear_part(beta * (h.float() - h_hat.float()), idx, native=idx is None), beta.new_zeros(beta.shape)
     a, b = moments.fit(h, h_hat)  # (N,) each, over the whole vocabulary
-    t = head.linear_part(a.unsqueeze(-1) * h.float() - h_hat.float(), idx)
+    varying = head.linear_part(beta * (a.unsqueeze(-1) * h.float() - h_hat.float()), idx, native=idx is None)
     if head.bias is not None:
         bias = head.bias.float() if idx is None else head.bias.float()[idx]
-        t += (head.scale or 1.0) * (a - 1).unsqueeze(-1) * bias
-    return t.add_(b.unsqueeze(-1))
+        varying = varying + (head.scale or 1.0) * beta * (a - 1).unsqueeze(-1) * bias
+    return varying, beta * b.unsqueeze(-1)
 
 
 def _one_product(head: Head, mode: str, moments: VocabMoments | None) -> bool:
@@ -90,24 +93,22 @@ def _one_product(head: Head, mode: str, moments: VocabMoments | None) -> bool:
     return head.linear and (mode == "paper" or moments is not None)
 
 
-def _add(x: torch.Tensor, t: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """x + beta t, in ``t``'s storage. A row with beta = 0 gets x + 0 = x; masked (-inf)
-    entries of x stay masked."""
-    return t.mul_(beta.float().unsqueeze(-1)).add_(x).to(x.dtype)
-
-
 def tilt_dense(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str,
-    moments: VocabMoments | None = None, lm: torch.Tensor | None = None,
+    moments: VocabMoments | None = None, lm: torch.Tensor | None = None, inplace: bool = False,
 ) -> torch.Tensor:
     """(N, V) processed logits ``x``, (N, D) the states the model's logits came from and the
-    predictions, (N,) beta -> (N, V) tilted logits. On a linear head it costs one (N, D) x
-    (D, V) product; otherwise it needs ``lm`` (N, V), the model's own logits, and computes d."""
+    predictions, (N,) beta -> (N, V) tilted logits, written into ``x`` itself with
+    ``inplace``. On a linear head it costs one (N, D) x (D, V) product, added to x as it
+    comes; otherwise it needs ``lm`` (N, V), the model's own logits, and computes d.
+    A row with beta = 0 gets x + 0 = x; masked (-inf) entries of x stay masked."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
+    out = x if inplace else x.clone()
     if _one_product(head, mode, moments):
-        return _add(x, _linear_direction(head, h, h_hat, mode, moments), beta)
-    return _add(x, direction(lm.float(), head.logits(h_hat), mode), beta)
+        varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments)
+        return out.add_(varying).add_(constant)
+    return out.add_(direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
 
 
 def tilt_candidates(
@@ -125,11 +126,15 @@ def tilt_candidates(
     idx = torch.topk(x.masked_fill(~keep, float("-inf")), k, dim=-1).indices  # (N, K)
     valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
     if _one_product(head, mode, moments):
-        t = _linear_direction(head, h, h_hat, mode, moments, idx)
-    elif mode == "paper":  # a softcapped head: l and d at the kept tokens
-        t = lm.float().gather(1, idx) - head.logits(h_hat, idx)
-    else:  # a softcapped head: the residual's fit reads every token's d
-        d = head.logits(h_hat)
-        t = direction(lm.float().gather(1, idx), d.gather(1, idx), mode, affine_fit(lm.float(), d))
-    tilted_k = _add(x.gather(1, idx), t, beta)
-    return torch.full_like(x, float("-inf")).scatter_(1, idx, tilted_k.masked_fill(~valid, float("-inf")))
+        varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments, idx)
+        tilted_k = x.gather(1, idx).float().add_(varying).add_(constant)
+    else:
+        lm_k = lm.float().gather(1, idx)
+        if mode == "paper":  # a softcapped head: l and d at the kept tokens
+            t = lm_k - head.logits(h_hat, idx)
+        else:  # a softcapped head: the residual's fit reads every token's d
+            d = head.logits(h_hat)
+            t = direction(lm_k, d.gather(1, idx), mode, affine_fit(lm.float(), d))
+        tilted_k = x.gather(1, idx).float().add_(t.mul_(beta.float().unsqueeze(-1)))
+    tilted_k = tilted_k.to(x.dtype).masked_fill(~valid, float("-inf"))
+    return torch.full_like(x, float("-inf")).scatter_(1, idx, tilted_k)

@@ -14,12 +14,19 @@ Modes:
   with the model's own threads (docs/design.md).
 - ``auto``: ``thread`` on CUDA, ``inline`` elsewhere.
 
+With ``every`` k > 1, ``submit`` holds each batch's rows until it has k batches, then
+hands them in as one step (``BatchLayout.stacked``): a group's loss is the mean over all
+its rows of the k decode steps. ``drain`` trains what is held first, so a slot is never
+reset with rows of its old group still waiting.
+
 With a ``WarmBase`` (``--esamp-init calibrated``) every step's rows also feed the base's
 reservoir, and ``idle`` runs the steps the base owes: inline, for a bounded slice of time;
 in the worker, a few at a time behind the groups' steps, on the same stream. The bank gets
 the base's weights every ``PUBLISH_EVERY`` steps and when its owed steps are done.
 
-A group whose step came out non-finite is re-initialised by the worker and counted. A step
+A group whose step came out non-finite kept its weights (``DistillerBank``); it is
+re-initialised and counted when the trainer reads the step's flags, one step later or at
+``drain``, so that no step waits on the host for its own result. A step
 that raises (out of memory on a GPU, say) never reaches the sampling side: its groups are
 re-initialised, ``failures`` counts it, one log line carries the traceback, and the
 trainer goes on with the next step. ESamp is an optimisation of sampling, never a reason to
@@ -61,7 +68,7 @@ _BASE = object()  # the worker's work item for base steps
 class AsyncTrainer:
     def __init__(
         self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread",
-        warm: WarmBase | None = None, on_fitted=None,
+        warm: WarmBase | None = None, on_fitted=None, every: int = 1,
     ):
         self.bank, self.stats = bank, stats
         self.warm = warm
@@ -69,6 +76,9 @@ class AsyncTrainer:
         self.base_failures = 0  # base steps that raised
         self._fit_clock = None  # (steps, time) when the base's first fit began
         self.staleness = staleness
+        self.every = every  # decode batches per training step
+        self._held: list[tuple[BatchLayout, torch.Tensor, torch.Tensor]] = []  # batches waiting for their step
+        self._verdict = None  # (slots, (g,) ok on the host, copy event): the last step's, not yet read
         self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
         self.submitted = 0  # steps handed in
         self.finished = 0  # steps done (on CUDA: issued on the side stream), failed ones included
@@ -91,11 +101,29 @@ class AsyncTrainer:
         self.wait(self.submitted - self.staleness)
         return self.bank.predict(layout, src)
 
-    def submit(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
-        """Queue one training step on these rows. The tensors are copied: callers may reuse theirs."""
+    def submit(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor, alone: bool = False) -> None:
+        """Hand in one batch's rows for training (every ``every``-th call queues a step;
+        ``alone``: a step of its own at once, as a prompt fit's steps are). The tensors are
+        copied: callers may reuse theirs."""
         if layout.is_empty:
             return
         src, tgt = src.detach().clone(), tgt.detach().clone()
+        if self.every > 1 and not alone:
+            self._held.append((layout, src, tgt))
+            if len(self._held) < self.every:
+                return
+            layout, src, tgt = self._release()
+        self._queue_step(layout, src, tgt)
+
+    def _release(self) -> tuple[BatchLayout, torch.Tensor, torch.Tensor]:
+        """The held batches as one: their rows stacked, in order."""
+        held, self._held = self._held, []
+        if len(held) == 1:
+            return held[0]
+        layout = BatchLayout.stacked([lay for lay, _, _ in held], self.bank.device)
+        return layout, torch.cat([s for _, s, _ in held]), torch.cat([t for _, _, t in held])
+
+    def _queue_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
         if self._cuda:
             self.bank.fences.hand_over([src, tgt], self._stream)  # made here, read on the side stream
         item = (layout, src, tgt, self._record_ready())
@@ -146,7 +174,12 @@ class AsyncTrainer:
         return out
 
     def drain(self) -> None:
+        """Train the held rows, wait for every step, and re-initialise a group whose last step
+        was not finite."""
+        if self._held:
+            self._queue_step(*self._release())
         self.wait(self.submitted)
+        self._reset_failed()
 
     def close(self) -> None:
         with self._cond:
@@ -247,8 +280,25 @@ class AsyncTrainer:
         self.stats.record(result)
         if self.warm is not None:
             self.warm.add(src, tgt)
-        if not bool(result.ok.all()):  # a read of the trainer's own stream, off the sampling path
-            bad = [s for s, ok in zip(layout.slot_list, result.ok.tolist()) if not ok]
+        self._reset_failed()  # the previous step's verdict: long landed by now
+        verdict = result.ok.to("cpu", non_blocking=True) if not self._cuda else \
+            torch.empty(result.ok.shape, dtype=torch.bool, pin_memory=True).copy_(result.ok, non_blocking=True)
+        with self._cond:
+            self._verdict = (layout.slot_list, verdict, self._record_ready())
+
+    def _reset_failed(self) -> None:
+        """Re-initialise the groups whose last step came out non-finite. The step's ``ok``
+        flags are read one step late (or at ``drain``), so no step waits on the host for
+        its own result; a non-finite step left its group's weights as they were."""
+        with self._cond:
+            verdict, self._verdict = self._verdict, None
+        if verdict is None:
+            return
+        slots, ok, ready = verdict
+        if ready is not None:
+            ready.synchronize()  # the copy of the flags, issued a step ago
+        bad = [s for s, fine in zip(slots, ok.tolist()) if not fine]
+        if bad:
             logger.warning("ESamp distiller step was not finite for slots %s; re-initialising them", bad)
             self.bank.reset(bad)
             self.stats.note_reset(bad)

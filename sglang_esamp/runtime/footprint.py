@@ -29,7 +29,7 @@ from .requests import MAX_TRACKED_REQUESTS
 def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: int = 1, vocab: int = 0) -> dict[str, int]:
     params = sum(math.prod(shape) for shape in build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank).shapes().values())
     parts = {
-        "bank": cfg.max_groups * (3 * params * 4 + 4),
+        "bank": cfg.max_groups * (cfg.state_copies * params * 4 + 4),
         "stats": cfg.max_groups * len(STATS_FIELDS) * 8,
         "requests": 2 * MAX_TRACKED_REQUESTS * 4,
     }

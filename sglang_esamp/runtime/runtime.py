@@ -71,7 +71,8 @@ class ESampRuntime:
         self._saved_at = -float("inf")
         self._saved_steps = None  # the base's steps at its last save by this server
         self.stats = GroupStats(cfg.max_groups, device)
-        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base)
+        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base,
+                                    every=cfg.train_every)
         self.requests = RequestTracker(cfg, device, self._open_slot)
         self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device))
         self.used_slots: set[int] = set()
@@ -335,7 +336,7 @@ class ESampRuntime:
         layout = BatchLayout.from_slots(row_slots, h.device)
         src, tgt = h1[idx], h[idx]  # (rows, D) each
         for _ in range(self.cfg.prompt_steps):
-            self.trainer.submit(layout, src, tgt)
+            self.trainer.submit(layout, src, tgt, alone=True)
 
     def _plan(self, step: Step, layout):
         return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab)

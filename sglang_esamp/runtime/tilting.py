@@ -76,11 +76,16 @@ class Tilter:
         head = self.head if logits.shape[-1] == self.vocab else self.head.sliced(logits.shape[-1])
         picked = self._select(plan, Form.DENSE, logits.device)
         if picked is not None:
-            _, idx, r, beta = picked
-            x = logits[r]
+            part, idx, r, beta = picked
+            whole = [plan.layout.row_list[i] for i in part] == list(range(logits.shape[0]))  # host-side
+            x = logits if whole else logits[r]  # the batch itself when every row is dense: no copy
+            temps = info.temperatures[r]
+            ref = self.stop_cap.reference(x, temps)  # read before x is tilted in place
             tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
-                                pending.model_logits[Form.DENSE])
-            logits[r] = self.stop_cap(tilted, x, info.temperatures[r])
+                                pending.model_logits[Form.DENSE], inplace=True)
+            self.stop_cap.apply(tilted, ref, temps)
+            if not whole:
+                logits[r] = tilted
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:
             part, idx, r, beta = picked

@@ -2,7 +2,8 @@
 estimated on any machine, as a share of the model's own decode step.
 
 ESamp's side is counted from its own code: one decode step of G groups of n rows runs the
-bank's prediction and training step (``core/bank.py``) and the dense tilt
+bank's prediction and training step (``core/bank.py``; with ``train_every`` k, one step on k
+decode steps' rows, counted as 1/k per decode step) and the dense tilt
 (``core/tilt.py``, through a V x D bf16 head) on meta tensors: shapes without data, so a
 70B shape costs no memory. Every aten op is counted as reading its tensor inputs and
 writing its outputs (views move nothing), which is what eager PyTorch does without fusion:
@@ -63,7 +64,8 @@ def model_step(hidden: int, layers: int, vocab: int, intermediate: int, kv_dim: 
 
 
 def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -> dict:
-    """One decode step of ESamp's own code: predict, dense residual tilt, train, per part."""
+    """One decode step of ESamp's own code: predict, dense residual tilt, train (a 1/k share
+    of a step on k decode steps' rows with ``train_every`` k), per part."""
     bank = DistillerBank(cfg, hidden, device=META)
     layout = BatchLayout.from_slots([g for g in range(groups) for _ in range(n)], META)
     rows = groups * n
@@ -74,35 +76,43 @@ def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -
     logits = torch.empty(rows, vocab, device=META)
     beta = torch.empty(rows, device=META)
     pred = {}
+    k = cfg.train_every
+    held = BatchLayout.stacked([layout] * k, META)
+    src, tgt = (torch.empty(k * rows, hidden, device=META, dtype=torch.bfloat16) for _ in range(2))  # k steps' rows
+    train = _count(lambda: bank.train_step(held, src, tgt))
     parts = {
         "predict": _count(lambda: pred.setdefault("h_hat", bank.predict(layout, h1))),
-        "tilt": _count(lambda: tilt_dense(logits, h, pred["h_hat"], head, beta, "residual", moments)),
-        "train": _count(lambda: bank.train_step(layout, h1, h)),
+        "tilt": _count(lambda: tilt_dense(logits, h, pred["h_hat"], head, beta, "residual", moments, inplace=True)),
+        "train": {key: value / k for key, value in train.items()},
     }
     total = {k: sum(p[k] for p in parts.values()) for k in ("bytes", "flops")}
     return total | {"parts": parts, "bytes_per_group": bank.bytes_per_group}
 
 
 def estimate(hidden: int, layers: int, vocab: int, groups: int, n: int, distiller: str = "mlp", intermediate: int | None = None,
-             kv_dim: int | None = None, context: int = 128, cfg: ESampConfig | None = None) -> dict:
+             kv_dim: int | None = None, context: int = 128, cfg: ESampConfig | None = None, train_every: int = 1,
+             optimizer: str | None = None) -> dict:
     """ESamp's step and the model's, for one shape; ``cfg`` defaults to the server's defaults
-    with this distiller and ``groups`` slots."""
+    with this distiller, optimizer, ``train_every`` and ``groups`` slots."""
     intermediate = intermediate or 256 * -(-8 * hidden // (3 * 256))  # Llama's rounding: 11008 at 4096
-    cfg = cfg or ESampConfig(distiller=distiller, max_groups=groups)
+    cfg = cfg or ESampConfig(distiller=distiller, max_groups=groups, train_every=train_every,
+                             optimizer=optimizer or ESampConfig().optimizer)
     model = model_step(hidden, layers, vocab, intermediate, kv_dim or hidden, groups * n, context)
     esamp = esamp_step(hidden, vocab, groups, n, cfg)
     share = {k: esamp[k] / model[k] for k in ("bytes", "flops")}
     return {"shape": {"hidden": hidden, "layers": layers, "vocab": vocab, "intermediate": intermediate, "context": context,
-                      "groups": groups, "n": n, "distiller": cfg.distiller},
+                      "groups": groups, "n": n, "distiller": cfg.distiller, "optimizer": cfg.optimizer,
+                      "train_every": cfg.train_every},
             "model": model, "esamp": esamp, "share": share}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| distiller | groups x n | model step GB | ESamp GB (predict / tilt / train) | bytes share | "
+    lines = ["| distiller (optimizer, train every) | groups x n | model step GB | ESamp GB (predict / tilt / train) | bytes share | "
              "model step TFLOP | ESamp GFLOP | FLOP share |", "| --- " * 8 + "|"]
     for r in results:
         s, m, e = r["shape"], r["model"], r["esamp"]
         split = " / ".join(f"{e['parts'][k]['bytes'] / 1e9:.2f}" for k in ("predict", "tilt", "train"))
-        lines.append(f"| {s['distiller']} | {s['groups']}x{s['n']} | {m['bytes'] / 1e9:.1f} | {e['bytes'] / 1e9:.2f} ({split}) | "
+        lines.append(f"| {s['distiller']} ({s['optimizer']}, {s['train_every']}) | {s['groups']}x{s['n']} | {m['bytes'] / 1e9:.1f} | "
+                     f"{e['bytes'] / 1e9:.2f} ({split}) | "
                      f"{r['share']['bytes']:.1%} | {m['flops'] / 1e12:.2f} | {e['flops'] / 1e9:.1f} | {r['share']['flops']:.2%} |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""How well a group's distiller predicts over its first decode steps, for each ``--esamp-init``.
+"""How well a group's distiller predicts over its first decode steps, for each ``--esamp-init``
+or for each training variant (``--vary``: train_every, optimizer, lr, distiller, ...).
 
 Offline, with transformers and the pure-torch core (no server): the model writes n
 continuations of each prompt, one forward pass per sample gives every position's shallow
@@ -8,7 +9,8 @@ and deep state, and each init is replayed exactly as a server group would see it
 2. for the ``prompt`` inits, ``prompt_steps`` training steps on the prompt's rows (all but
    the first token, as the runtime's prompt fit takes them);
 3. for each decode step t, the group's n rows (the samples still running): predict, record
-   the relative error sum ||h - f(h1)||^2 / sum ||h||^2, then train one step on them.
+   the relative error sum ||h - f(h1)||^2 / sum ||h||^2, then hand the rows to the trainer
+   as the server does (with ``train_every`` k, a step every k decode steps).
 
 The error before each step's update is what the tilt of that step used. Sampling is plain
 (no tilt), so every init sees the same rows.
@@ -16,6 +18,7 @@ The error before each step's update is what the tilt of that step used. Sampling
 Usage::
 
     sglang-esamp init-study --task svamp --split tune --limit 8 --n 8 --out docs/results/init_study
+    sglang-esamp init-study --task creative --inits calibrated --vary "train_every=1;train_every=4;optimizer=sgd,sgd_lr=1"
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..core import BatchLayout, DistillerBank, ESampConfig
+from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
 from ..core.config import INIT_KINDS
 from . import text_states
 
@@ -38,20 +41,38 @@ WINDOWS = ((0, 8), (8, 32), (32, None))  # decode-step ranges reported separatel
 def replay(cfg: ESampConfig, hidden: int, base, states, prompt_len: int) -> list[float]:
     """Relative error of one group's distiller at each decode step (before that step's update)."""
     bank = DistillerBank(replace(cfg, max_groups=1), hidden, base=base if cfg.calibrated else None)
+    trainer = AsyncTrainer(bank, GroupStats(1), staleness=0, mode="inline", every=cfg.train_every)
     if cfg.prompt_fit and prompt_len > 1:
         src, tgt = states[0][0][1:prompt_len], states[0][1][1:prompt_len]  # the shared prompt, without its first token
         layout = BatchLayout.from_slots([0] * src.shape[0])
         for _ in range(cfg.prompt_steps):
-            bank.train_step(layout, src, tgt)
+            trainer.submit(layout, src, tgt, alone=True)
     errors = []
     for t in range(max(s.shape[0] for s, _ in states) - prompt_len):
         live = [(s[prompt_len + t], h[prompt_len + t]) for s, h in states if s.shape[0] > prompt_len + t]
         src, tgt = torch.stack([x for x, _ in live]), torch.stack([y for _, y in live])  # (rows, D)
         layout = BatchLayout.from_slots([0] * len(live))
-        pred = bank.predict(layout, src)
+        pred = trainer.predict(layout, src)
         errors.append(float((tgt - pred).pow(2).sum() / tgt.pow(2).sum().clamp_min(1e-12)))
-        bank.train_step(layout, src, tgt)
+        trainer.submit(layout, src, tgt)
     return errors
+
+
+def parse_variants(text: str) -> dict[str, dict]:
+    """"train_every=2;optimizer=sgd,sgd_lr=1" -> {label: config overrides}, each value typed as
+    the config field's default."""
+    defaults = ESampConfig()
+    out = {}
+    for spec in filter(None, (part.strip() for part in text.split(";"))):
+        changes = {}
+        for pair in spec.split(","):
+            name, sep, value = (x.strip() for x in pair.partition("="))
+            if not sep or name not in ESampConfig.field_names():
+                raise ValueError(f"--vary: {pair!r} is not FIELD=VALUE with a field of the ESamp config")
+            kind = type(getattr(defaults, name))
+            changes[name] = kind(value)
+        out[spec] = changes
+    return out
 
 
 def summarize(curves: list[list[float]]) -> dict:
@@ -64,9 +85,11 @@ def summarize(curves: list[list[float]]) -> dict:
 
 
 def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_tokens: int, min_p: float,
-        inits: list[str], cfg: ESampConfig, out: Path | None, seed: int = 0, prompt_steps: list[int] | None = None) -> dict:
+        inits: list[str], cfg: ESampConfig, out: Path | None, seed: int = 0, prompt_steps: list[int] | None = None,
+        vary: dict[str, dict] | None = None) -> dict:
     """Replay every init (each prompt init once per count in ``prompt_steps``, default the
-    config's) on the same samples."""
+    config's), each with every variant of ``vary`` (label -> config overrides), on the same
+    samples."""
     from ..evaluation.client import prompt_ids
     from ..evaluation.tasks import load_task
     from ..lang.prompts import MATH_INSTRUCTION
@@ -81,13 +104,18 @@ def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_toke
         c = replace(cfg, init=init)
         for k in (prompt_steps or [cfg.prompt_steps]) if c.prompt_fit else [None]:
             variants[init if k is None else f"{init} x{k}"] = c if k is None else replace(c, prompt_steps=k)
-    base = None
-    if any(ESampConfig(init=i).calibrated for i in inits):
-        store = BaseStore.for_model(model_path, cfg, model.config.hidden_size)
-        saved = store.load()
-        if saved is None:
-            raise SystemExit(f"no base distiller saved at {store.path}: run sglang-esamp calibrate on this model first")
-        base = saved.params
+    if vary:
+        variants = {f"{label}, {change}" if len(variants) > 1 else change: replace(c, **overrides)
+                    for label, c in variants.items() for change, overrides in vary.items()}
+    bases = {}  # label -> the calibrated base of its distiller shape
+    for label, c in variants.items():
+        if c.calibrated:
+            store = BaseStore.for_model(model_path, c, model.config.hidden_size)
+            saved = store.load()
+            if saved is None:
+                raise SystemExit(f"no base distiller saved at {store.path}: run sglang-esamp calibrate on this model "
+                                 f"(with --esamp-distiller {c.distiller}) first")
+            bases[label] = saved.params
     torch.manual_seed(seed)
     curves = {label: [] for label in variants}
     t0 = time.perf_counter()
@@ -95,12 +123,13 @@ def run(model_path: str, task: str, split: str, limit: int, n: int, max_new_toke
         ids = prompt_ids(tokenizer, problem, MATH_INSTRUCTION)  # as the eval builds it
         states = text_states.states(model, text_states.sample(model, tokenizer, [ids], n, max_new_tokens, min_p), cfg.source_layer)
         for label, c in variants.items():
-            curves[label].append(replay(c, model.config.hidden_size, base, states, len(ids)))
+            curves[label].append(replay(c, model.config.hidden_size, bases.get(label), states, len(ids)))
     result = {
         "model": model_path, "task": task, "split": split, "problems": len(next(iter(curves.values()))), "n": n,
         "max_new_tokens": max_new_tokens, "min_p": min_p, "config": {k: getattr(cfg, k) for k in ESampConfig.field_names()},
         "seconds": time.perf_counter() - t0,
         "inits": {init: {"rel_err": summarize(c), "curves": c} for init, c in curves.items()},
+        "variants": {label: {k: getattr(c, k) for k in ESampConfig.field_names()} for label, c in variants.items()},
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +163,7 @@ def plot(result: dict, path: Path) -> None:
 
 def table(result: dict) -> str:
     windows = list(next(iter(result["inits"].values()))["rel_err"])
-    lines = ["| init | " + " | ".join(windows) + " |", "| --- |" + " --- |" * len(windows)]
+    lines = ["| variant | " + " | ".join(windows) + " |", "| --- |" + " --- |" * len(windows)]
     for init, data in result["inits"].items():
         lines.append(f"| {init} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in data["rel_err"].values()) + " |")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""DistillerBank: learning, parity with torch.optim.Adam, group isolation, non-finite steps."""
+"""DistillerBank: learning, parity with torch.optim.Adam and SGD, group isolation, non-finite steps."""
 
 import pytest
 import torch
@@ -22,9 +22,10 @@ def make_problem(seed: int, rows: int = 64):
     return sample
 
 
-@pytest.mark.parametrize("kind, lr, steps", [("mlp", 3e-3, 300), ("lowrank", 1e-2, 500)])
-def test_loss_falls_by_90_percent(kind, lr, steps):
-    cfg = ESampConfig(distiller=kind, max_groups=2, intermediate=64, rank=D, lr=lr)
+@pytest.mark.parametrize("kind, optimizer, lr, steps", [("mlp", "adam", 3e-3, 300), ("lowrank", "adam", 1e-2, 500),
+                                                       ("mlp", "sgd", 0.3, 1000)])
+def test_loss_falls_by_90_percent(kind, optimizer, lr, steps):
+    cfg = ESampConfig(distiller=kind, max_groups=2, intermediate=64, rank=D, optimizer=optimizer, lr=lr, sgd_lr=lr)
     bank = DistillerBank(cfg, hidden=D)
     sample = make_problem(1)
     layout = BatchLayout.from_slots([0] * 64)
@@ -38,7 +39,7 @@ def test_loss_falls_by_90_percent(kind, lr, steps):
 
 
 def test_one_step_matches_torch_adam_with_clipping():
-    cfg = ESampConfig(max_groups=3, intermediate=24, lr=1e-2, grad_clip=0.05)
+    cfg = ESampConfig(max_groups=3, intermediate=24, optimizer="adam", lr=1e-2, grad_clip=0.05)
     bank = DistillerBank(cfg, hidden=D)
     layout = BatchLayout.from_slots([1, 1, 1, 1, 1])
     sample = make_problem(2, rows=5)
@@ -60,8 +61,46 @@ def test_one_step_matches_torch_adam_with_clipping():
         torch.testing.assert_close(got[k][0].double(), ref[k].detach(), rtol=1e-4, atol=1e-5)
 
 
-def test_a_groups_update_never_touches_another_group():
-    cfg = ESampConfig(max_groups=4, intermediate=16)
+def test_sgd_step_matches_torch_sgd_with_clipping_and_holds_no_moments():
+    cfg = ESampConfig(max_groups=3, intermediate=24, optimizer="sgd", sgd_lr=0.5, grad_clip=0.05)
+    bank = DistillerBank(cfg, hidden=D)
+    assert bank.exp_avg == {} and bank.exp_avg_sq == {}
+    weights = sum(v[0].numel() for v in bank.params.values())
+    assert bank.bytes_per_group == weights * 4 + 4
+    layout = BatchLayout.from_slots([2, 2, 2, 2, 0, 0])  # slot 1, inside the step's range, has no rows
+    sample = make_problem(3, rows=6)
+    before, _ = bank.read(torch.tensor([1]))
+    params, _ = bank.read(torch.tensor([2]))
+    ref = {k: torch.nn.Parameter(v[0].double().clone()) for k, v in params.items()}
+    opt = torch.optim.SGD(ref.values(), lr=cfg.sgd_lr)
+    for _ in range(3):
+        x, y = sample()
+        bank.train_step(layout, x, y)
+        opt.zero_grad()
+        pred = bank.arch.forward({k: v.unsqueeze(0) for k, v in ref.items()}, x[:4].double().unsqueeze(0))[0]
+        ((pred - y[:4].double()) ** 2).sum(-1).mean().backward()
+        assert torch.nn.utils.clip_grad_norm_(ref.values(), cfg.grad_clip) > cfg.grad_clip
+        opt.step()
+    got, steps = bank.read(torch.tensor([2, 1]))
+    assert steps.tolist() == [3.0, 0.0]
+    for k in ref:
+        torch.testing.assert_close(got[k][0].double(), ref[k].detach(), rtol=1e-4, atol=1e-5)
+        assert torch.equal(got[k][1], before[k][0])
+
+
+def test_a_non_finite_sgd_step_leaves_the_group_as_it_was():
+    bank = DistillerBank(ESampConfig(max_groups=2, intermediate=16, optimizer="sgd", sgd_lr=0.5), hidden=D)
+    x, y = make_problem(5, rows=4)()
+    y[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in bank.params.items()}
+    assert bank.train_step(BatchLayout.from_slots([0, 0, 1, 1]), x, y).ok.tolist() == [False, True]
+    for k, v in bank.params.items():
+        assert torch.equal(v[0], before[k][0]) and not torch.equal(v[1], before[k][1])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_groups_update_never_touches_another_group(optimizer):
+    cfg = ESampConfig(max_groups=4, intermediate=16, optimizer=optimizer)
     bank = DistillerBank(cfg, hidden=D)
     before = {k: v.clone() for k, v in bank.params.items()}
     sample = make_problem(3, rows=6)
@@ -83,7 +122,7 @@ def test_steps_work_on_the_banks_own_rows_without_gathering_them():
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
-    bank = DistillerBank(ESampConfig(max_groups=4, intermediate=16), hidden=D)
+    bank = DistillerBank(ESampConfig(max_groups=4, intermediate=16, optimizer="adam"), hidden=D)
     storages = {t.untyped_storage().data_ptr() for part in (bank.params, bank.exp_avg, bank.exp_avg_sq) for t in part.values()}
 
     class Touches(TorchDispatchMode):
@@ -130,7 +169,7 @@ def test_non_finite_step_is_skipped_for_that_group_only():
 
 
 def test_reset_restores_a_fresh_distiller_and_optimizer():
-    cfg = ESampConfig(max_groups=2, intermediate=16)
+    cfg = ESampConfig(max_groups=2, intermediate=16, optimizer="adam")
     bank = DistillerBank(cfg, hidden=D)
     layout = BatchLayout.from_slots([0, 0])
     bank.train_step(layout, *make_problem(6, rows=2)())
@@ -146,7 +185,7 @@ def test_output_gain_starts_at_the_models_final_norm():
 
 
 def test_bytes_per_group_counts_weights_and_adam_moments():
-    bank = DistillerBank(ESampConfig(max_groups=1), hidden=576)
+    bank = DistillerBank(ESampConfig(max_groups=1, optimizer="adam"), hidden=576)
     weights = 2 * 3 * 576 * 384 + 576
     assert bank.bytes_per_group == 3 * weights * 4 + 4
 

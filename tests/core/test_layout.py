@@ -41,3 +41,15 @@ def test_split_buckets_groups_by_size_so_padding_stays_below_twice_the_rows():
         assert sum(p.num_groups * p.max_rows for p, _ in layout.split) <= 2 * len(slots)
     same = BatchLayout.from_slots([0, 1, 1, 0])  # one bucket: the layout itself
     assert same.split == ((same, None),)
+
+
+def test_stacked_layouts_put_each_groups_rows_of_every_batch_in_one_block():
+    first = BatchLayout.from_slots([3, -1, 5, 3])
+    second = BatchLayout.from_slots([5, 3, -1])
+    both = BatchLayout.stacked([first, second])
+    assert both.num_rows == 7
+    assert both.slot_list == (3, 5)
+    assert both.row_list == (0, 2, 3, 4, 5)  # the second batch's rows follow the first's
+    assert both.group_row_list == (3, 2)
+    x = torch.arange(7.0).unsqueeze(-1)  # (7, 1): the two batches' tensors concatenated
+    assert both.pack(x)[:, :, 0].tolist() == [[0.0, 3.0, 5.0], [2.0, 4.0, 0.0]]

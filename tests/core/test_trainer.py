@@ -10,8 +10,8 @@ from sglang_esamp.core import AsyncTrainer, BatchLayout, DistillerBank, ESampCon
 D = 16
 
 
-def setup(mode="thread", staleness=1, groups=2):
-    cfg = ESampConfig(max_groups=groups, intermediate=16, staleness=staleness, trainer=mode)
+def setup(mode="thread", staleness=1, groups=2, optimizer="sgd"):
+    cfg = ESampConfig(max_groups=groups, intermediate=16, staleness=staleness, trainer=mode, optimizer=optimizer)
     bank = DistillerBank(cfg, hidden=D)
     stats = GroupStats(groups)
     return bank, stats, AsyncTrainer(bank, stats, staleness=staleness, mode=mode)
@@ -155,7 +155,7 @@ def test_no_torn_reads_while_training_in_a_thread():
 def test_a_failing_step_resets_its_groups_and_training_goes_on(mode, caplog):
     """A step that raises reaches neither the sampling side nor the other groups: its groups
     start over, the failure is counted and logged with its traceback, later steps train."""
-    bank, stats, trainer = setup(mode=mode, groups=3)
+    bank, stats, trainer = setup(mode=mode, groups=3, optimizer="adam")
     layout, other = BatchLayout.from_slots([0, 0, 1]), BatchLayout.from_slots([2])
     trainer.submit(layout, torch.randn(3, D), torch.randn(3, D))
     trainer.submit(other, torch.randn(1, D), torch.randn(1, D))
@@ -181,4 +181,30 @@ def test_a_failing_step_resets_its_groups_and_training_goes_on(mode, caplog):
     trainer.submit(layout, torch.randn(3, D), torch.randn(3, D))  # the next step trains again
     trainer.drain()
     assert trainer.failures == 1 and bank.step_count.tolist() == [1.0, 1.0, 1.0]
+    trainer.close()
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+def test_every_k_batches_train_as_one_step_on_their_stacked_rows(mode):
+    """train_every = 2: two batches make one step, equal to the bank's step on both batches'
+    rows; drain trains a lone held batch rather than dropping it."""
+    cfg = ESampConfig(max_groups=2, intermediate=16, seed=3)
+    bank, ref = DistillerBank(cfg, hidden=D), DistillerBank(cfg, hidden=D)
+    trainer = AsyncTrainer(bank, GroupStats(2), staleness=0, mode=mode, every=2)
+    first, second = BatchLayout.from_slots([0, 0, 1, -1]), BatchLayout.from_slots([1, 0, 0, 1])
+    (x1, y1), (x2, y2), (x3, y3) = batches(3)
+    trainer.submit(first, x1, y1)
+    assert trainer.submitted == 0 and bank.step_count.tolist() == [0.0, 0.0]  # held
+    x1.zero_()  # the trainer holds its own copy
+    trainer.submit(second, x2, y2)
+    trainer.drain()
+    assert trainer.submitted == trainer.finished == 1
+    ref.train_step(BatchLayout.stacked([first, second]), torch.cat([batches(1)[0][0], x2]), torch.cat([y1, y2]))
+    for k in bank.params:
+        torch.testing.assert_close(bank.params[k], ref.params[k], rtol=0, atol=0)
+    trainer.submit(BatchLayout.from_slots([0, 0, 0, 0]), x3, y3, alone=True)  # a prompt fit's step
+    trainer.submit(BatchLayout.from_slots([1, 1, 1, 1]), x3, y3)
+    assert trainer.submitted == 2
+    trainer.drain()
+    assert trainer.submitted == trainer.finished == 3 and bank.step_count.tolist() == [2.0, 2.0]
     trainer.close()

@@ -121,6 +121,17 @@ def test_calibrate_rejects_flags_that_are_not_esamp_ones():
     assert run.returncode == 2 and "--esamp-distiler" in run.stderr
 
 
+def test_calibrate_takes_esamp_flags_for_the_server_it_starts(monkeypatch):
+    """The flags reach the server's arguments (argparse alone refused every --esamp-* flag)."""
+    from sglang_esamp import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "calibrate", lambda args: seen.setdefault("flags", args.esamp_flags))
+    monkeypatch.setitem(cli.COMMANDS, "calibrate", cli.calibrate)
+    cli.main(["calibrate", "--esamp-distiller", "lowrank", "--esamp-rank", "32"])
+    assert seen["flags"] == ["--esamp-distiller", "lowrank", "--esamp-rank", "32"]
+
+
 def test_calibrate_refuses_server_flags_with_a_url():
     run = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", "calibrate", "--url", "http://127.0.0.1:1", "--model-path", "x"],
                          capture_output=True, text=True, timeout=120)

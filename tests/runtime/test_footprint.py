@@ -26,9 +26,11 @@ def test_the_reservation_is_what_the_runtime_holds(cfg):
     assert rt.server_stats()["device_bytes"] == held_bytes(rt)
 
 
-def test_the_bank_dominates_and_scales_with_the_slots():
-    one, many = (sum(reserved_bytes(ESampConfig(max_groups=g), 4096, torch.bfloat16).values()) for g in (1, 33))
-    assert (many - one) / 32 == pytest.approx(108 * 2**20, rel=0.02)  # docs/server.md: 108 MiB per group at hidden size 4096
+@pytest.mark.parametrize("optimizer, mib", [("sgd", 36), ("adam", 108)])
+def test_the_bank_dominates_and_scales_with_the_slots(optimizer, mib):
+    one, many = (sum(reserved_bytes(ESampConfig(max_groups=g, optimizer=optimizer), 4096, torch.bfloat16).values())
+                 for g in (1, 33))
+    assert (many - one) / 32 == pytest.approx(mib * 2**20, rel=0.02)  # docs/server.md: per group at hidden size 4096
 
 
 def reservation(log: str) -> tuple[float, float, float]:
@@ -44,11 +46,12 @@ def test_the_kv_budget_gives_up_what_esamp_holds(tiny_model):
 
     from ..client import esamp_stats
 
-    groups = 256  # about 450 MiB of distillers on the tiny model
-    with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", str(groups)]) as srv:
+    groups = 256  # about 450 MiB of distillers (weights and Adam's moments) on the tiny model
+    with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", str(groups),
+                        "--esamp-optimizer", "adam"]) as srv:
         reserved, before, after = reservation(srv.tail(200_000))
         held = esamp_stats(srv)["device_bytes"]
-    expected = reserved_bytes(ESampConfig(max_groups=groups), 64, torch.float32)
+    expected = reserved_bytes(ESampConfig(max_groups=groups, optimizer="adam"), 64, torch.float32)
     assert held.keys() == expected.keys() and held["bank"] == expected["bank"] > 400 * 2**20
     base_copy = (expected["bank"] // groups - 4) // 3  # the bank's copy of the base, made at its first fit
     assert reserved == pytest.approx((sum(held.values()) + base_copy) / 2**20, abs=0.05)

@@ -292,6 +292,6 @@ def test_a_groups_prompt_fit_is_bounded_whatever_its_requests(monkeypatch):
         rt.attach(r)
     seen = []
     real = rt.trainer.submit
-    rt.trainer.submit = lambda layout, src, tgt: (seen.append(layout.num_rows), real(layout, src, tgt))
+    rt.trainer.submit = lambda layout, src, tgt, alone=False: (seen.append((layout.num_rows, alone)), real(layout, src, tgt, alone))
     prefill(rt, reqs, [6, 6], [0, 0], torch.randn(12, D), torch.randn(12, D))
-    assert seen == [4]
+    assert seen == [(4, True)]  # a step of its own, never held by --esamp-train-every

@@ -24,7 +24,7 @@ def test_the_model_step_counts_a_llama_2_7b():
 def test_esamp_step_counts_its_matmuls_and_the_banks_rows(distiller):
     groups, n = 8, 16
     rows, d, v = groups * n, LLAMA2_7B["hidden"], LLAMA2_7B["vocab"]
-    est = estimate(groups=groups, n=n, distiller=distiller, **LLAMA2_7B)
+    est = estimate(groups=groups, n=n, distiller=distiller, optimizer="adam", **LLAMA2_7B)
     parts = est["esamp"]["parts"]
     arch = build_architecture(distiller, d, 384, 64)
     matrix = sum(a * b for shape in arch.shapes().values() if len(shape) == 2 for a, b in [shape])  # per group
@@ -42,18 +42,29 @@ def test_esamp_step_counts_its_matmuls_and_the_banks_rows(distiller):
 
 
 def test_the_estimate_ranks_shapes_as_the_h100_measured_them():
-    """H100 (docs/results/speed.md): mlp at 32 x 16 the worst, lowrank the cheapest."""
-    share = {(d, g): estimate(groups=g, n=16, distiller=d, **LLAMA2_7B)["share"]["bytes"]
+    """H100 (docs/results/speed.md, Adam): mlp at 32 x 16 the worst, lowrank the cheapest."""
+    share = {(d, g): estimate(groups=g, n=16, distiller=d, optimizer="adam", **LLAMA2_7B)["share"]["bytes"]
              for d in ("mlp", "lowrank") for g in (8, 32)}
     assert max(share, key=share.get) == ("mlp", 32)
     assert max(share[("lowrank", 8)], share[("lowrank", 32)]) < min(share[("mlp", 8)], share[("mlp", 32)])
 
 
+def test_rarer_steps_and_sgd_cut_the_weight_traffic_not_the_per_row_work():
+    """train_every k: the optimizer's pass over the weights once per k decode steps, the rows'
+    forward and backward as before; SGD: no moments to read and write."""
+    train = {(k, opt): estimate(groups=32, n=16, distiller="mlp", train_every=k, optimizer=opt, **LLAMA2_7B)["esamp"]["parts"]["train"]
+             for k in (1, 4) for opt in ("adam", "sgd")}
+    assert train[(4, "adam")]["flops"] == pytest.approx(train[(1, "adam")]["flops"], rel=0.01)
+    assert train[(4, "adam")]["bytes"] < 0.5 * train[(1, "adam")]["bytes"]
+    assert train[(1, "sgd")]["bytes"] < 0.6 * train[(1, "adam")]["bytes"]
+    assert train[(4, "sgd")]["bytes"] < train[(4, "adam")]["bytes"] < train[(1, "adam")]["bytes"]
+
+
 def test_bench_estimate_prints_json_without_a_server():
     proc = cli("bench", "--estimate", "--hidden", "1024", "--layers", "4", "--vocab", "1000", "--groups", "2", "--n", "3",
-               "--distiller", "lowrank", "--json")
+               "--distiller", "lowrank", "--train-every", "2", "--json")
     (result,) = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["shape"]["groups"] == 2 and result["shape"]["distiller"] == "lowrank"
+    assert result["shape"]["groups"] == 2 and result["shape"]["distiller"] == "lowrank" and result["shape"]["train_every"] == 2
     assert 0 < result["share"]["bytes"] and 0 < result["share"]["flops"]
     bad = cli("bench", "--estimate", "--distiller", "conv", check=False)
     assert bad.returncode != 0 and "distiller must be one of mlp, lowrank" in bad.stderr

@@ -6,10 +6,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from sglang_esamp.core import BatchLayout, DistillerBank, ESampConfig
-from sglang_esamp.tools.init_study import replay, summarize
+from sglang_esamp.tools.init_study import parse_variants, replay, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 D = 8
@@ -42,6 +43,25 @@ def test_replay_measures_before_each_update_and_drops_finished_samples():
     assert plain[0] != errors[0]  # the prompt fit changed the first prediction
 
 
+def test_a_train_every_variant_predicts_from_weights_updated_every_k_steps():
+    torch.manual_seed(1)
+    states = [(torch.randn(9, D), torch.randn(9, D)) for _ in range(2)]  # 8 decode rows each after a 1-token prompt
+    cfg = ESampConfig(intermediate=8, init="random", max_groups=1)
+    every = replay(replace(cfg, train_every=4), D, None, states, 1)
+    plain = replay(cfg, D, None, states, 1)
+    frozen = replay(replace(cfg, sgd_lr=1e-30), D, None, states, 1)  # no learning at all
+    assert every[:4] == frozen[:4] and every[4] != frozen[4]  # the first step lands after four decode steps
+    assert plain[1] != frozen[1]
+
+
+def test_variants_parse_typed_and_refuse_unknown_fields():
+    assert parse_variants("train_every=2; optimizer=sgd,sgd_lr=1") == {"train_every=2": {"train_every": 2},
+                                                                     "optimizer=sgd,sgd_lr=1": {"optimizer": "sgd", "sgd_lr": 1.0}}
+    for bad in ("speed=3", "train_every"):
+        with pytest.raises(ValueError, match="--vary"):
+            parse_variants(bad)
+
+
 def test_summarize_windows():
     out = summarize([[1.0] * 8 + [0.5] * 24 + [0.25] * 4, [3.0] * 4])
     assert out == {"steps 0-7": (8 * 1.0 + 4 * 3.0) / 12, "steps 8-31": 0.5, "steps 32-end": 0.25}
@@ -65,6 +85,16 @@ def test_init_study_command_on_the_tiny_model(tiny_model, tmp_path):
         assert len(curves) == 2 and all(1 <= len(c) <= 5 and all(e >= 0 for e in c) for c in curves)
     assert [len(c) for c in result["inits"]["random"]["curves"]] == [len(c) for c in result["inits"]["prompt x3"]["curves"]]
     assert (out / "rel_err.png").stat().st_size > 0
+    varied = subprocess.run(
+        [sys.executable, "-m", "sglang_esamp.cli", "init-study", "--model-path", str(tiny_model), "--task", "svamp",
+         "--limit", "1", "--n", "2", "--max-new-tokens", "5", "--inits", "random", "--vary", "train_every=1;optimizer=sgd,sgd_lr=0.1",
+         "--out", str(out), "--esamp-intermediate", "16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert varied.returncode == 0, varied.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert list(result["inits"]) == ["train_every=1", "optimizer=sgd,sgd_lr=0.1"]
+    assert result["variants"]["optimizer=sgd,sgd_lr=0.1"]["optimizer"] == "sgd"
     bad = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", "init-study", "--inits", "magic"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "unknown init 'magic'" in bad.stderr
