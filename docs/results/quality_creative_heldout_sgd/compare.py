@@ -1,17 +1,18 @@
 """Paired per-prompt differences between the esamp@0.5 rows of two eval folders (same
-prompts, same n): here SGD (this folder) against Adam (quality_creative_heldout_exact).
+prompts, same n); by default SGD (this folder) against Adam (quality_creative_heldout_exact).
 
-    python docs/results/quality_creative_heldout_sgd/compare.py
+    python docs/results/quality_creative_heldout_sgd/compare.py [NEW_FOLDER OLD_FOLDER]
 """
 
 import json
+import sys
 from pathlib import Path
 
 from sglang_esamp.evaluation.metrics import paired_diff_ci
 from sglang_esamp.evaluation.report import _per_problem
 
 HERE = Path(__file__).resolve().parent
-RUNS = {"sgd": HERE, "adam": HERE.parent / "quality_creative_heldout_exact"}
+DEFAULT = (HERE, HERE.parent / "quality_creative_heldout_exact")
 KEYS = ("similarity", "vendi", "ppl", "early_stop", "rel_err")
 
 
@@ -26,9 +27,10 @@ def rows(folder: Path) -> dict[str, dict]:
 
 
 def main() -> None:
-    new, old = rows(RUNS["sgd"]), rows(RUNS["adam"])
+    first, second = (Path(a) for a in sys.argv[1:3]) if len(sys.argv) == 3 else DEFAULT
+    new, old = rows(first), rows(second)
     common = sorted(set(new) & set(old))
-    print(f"{len(common)} prompts; SGD minus Adam, mean [95% interval]")
+    print(f"{len(common)} prompts; {first.name} minus {second.name}, mean [95% interval]")
     for key in KEYS:
         mean, low, high = paired_diff_ci([new[p][key] for p in common], [old[p][key] for p in common])
         print(f"| {key} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
