@@ -73,7 +73,7 @@ class DistillerBank:
         adam = cfg.optimizer == "adam"
         self.exp_avg: Params = {k: torch.zeros_like(v) for k, v in self.params.items()} if adam else {}
         self.exp_avg_sq: Params = {k: torch.zeros_like(v) for k, v in self.params.items()} if adam else {}
-        self.step_count = torch.zeros(g, device=self.device)  # (G,) Adam steps per slot
+        self.step_count = torch.zeros(g, device=self.device)  # (G,) optimizer steps per slot
 
     @property
     def bytes_per_group(self) -> int:

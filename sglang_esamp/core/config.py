@@ -74,7 +74,7 @@ class ESampConfig:
         "its own decode rows in idle time and saves per model; random until it has one; sglang-esamp calibrate warms it), "
         "or either followed by a fit on the group's prompt: 'prompt' (random, then the prompt), 'calibrated+prompt'.",
         choices=INIT_KINDS)
-    prompt_steps: int = knob(4, "Adam steps on a new group's prompt rows during its prefill, for the inits with 'prompt'.", low=1)
+    prompt_steps: int = knob(4, "Optimizer steps on a new group's prompt rows during its prefill, for the inits with 'prompt'.", low=1)
     tilt: str = knob(
         "residual",
         "'paper': (1+beta)·logit - beta·logit_of_prediction; 'residual': logit - beta·r, with r the prediction's logits minus "

@@ -72,14 +72,15 @@ def direction(lm: torch.Tensor, d: torch.Tensor, mode: str, fit: tuple[torch.Ten
 
 
 def _linear_tilt(head: Head, h: torch.Tensor, h_hat: torch.Tensor, beta: torch.Tensor, mode: str, moments: VocabMoments | None,
-                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """beta t on a linear head, with one head product: with l = s (W h + c) and d = s (W h_hat + c),
     a l + b - d = s W (a h - h_hat) + s (a - 1) c + b (a = 1, b = 0 in the paper's mode). beta is
     folded into the state before the product. Returns the part that varies by token, (N, V)
-    in the head's dtype (or (N, K) float32 at ``idx``), and the (N, 1) per-row constant."""
+    in the head's dtype (or (N, K) float32 at ``idx``), and the (N, 1) per-row constant (None
+    in the paper's mode)."""
     beta = beta.float().unsqueeze(-1)  # (N, 1)
     if mode == "paper":
-        return head.linear_part(beta * (h.float() - h_hat.float()), idx, native=idx is None), beta.new_zeros(beta.shape)
+        return head.linear_part(beta * (h.float() - h_hat.float()), idx, native=idx is None), None
     a, b = moments.fit(h, h_hat)  # (N,) each, over the whole vocabulary
     varying = head.linear_part(beta * (a.unsqueeze(-1) * h.float() - h_hat.float()), idx, native=idx is None)
     if head.bias is not None:
@@ -107,7 +108,8 @@ def tilt_dense(
     out = x if inplace else x.clone()
     if _one_product(head, mode, moments):
         varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments)
-        return out.add_(varying).add_(constant)
+        out.add_(varying)
+        return out if constant is None else out.add_(constant)
     return out.add_(direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
 
 
@@ -127,7 +129,9 @@ def tilt_candidates(
     valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
     if _one_product(head, mode, moments):
         varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments, idx)
-        tilted_k = x.gather(1, idx).float().add_(varying).add_(constant)
+        tilted_k = x.gather(1, idx).float().add_(varying)
+        if constant is not None:
+            tilted_k.add_(constant)
     else:
         lm_k = lm.float().gather(1, idx)
         if mode == "paper":  # a softcapped head: l and d at the kept tokens

@@ -281,10 +281,11 @@ class AsyncTrainer:
         if self.warm is not None:
             self.warm.add(src, tgt)
         self._reset_failed()  # the previous step's verdict: long landed by now
-        verdict = result.ok.to("cpu", non_blocking=True) if not self._cuda else \
-            torch.empty(result.ok.shape, dtype=torch.bool, pin_memory=True).copy_(result.ok, non_blocking=True)
+        flags = result.ok  # (g,) on the host already, on a CPU
+        if self._cuda:  # a pinned copy, read a step later: nothing waits for it now
+            flags = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True).copy_(flags, non_blocking=True)
         with self._cond:
-            self._verdict = (layout.slot_list, verdict, self._record_ready())
+            self._verdict = (layout.slot_list, flags, self._record_ready())
 
     def _reset_failed(self) -> None:
         """Re-initialise the groups whose last step came out non-finite. The step's ``ok``

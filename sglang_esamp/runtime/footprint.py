@@ -1,7 +1,7 @@
 """What ESamp keeps on the device: counted from the config before anything is built (what the
 KV-cache budget gives up, ``hooks.kv_cache_budget``), and measured on a built runtime.
 
-Both count the same parts: the distiller bank (weights and both Adam moments for every
+Both count the same parts: the distiller bank (weights, plus two moments with Adam, for every
 slot, in float32), the per-slot stats, the per-request novelty table, the head's moments
 (residual tilt), and with a calibrated init the base distiller (weights, Adam moments, the
 bank's copy) and its row reservoir. Per-step temporaries (the tilted rows' logits) are not

@@ -77,7 +77,7 @@ class Tilter:
         picked = self._select(plan, Form.DENSE, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
-            whole = [plan.layout.row_list[i] for i in part] == list(range(logits.shape[0]))  # host-side
+            whole = len(part) == logits.shape[0]  # every batch row is dense (layout rows ascend): rows 0..n-1
             x = logits if whole else logits[r]  # the batch itself when every row is dense: no copy
             temps = info.temperatures[r]
             ref = self.stop_cap.reference(x, temps)  # read before x is tilted in place
