@@ -165,7 +165,7 @@ def _add_eval_parsers(sub) -> None:
     p = sub.add_parser("eval", help="quality: Pass@k, Maj@k, diversity, perplexity per sampling method")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--split", default="test", choices=SPLITS, help="tune: first half of the data; test: second half")
-    p.add_argument("--methods", default="vanilla,min_p,esamp", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
+    p.add_argument("--methods", default="vanilla,min_p,esamp,matched", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
     p.add_argument("--explore", default="0.5", help="comma-separated beta values for 'esamp'")
     p.add_argument("--min-p", type=float, default=0.0, help="a min-p floor for every method (0: none)")
     p.add_argument("--n", type=int, default=16, help="samples per problem")

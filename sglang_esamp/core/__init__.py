@@ -10,6 +10,8 @@ from .layout import BatchLayout
 from .slots import GroupTable
 from .stats import GroupStats
 from .stop_cap import StopCap
+from .strata import Strata
+from .tail_cap import TailCap
 from .tilt import tilt_candidates, tilt_dense
 from .trainer import AsyncTrainer
 
@@ -23,6 +25,8 @@ __all__ = [
     "TrainResult",
     "Head",
     "StopCap",
+    "Strata",
+    "TailCap",
     "VocabMoments",
     "tilt_candidates",
     "tilt_dense",

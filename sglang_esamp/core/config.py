@@ -85,6 +85,13 @@ class ESampConfig:
         "What the tilt may not raise for the model's end-of-sequence ids, at the request's temperature: 'probability' (their "
         "total probability) or 'logit' (also each one's odds against the other tokens).",
         choices=STOP_CAPS)
+    tail_floor: float = knob(
+        0.0,
+        "Tail cap for requests without top-k/top-p/min-p: tokens whose untilted probability is below this fraction of the "
+        "top token's are not tilted, and the tilt may not raise their total probability, so exploration moves probability "
+        "only among plausible tokens and never into token soup (0: off). Unlike --esamp-plausibility, the tail stays "
+        "sampleable.",
+        low=0.0, below=1.0)
     plausibility: float = knob(
         0.0,
         "Guard for requests without top-k/top-p/min-p: tilt and sample only tokens whose probability is at least this "

@@ -97,20 +97,24 @@ def _one_product(head: Head, mode: str, moments: VocabMoments | None) -> bool:
 def tilt_dense(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str,
     moments: VocabMoments | None = None, lm: torch.Tensor | None = None, inplace: bool = False,
+    untilted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, V) processed logits ``x``, (N, D) the states the model's logits came from and the
     predictions, (N,) beta -> (N, V) tilted logits, written into ``x`` itself with
     ``inplace``. On a linear head it costs one (N, D) x (D, V) product, added to x as it
     comes; otherwise it needs ``lm`` (N, V), the model's own logits, and computes d.
+    ``untilted`` (N, V) bool: tokens the tilt leaves as they are (``TailCap``), up to the
+    row's common constant, which changes no probability.
     A row with beta = 0 gets x + 0 = x; masked (-inf) entries of x stay masked."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
     out = x if inplace else x.clone()
     if _one_product(head, mode, moments):
         varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments)
-        out.add_(varying)
+        out.add_(varying if untilted is None else varying.masked_fill_(untilted, 0.0))
         return out if constant is None else out.add_(constant)
-    return out.add_(direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
+    t = direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1))
+    return out.add_(t if untilted is None else t.masked_fill_(untilted, 0.0))
 
 
 def tilt_candidates(

@@ -7,11 +7,13 @@
 | ``min_p`` | temperature 1, min-p 0.1 |
 | ``fire`` | temperature 1, first token at 3.0 and top-p 0.95 on every token (FIRE) |
 | ``edt`` | entropy-dependent temperature, t0 1, base 0.8, theta 1 (EDT) |
-| ``esamp@B`` | temperature 1, ``explore`` B (one group per problem: its n samples) |
+| ``stratified`` | temperature 1, stratified codes across the n samples, no tilt |
+| ``esamp@B`` | temperature 1, ``explore`` B (one group per problem: its n samples), the server's defaults (stratified for n > 1) |
+| ``esamp_iid@B`` | as ``esamp@B`` with ``stratified`` off: the samples draw independently |
 | ``matched@B`` | temperature 1 / (1 + B), the temperature ESamp's tilt alone would mimic |
 
-``esamp`` in a method list expands to one ``esamp@B`` per ``--explore`` value, and every run
-with ESamp also gets ``matched@B`` for each B. FIRE and EDT need a server started with
+``esamp``, ``esamp_iid`` and ``matched`` in a method list expand to one method per
+``--explore`` value. FIRE and EDT need a server started with
 ``--enable-custom-logit-processor``. ``--min-p P`` gives every method a min-p of at least P
 (the names stay; the config and report record it): on a small model, T = 1 without a floor
 rarely solves a word problem, and this is the setting of the reference prototype's SVAMP run.
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BASE_METHODS = ("vanilla", "top_p", "min_p", "fire", "edt", "esamp")
+BASE_METHODS = ("vanilla", "top_p", "min_p", "fire", "edt", "stratified", "esamp", "esamp_iid", "matched")
+PER_BETA = ("esamp", "esamp_iid", "matched")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ def _one(name: str) -> Method:
         return Method(name, {"temperature": 0.8, "top_p": 0.95})
     if name == "min_p":
         return Method(name, {"temperature": 1.0, "min_p": 0.1})
+    if name == "stratified":
+        return Method(name, {"temperature": 1.0, "stratified": True})
     if name in ("fire", "edt"):
         from .samplers import EntropyTemperature, FirstTokenTemperature  # imports SGLang's runtime
     if name == "fire":
@@ -53,8 +58,16 @@ def _one(name: str) -> Method:
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(BASE_METHODS)}")
 
 
+def _per_beta(name: str, beta: float) -> Method:
+    if name == "esamp":
+        return Method(f"esamp@{beta:g}", {"temperature": 1.0, "explore": beta})
+    if name == "esamp_iid":
+        return Method(f"esamp_iid@{beta:g}", {"temperature": 1.0, "explore": beta, "stratified": False})
+    return Method(f"matched@{beta:g}", {"temperature": round(1.0 / (1.0 + beta), 6)})
+
+
 def parse_methods(spec: str, explore: list[float], min_p: float = 0.0) -> list[Method]:
-    """``"vanilla,min_p,esamp"`` with explore [0.25] -> vanilla, min_p, esamp@0.25, matched@0.25."""
+    """``"vanilla,esamp,matched"`` with explore [0.25] -> vanilla, esamp@0.25, matched@0.25."""
     if not 0.0 <= min_p < 1.0:
         raise ValueError(f"--min-p must be in [0, 1); got {min_p}")
     names = [s.strip() for s in spec.split(",") if s.strip()]
@@ -64,17 +77,15 @@ def parse_methods(spec: str, explore: list[float], min_p: float = 0.0) -> list[M
         raise ValueError(f"--methods repeats a method: {spec!r}")
     out = []
     for name in names:
-        if name != "esamp":
+        if name not in PER_BETA:
             out.append(_one(name))
             continue
         if not explore:
-            raise ValueError("method 'esamp' needs at least one --explore value")
+            raise ValueError(f"method {name!r} needs at least one --explore value")
         for beta in explore:
             if not 0 < beta:
                 raise ValueError(f"--explore values must be > 0; got {beta}")
-            out.append(Method(f"esamp@{beta:g}", {"temperature": 1.0, "explore": beta}))
-    for beta in explore if "esamp" in names else []:
-        out.append(Method(f"matched@{beta:g}", {"temperature": round(1.0 / (1.0 + beta), 6)}))
+            out.append(_per_beta(name, beta))
     if min_p > 0:
         out = [Method(m.name, {**m.sampling, "min_p": max(m.sampling.get("min_p", 0.0), min_p)}, m.extra) for m in out]
     return out

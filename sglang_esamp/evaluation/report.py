@@ -8,7 +8,11 @@ Per-problem metrics:
 
 - ``pass@k`` (unbiased estimator) for k = 1, 2, 4, ... n; ``maj@k`` (math); distinct answers;
 - ``similarity``: mean pairwise cosine of all-MiniLM-L6-v2 embeddings of the non-empty
-  samples (lower is more diverse); ``vendi`` over the same embeddings;
+  samples (lower is more diverse); ``vendi`` over the same embeddings; ``similarity_clean``
+  the same over the non-degenerate ones (``degeneracy.py``), which a soup of rare tokens
+  cannot lower; ``distinct_k``: the answers' parts at cosine 0.7; ``first_words``: the
+  share of distinct first words;
+- ``degenerate``: share of samples that are token soup or a loop (``degeneracy.py``);
 - ``ppl``: exp of the mean per-token negative log-likelihood of the samples under the
   reference model (the same server, untilted, temperature 1);
 - ``tokens``; ``early_stop``: share ended by end-of-sequence or a stop string before
@@ -28,10 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .degeneracy import distinct_k, first_words, is_degenerate
 from .diversity import embed, mean_pairwise_cosine, vendi
 from .metrics import bootstrap_ci, ks_up_to, maj_at_k, nan_mean, paired_diff_ci, pass_at_k
 
-HEADLINE = ("pass@1", "pass@n", "maj@n", "similarity", "vendi", "ppl", "empty", "early_stop")
+HEADLINE = ("pass@1", "pass@n", "maj@n", "similarity", "similarity_clean", "distinct_k", "first_words", "vendi", "ppl",
+            "degenerate", "empty", "early_stop")
 
 
 def _per_problem(rec: dict, n: int, max_new_tokens: int) -> dict:
@@ -39,14 +45,19 @@ def _per_problem(rec: dict, n: int, max_new_tokens: int) -> dict:
     texts = [s["text"].strip() for s in samples]
     nonempty = [t for t in texts if t]
     emb = embed(nonempty) if nonempty else np.zeros((0, 384))
+    clean = np.array([not is_degenerate(t) for t in nonempty], dtype=bool)
     nll = [s["nll"] for s in samples if s.get("nll") is not None]
     row = {
         "similarity": mean_pairwise_cosine(emb),
+        "similarity_clean": mean_pairwise_cosine(emb[clean]),
+        "distinct_k": distinct_k(emb),
+        "first_words": first_words(nonempty),
         "vendi": vendi(emb),
         "ppl": math.exp(sum(nll) / len(nll)) if nll else float("nan"),
         "tokens": sum(s["tokens"] for s in samples) / len(samples),
         "early_stop": sum(s["finish"] == "stop" and s["tokens"] < max_new_tokens for s in samples) / len(samples),
         "empty": (len(texts) - len(nonempty)) / len(texts),
+        "degenerate": sum(map(is_degenerate, texts)) / len(texts),
         "seconds": rec["seconds"],
     }
     if "correct" in samples[0]:
@@ -89,7 +100,7 @@ def aggregate(out: Path) -> dict:
             mean, lo, hi = bootstrap_ci(values)
             summary[key] = {"mean": mean, "ci95": [lo, hi]}
         summary["seconds_total"] = sum(r["seconds"] for r in per)
-        for ref in ("vanilla", "matched@" + m.split("@")[1] if m.startswith("esamp@") else None):
+        for ref in ("vanilla", "matched@" + m.split("@")[1] if m.startswith("esamp") else None):
             if ref and ref in rows and ref != m:
                 summary[f"vs {ref}"] = {
                     key: dict(zip(("mean", "low", "high"), paired_diff_ci([rows[m][p].get(key, float("nan")) for p in common],
@@ -117,20 +128,23 @@ def _fmt(stat: dict | None, pct: bool) -> str:
     return f"{f(stat['mean'])} [{f(stat['ci95'][0])}, {f(stat['ci95'][1])}]"
 
 
-PCT = {"pass@1", "pass@n", "maj@n", "empty", "early_stop"}
+PCT = {"pass@1", "pass@n", "maj@n", "empty", "early_stop", "degenerate"}
 
 
 def write_report(out: Path, results: dict) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     cfg, methods = results["config"], results["methods"]
-    cols = [k for k in ("pass@1", "pass@n", "maj@n", "distinct", "similarity", "vendi", "ppl", "tokens", "early_stop", "empty", "rel_err")
+    cols = [k for k in ("pass@1", "pass@n", "maj@n", "distinct", "similarity", "similarity_clean", "distinct_k", "first_words", "vendi",
+                        "ppl", "tokens", "degenerate", "early_stop", "empty", "rel_err")
             if any(k in s for s in methods.values())]
     lines = [
         f"# {cfg['task']} ({cfg['split']} split): {results['problems']} problems, n = {cfg['n']}, max {cfg['max_new_tokens']} new tokens",
         "",
-        "Mean over problems [95% bootstrap interval]. Percentages for pass, maj, early stop and empty. "
-        "similarity: mean pairwise cosine of non-empty samples (lower = more diverse); vendi: effective number "
-        "of distinct samples; ppl: perplexity under the reference model.",
+        "Mean over problems [95% bootstrap interval]. Percentages for pass, maj, degenerate, early stop and empty. "
+        "similarity: mean pairwise cosine of non-empty samples (lower = more diverse); similarity_clean: the same over "
+        "the samples that are not degenerate (token soup or a loop); distinct_k: answers that differ (cosine 0.7 or "
+        "less); first_words: share of distinct first words; vendi: effective number of distinct samples; ppl: "
+        "perplexity under the reference model.",
         "",
         "Sampling: " + "; ".join(f"{m['name']}: " + ", ".join(f"{k} {v}" for k, v in m["sampling"].items() if k != "custom_params")
                                  for m in cfg["methods"]) + ".",
@@ -195,7 +209,7 @@ def save_diversity_plot(fig, ax, path: Path, title: str, xlabel: str, legend_siz
     plt.close(fig)
 
 
-SUMMARY = ("similarity", "vendi", "ppl", "empty", "early_stop", "pass@1", "pass@n")
+SUMMARY = ("similarity", "similarity_clean", "vendi", "ppl", "degenerate", "empty", "early_stop", "pass@1", "pass@n")
 
 
 def summary_table(dirs: list[str]) -> str:

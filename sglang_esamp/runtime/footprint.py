@@ -2,7 +2,7 @@
 KV-cache budget gives up, ``hooks.kv_cache_budget``), and measured on a built runtime.
 
 Both count the same parts: the distiller bank (weights, plus two moments with Adam, for every
-slot, in float32), the per-slot stats, the per-request novelty table, the head's moments
+slot, in float32), the per-slot stats, the per-request novelty and code table, the head's moments
 (residual tilt), and with a calibrated init the base distiller (weights, Adam moments, the
 bank's copy) and its row reservoir. Per-step temporaries (the tilted rows' logits) are not
 counted: they live and die within a step, like SGLang's own activations.
@@ -31,7 +31,7 @@ def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: i
     parts = {
         "bank": cfg.max_groups * (cfg.state_copies * params * 4 + 4),
         "stats": cfg.max_groups * len(STATS_FIELDS) * 8,
-        "requests": 2 * MAX_TRACKED_REQUESTS * 4,
+        "requests": 2 * MAX_TRACKED_REQUESTS * 4 + 2 * MAX_TRACKED_REQUESTS * 8,  # novelty sum and count; code and bits
     }
     if cfg.tilt == "residual":
         parts["head moments"] = (hidden * hidden + 2 * hidden) * 4
@@ -49,7 +49,8 @@ def held_bytes(runtime) -> dict[str, int]:
     parts = {
         "bank": size([*bank.params.values(), *bank.exp_avg.values(), *bank.exp_avg_sq.values(), bank.step_count]),
         "stats": size(runtime.stats.table.values()),
-        "requests": size([runtime.requests.novelty_sum, runtime.requests.novelty_count]),
+        "requests": size([runtime.requests.novelty_sum, runtime.requests.novelty_count, runtime.requests.strata.codes.code,
+                          runtime.requests.strata.codes.bits]),
     }
     moments = runtime.tilter.moments
     if moments is not None:

@@ -25,6 +25,7 @@ What each step of a decode does is in ``runtime.py``.
 | LogitsProcessor._get_hidden_states_to_store           | AROUND | keep the LM-head input; prompt fit        |
 | ModelRunner.sample                                    | AROUND | predict, plan, sample, train              |
 | ModelRunner._preprocess_logits                        | AFTER  | tilt, after penalties, grammar and bias   |
+| Sampler._sample_from_probs                            | AROUND | stratified rows draw by their codes       |
 | Scheduler._create_generation_req                      | AFTER  | a request joins its group (``req.esamp``) |
 | SchedulerOutputStreamer.stream_output                 | BEFORE | finished requests: metadata, release      |
 | SchedulerOutputStreamer.is_request_level_customized_info_key | AROUND | "esamp" is sent once      |
@@ -84,7 +85,7 @@ def decode_sampling_params(original, value):
         try:
             check_custom_params(value.get("custom_params"))
             if any(k in value for k in REQUEST_KEYS):
-                check_request(value.get("explore"), value.get("explore_group"), flags.current())
+                check_request(value.get("explore"), value.get("explore_group"), flags.current(), value.get("stratified"))
         except ValueError as exc:
             raise JsonContractError(str(exc)) from None
         value = {k: v for k, v in value.items() if k not in REQUEST_KEYS}
@@ -100,7 +101,8 @@ def tokenizer_manager_init(result, manager, *args, **kwargs):
     def make_sampling_params(**kwargs):
         scope = kwargs.pop(SCOPE_KEY, None)
         check_custom_params(kwargs.get("custom_params"))
-        spec = parse_request(kwargs.pop("explore", None), kwargs.pop("explore_group", None), cfg, scope)
+        spec = parse_request(kwargs.pop("explore", None), kwargs.pop("explore_group", None), cfg, scope,
+                             kwargs.pop("stratified", None), kwargs.get("n") or 1)
         params = base(**kwargs)
         if spec is not None:
             params.custom_params = dict(params.custom_params or {}) | {CUSTOM_KEY: spec}
@@ -132,7 +134,7 @@ def openai_extra_fields(result, *args, **kwargs):
     result.update({k: v for k, v in (request.model_extra or {}).items() if k in REQUEST_KEYS})
     check_custom_params(result.get("custom_params"))
     if any(k in result for k in REQUEST_KEYS):
-        check_request(result.get("explore"), result.get("explore_group"), flags.current())
+        check_request(result.get("explore"), result.get("explore_group"), flags.current(), result.get("stratified"))
     return result
 
 
@@ -261,6 +263,13 @@ def preprocess_logits(result, runner, logits_output, *args, **kwargs):
         _RUNTIME.apply_tilt(logits_output)
 
 
+def sample_from_probs(original, sampler, probs, sampling_info, positions, simple_sampling_case):
+    ids, capture = original(sampler, probs, sampling_info, positions, simple_sampling_case)
+    if _RUNTIME is not None:
+        _RUNTIME.stratify(ids, probs, sampling_info, filtered=not simple_sampling_case)
+    return ids, capture
+
+
 def create_generation_req(req, scheduler, *args, **kwargs):
     if _RUNTIME is not None:
         _RUNTIME.attach(req)
@@ -328,6 +337,7 @@ HOOKS = [
     (S + "model_executor.model_runner.ModelRunner.forward", model_runner_forward, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner.sample", sample, HookType.AROUND),
     (S + "model_executor.model_runner.ModelRunner._preprocess_logits", preprocess_logits, HookType.AFTER),
+    (S + "layers.sampler.Sampler._sample_from_probs", sample_from_probs, HookType.AROUND),
     (S + "managers.scheduler.Scheduler._create_generation_req", create_generation_req, HookType.AFTER),
     (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.stream_output", stream_output, HookType.BEFORE),
     (S + "managers.scheduler_components.output_streamer.SchedulerOutputStreamer.is_request_level_customized_info_key",

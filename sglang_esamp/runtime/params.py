@@ -1,4 +1,5 @@
-"""The per-request parameters ``explore`` and ``explore_group``: validation and transport.
+"""The per-request parameters ``explore``, ``explore_group`` and ``stratified``: validation
+and transport.
 
 Users send them beside ``temperature``: in ``sampling_params`` on ``/generate`` and in the
 engine, and as top-level body fields on the OpenAI routes. SGLang's SamplingParams struct is
@@ -7,6 +8,10 @@ to the scheduler inside ``custom_params`` under one reserved key, which no clien
 itself (``check_custom_params``). The group key is made here, once per prompt, so the n
 samples of one request carry the same key. The scheduler trusts nothing it receives:
 ``read_spec`` checks the carried spec again.
+
+``stratified`` (a boolean) asks for stratified codes across the request's n samples
+(``strata.py``); absent, it is on for an ESamp request (explore > 0) with n > 1. The spec
+then carries ``strata: [call, n]``, ``call`` a fresh id per prompt of the call.
 
 Group keys: ``r:<uuid>`` (a request's own group), ``g:<name>`` (a named group),
 ``t:<scope hash>:<name>`` (a named group scoped by ``--esamp-scope-header``), and
@@ -17,6 +22,7 @@ Validation errors are ValueErrors, which SGLang turns into HTTP 400.
 Usage::
 
     spec = parse_request(0.25, "my-group", cfg)   # {"explore": 0.25, "group": "g:my-group"}
+    spec = parse_request(0.25, None, cfg, n=4)    # ... "strata": ["<call id>", 4]
 """
 
 from __future__ import annotations
@@ -29,17 +35,19 @@ from ..core.config import ESampConfig
 
 CUSTOM_KEY = "__esamp__"  # key inside SamplingParams.custom_params
 SCOPE_KEY = "__esamp_scope__"  # key the server puts in a request's sampling params: its scope header's value
-REQUEST_KEYS = ("explore", "explore_group")  # the request fields, beside temperature
+REQUEST_KEYS = ("explore", "explore_group", "stratified")  # the request fields, beside temperature
 MAX_GROUP_LEN = 256
+MAX_N = 1 << 16  # the largest n a stratified spec may carry
 _SCOPE_HASH = 16  # hex digits of the scope's hash in a scoped key
 
 
-def parse_request(explore, group, cfg: ESampConfig | None, scope: str | None = None) -> dict | None:
+def parse_request(explore, group, cfg: ESampConfig | None, scope: str | None = None, stratified=None, n: int = 1) -> dict | None:
     """Validate one request's values. Returns the spec to carry, or None for a plain request.
-    ``scope``: the value of the server's ``--esamp-scope-header`` on this request, if any."""
-    if explore is None and group is None:
+    ``scope``: the value of the server's ``--esamp-scope-header`` on this request, if any;
+    ``n``: the request's number of samples."""
+    if explore is None and group is None and stratified is None:
         return None
-    beta, group = check_request(explore, group, cfg)
+    beta, group, stratified = check_request(explore, group, cfg, stratified)
     if group is not None:
         if cfg is not None and cfg.scope_header and not scope:
             raise ValueError(f"explore_group needs the {cfg.scope_header} header on this server (--esamp-scope-header)")
@@ -51,19 +59,27 @@ def parse_request(explore, group, cfg: ESampConfig | None, scope: str | None = N
         key = f"t:{hashlib.sha256(scope.encode()).hexdigest()[:_SCOPE_HASH]}:{group}"
     else:
         key = f"g:{group}"
-    return {"explore": beta, "group": key}
+    spec = {"explore": beta, "group": key}
+    n = n if isinstance(n, int) and not isinstance(n, bool) else 1
+    if (beta > 0 if stratified is None else stratified) and 1 < n <= MAX_N:
+        spec["strata"] = [uuid.uuid4().hex, n]
+    return spec
 
 
-def check_request(explore, group, cfg: ESampConfig | None) -> tuple[float, str | None]:
-    """(beta, trimmed group) of valid request values; what the API routes check before
-    anything else (the scope header is checked later, where the request's headers are known)."""
+def check_request(explore, group, cfg: ESampConfig | None, stratified=None) -> tuple[float, str | None, bool | None]:
+    """(beta, trimmed group, stratified) of valid request values; what the API routes check
+    before anything else (the scope header is checked later, where the request's headers are known)."""
     beta = _check_explore(explore, cfg)
+    if stratified is not None and not isinstance(stratified, bool):
+        raise ValueError(f"stratified must be true or false; got {_show(stratified)}")
+    if stratified and cfg is None:
+        raise ValueError("stratified needs a server started with --enable-esamp")
     if group is None:
-        return beta, None
+        return beta, None, stratified
     group = check_group(group)
     if cfg is not None and cfg.named_groups == "deny":
         raise ValueError("explore_group is turned off on this server (--esamp-named-groups deny)")
-    return beta, group
+    return beta, group, stratified
 
 
 def check_group(group) -> str:
@@ -87,17 +103,22 @@ def check_custom_params(custom_params) -> None:
                 raise ValueError(f"custom_params key {key!r} is reserved for ESamp; send explore and explore_group instead")
 
 
-def read_spec(spec, cfg: ESampConfig) -> tuple[float, str] | None:
-    """(beta, group key) of a spec that arrived in the scheduler, or None if it is not one
-    that ``parse_request`` makes."""
-    if not isinstance(spec, dict) or set(spec) != {"explore", "group"}:
+def read_spec(spec, cfg: ESampConfig) -> tuple[float, str, tuple[str, int] | None] | None:
+    """(beta, group key, (call, n) or None) of a spec that arrived in the scheduler, or None
+    if it is not one that ``parse_request`` makes."""
+    if not isinstance(spec, dict) or set(spec) - {"strata"} != {"explore", "group"}:
         return None
-    beta, key = spec["explore"], spec["group"]
+    beta, key, strata = spec["explore"], spec["group"], spec.get("strata")
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= cfg.max_explore:
         return None
     if not isinstance(key, str) or len(key) > 2 + _SCOPE_HASH + 1 + MAX_GROUP_LEN or key[:2] not in ("r:", "g:", "t:"):
         return None
-    return float(beta), key
+    if strata is not None:
+        if not (isinstance(strata, list) and len(strata) == 2 and isinstance(strata[0], str) and len(strata[0]) == 32
+                and isinstance(strata[1], int) and not isinstance(strata[1], bool) and 1 < strata[1] <= MAX_N):
+            return None
+        strata = (strata[0], strata[1])
+    return float(beta), key, strata
 
 
 def with_scope(sampling_params, scope: str | None):

@@ -29,6 +29,7 @@ import torch
 
 from ..core import BatchLayout, ESampConfig, GroupStats, GroupTable
 from .params import CUSTOM_KEY, group_label, read_spec
+from .strata import StrataSampler
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class RequestState:
     row_id: int | None  # index into the per-request novelty table; None when it is full
     released: bool = False
     denied: bool = False  # it waited for a slot at some point
+    stratified: bool = False  # it samples with a stratified code (``strata.py``)
 
     @property
     def live_slot(self) -> int:
@@ -62,6 +64,7 @@ class RequestTracker:
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.free_rows = list(range(MAX_TRACKED_REQUESTS - 1, -1, -1))
+        self.strata = StrataSampler(MAX_TRACKED_REQUESTS, device, cfg.seed)  # codes per row of the same table
         self.rejected = 0  # requests whose ESamp spec was not valid: they ran plain
 
     def attach(self, req) -> None:
@@ -74,7 +77,7 @@ class RequestTracker:
             if parsed is None:
                 self._reject(req, f"an ESamp spec that the API layer does not make: {str(spec)[:80]}")
                 return
-            beta, key = parsed
+            beta, key, strata = parsed
             if self.cfg.group_by == "prompt" and key.startswith("r:"):
                 key = "p:" + hashlib.sha1(str(list(req.origin_input_ids)).encode()).hexdigest()
             slot = self._acquire(key, count_denial=True)
@@ -83,6 +86,9 @@ class RequestTracker:
                 state.row_id = self.free_rows.pop()
                 self.novelty_sum[state.row_id] = 0.0
                 self.novelty_count[state.row_id] = 0.0
+                if strata is not None and req.sampling_params.max_new_tokens != 0:  # not SGLang's prefix warm-up
+                    self.strata.join(state.row_id, *strata)
+                    state.stratified = True
         except Exception:  # never a reason to fail the scheduler: the request runs plain
             logger.exception("ESamp could not attach request %s; it samples untilted", getattr(req, "rid", "?"))
             self._reject(req, None)
@@ -120,7 +126,8 @@ class RequestTracker:
 
     def metadata(self, state: RequestState, stats: GroupStats) -> dict:
         """What the response reports (host reads of the device counters)."""
-        info = {"group": group_label(state.key), "explore": state.beta, "slot": state.slot, "denied": state.denied}
+        info = {"group": group_label(state.key), "explore": state.beta, "stratified": state.stratified, "slot": state.slot,
+                "denied": state.denied}
         if state.slot is not None:
             snap = stats.snapshot(state.slot)
             info |= {k: snap[k] for k in ("steps", "loss", "loss_mean", "rel_err")}

@@ -12,6 +12,7 @@ hook in ``hooks.py`` calls; the step's hand-offs travel in a ``Step`` (``step.py
                     logits of the tilted rows, swap in neutral filters for CANDIDATES
                     rows, call SGLang's sample
       preprocess    apply_tilt: DENSE and CANDIDATES rows, after penalties, grammar, bias
+      draw          stratify: stratified rows take their codes' tokens
                     then trainer.submit(h1, h) (decode batches only)
     idle            the scheduler has nothing to run: the base distiller trains instead of
                     sleeping (``calibrated`` inits)
@@ -30,7 +31,7 @@ import time
 
 import torch
 
-from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap
+from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap, TailCap
 from ..core.distiller import norm_gain, random_init
 from ..core.trainer import TRACE_EVERY
 from ..core.warm_base import MIN_ROWS, WarmBase
@@ -74,7 +75,7 @@ class ESampRuntime:
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base,
                                     every=cfg.train_every)
         self.requests = RequestTracker(cfg, device, self._open_slot)
-        self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device))
+        self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), TailCap(cfg.tail_floor))
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way
@@ -390,6 +391,20 @@ class ESampRuntime:
             self.tilted_rows[form.value] += len(plan.rows(form))
         step.tilt_pending = self.tilter.capture(plan, h, step.h_hat, logits, info, forward_batch)
         return sampling_params_for(plan, info, logits.shape[-1])
+
+    def stratify(self, ids: torch.Tensor, probs: torch.Tensor, info, filtered: bool) -> None:
+        """Inside SGLang's sampler: the stratified rows of the active step take their codes'
+        tokens (``strata.py``) in place of SGLang's draw. probs: (rows, V) after temperature."""
+        step = self.active
+        if step is None:
+            return
+        try:
+            if step.strata_rows is None:
+                step.strata_rows = self.requests.strata.rows_of(step) or ()
+            if step.strata_rows:
+                self.requests.strata.resample(ids, probs, info, step.strata_rows, filtered)
+        except Exception:  # the rows keep SGLang's own draw
+            self._fault("strata", [])
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the DENSE and CANDIDATES rows in place, after SGLang's penalties, grammar and

@@ -8,7 +8,8 @@ slot, and every later hook of that batch reads and writes this object only:
 1. ``ForwardBatch.init_new``: the rows' requests and their states;
 2. ``ModelRunner.forward``: the forward's prefill lengths;
 3. ``ModelRunner.sample``: the predictions and the row plan, the model's logits before
-   SGLang's request processing, the tilt after it, then the training step.
+   SGLang's request processing, the tilt after it, the stratified rows' draw inside
+   SGLang's sampler, then the training step.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Step:
     plan: RowPlan | None = None
     h_hat: torch.Tensor | None = None  # (M, D) predictions for the layout's rows
     tilt_pending: Pending | None = field(default=None, repr=False)  # for the tilt inside sampling
+    strata_rows: tuple | None = field(default=None, repr=False)  # (batch rows, table rows) of stratified rows, once read
 
     @classmethod
     def of(cls, reqs) -> Step | None:

@@ -1,9 +1,10 @@
 """The demo's tables, its plain-words verdict and its report folder.
 
 ``write_report(out, results)`` writes ``report.md`` (tables, verdict, plot, and every story
-continuation side by side, plain beside explore), ``diversity.png`` (per opening: similarity
-against perplexity, a line from plain to explore) and ``results.json``. ``results`` is what
-``demo.run`` gathered: two story passes and two word-problem passes, plain first.
+continuation and chat answer side by side, plain beside explore), ``diversity.png`` (per
+opening: similarity against perplexity, a line from plain to explore) and ``results.json``.
+``results`` is what ``demo.run`` gathered: two story passes, two chat passes and two
+word-problem passes, plain first.
 """
 
 from __future__ import annotations
@@ -34,17 +35,33 @@ def _mean(values) -> float:
 
 def _story_means(p: dict) -> dict:
     per = p["openings"]
-    return {k: _mean([o[k] for o in per]) for k in ("similarity", "distinct_ideas", "ppl")} | {"empty": sum(o["empty"] for o in per)}
+    return {k: _mean([o[k] for o in per]) for k in ("similarity", "distinct_ideas", "ppl")} | {
+        k: sum(o[k] for o in per) for k in ("empty", "degenerate")}
 
 
 def story_table(results: dict) -> str:
     n = results["n"]
-    lines = [f"| method | mean pairwise similarity (lower = more diverse) | distinct ideas (Vendi, of {n}) | perplexity | empty | time |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| method | mean pairwise similarity (lower = more diverse) | distinct ideas (Vendi, of {n}) | perplexity | empty | "
+             "degenerate | time |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for p in results["stories"]:
         m = _story_means(p)
         lines.append(f"| {p['label']} | {m['similarity']:.3f} | {m['distinct_ideas']:.2f} | {m['ppl']:.1f} | {m['empty']} | "
-                     f"{p['seconds']:.0f} s |")
+                     f"{m['degenerate']} | {p['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def _chat_means(p: dict) -> dict:
+    per = p["prompts"]
+    return {"distinct": _mean([q["distinct"] for q in per]), "first_words": _mean([q["first_words"] for q in per]),
+            "degenerate": sum(q["degenerate"] for q in per)}
+
+
+def chat_table(results: dict) -> str:
+    n = results["n"]
+    lines = [f"| method | distinct answers (of {n}) | distinct first words | degenerate | time |", "| --- | --- | --- | --- | --- |"]
+    for p in results["chat"]:
+        m = _chat_means(p)
+        lines.append(f"| {p['label']} | {m['distinct']:.1f} | {m['first_words']:.0%} | {m['degenerate']} | {p['seconds']:.0f} s |")
     return "\n".join(lines)
 
 
@@ -70,6 +87,11 @@ def verdict(results: dict) -> list[str]:
     lines = [f"Stories: with {tilted['label']} the continuations were {direction} diverse on average (similarity "
              f"{mp['similarity']:.3f} -> {mt['similarity']:.3f}, distinct ideas {mp['distinct_ideas']:.2f} -> {mt['distinct_ideas']:.2f} "
              f"of {results['n']}), more diverse on {more} of {len(sims)} openings, at perplexity {mp['ppl']:.1f} -> {mt['ppl']:.1f}."]
+    plain_chat, tilted_chat = (_chat_means(p) for p in results["chat"])
+    lines.append(f"Chat: with {results['chat'][1]['label']} the answers held {tilted_chat['distinct']:.1f} distinct answers of "
+                 f"{results['n']} per request against {plain_chat['distinct']:.1f} plain (first words {plain_chat['first_words']:.0%} -> "
+                 f"{tilted_chat['first_words']:.0%} distinct), with {tilted_chat['degenerate']} degenerate answers against "
+                 f"{plain_chat['degenerate']}.")
     solved = [sum(q["correct"] > 0 for q in p["problems"]) for p in results["math"]]
     count = len(results["math"][0]["problems"])
     if solved[1] == solved[0]:
@@ -123,12 +145,24 @@ def write_report(out: Path, results: dict) -> Report:
         "Similarity: all-MiniLM-L6-v2 cosine between the continuations of one opening. Distinct ideas: the Vendi score of the "
         "same embeddings, the effective number of different continuations. Perplexity: under the model, untilted.", "",
         "![diversity against perplexity](diversity.png)", "",
+        f"## Chat: {len(results['chat_prompts'])} held-out short-answer requests, {results['n']} answers of at most "
+        f"{results['chat_tokens']} tokens, temperature 1", "", chat_table(results), "",
+        "Distinct answers: the parts of a partition of the answers' embeddings in which two answers at cosine above 0.7 "
+        "count as one. Distinct first words: the share of different first words. Degenerate: token soup or loops.", "",
         f"## Word problems: best-of-{results['n']} at temperature {results['math_temperature']:g}", "", math_table(results), "",
         "## The continuations, side by side", "",
     ]
     for i, (opening, a, b) in enumerate(zip(results["openings"], plain["openings"], tilted["openings"]), 1):
         lines += [f"### {i}. {_cell(opening)}", "",
                   f"| # | {plain['label']} (similarity {a['similarity']:.3f}) | {tilted['label']} (similarity {b['similarity']:.3f}) |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {k} | {_cell(x)} | {_cell(y)} |" for k, (x, y) in enumerate(zip(a["texts"], b["texts"]), 1)]
+        lines.append("")
+    plain_chat, tilted_chat = results["chat"]
+    lines += ["## The chat answers, side by side", ""]
+    for i, (prompt, a, b) in enumerate(zip(results["chat_prompts"], plain_chat["prompts"], tilted_chat["prompts"]), 1):
+        lines += [f"### {i}. {_cell(prompt)}", "",
+                  f"| # | {plain_chat['label']} ({a['distinct']} distinct) | {tilted_chat['label']} ({b['distinct']} distinct) |",
                   "| --- | --- | --- |"]
         lines += [f"| {k} | {_cell(x)} | {_cell(y)} |" for k, (x, y) in enumerate(zip(a["texts"], b["texts"]), 1)]
         lines.append("")

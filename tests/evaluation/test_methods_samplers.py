@@ -9,18 +9,22 @@ from sglang_esamp.evaluation.methods import parse_methods
 from sglang_esamp.evaluation.samplers import EntropyTemperature, FirstTokenTemperature
 
 
-def test_parse_methods_adds_matched_temperature_per_beta():
-    methods = parse_methods("vanilla,esamp,min_p", [0.25, 1.0])
-    assert [m.name for m in methods] == ["vanilla", "esamp@0.25", "esamp@1", "min_p", "matched@0.25", "matched@1"]
+def test_parse_methods_expands_the_per_beta_methods():
+    methods = parse_methods("vanilla,esamp,min_p,matched,esamp_iid,stratified", [0.25, 1.0])
+    assert [m.name for m in methods] == ["vanilla", "esamp@0.25", "esamp@1", "min_p", "matched@0.25", "matched@1",
+                                         "esamp_iid@0.25", "esamp_iid@1", "stratified"]
     by = {m.name: m for m in methods}
     assert by["esamp@0.25"].sampling == {"temperature": 1.0, "explore": 0.25} and by["esamp@1"].uses_esamp
-    assert by["matched@0.25"].sampling == {"temperature": 0.8} and by["matched@1"].sampling == {"temperature": 0.5}
+    assert by["esamp_iid@1"].sampling == {"temperature": 1.0, "explore": 1.0, "stratified": False}
+    assert by["matched@0.25"].sampling == {"temperature": 0.8} and by["matched@1"].sampling == {"temperature": 0.5}  # 1 / (1 + beta)
+    assert by["stratified"].sampling == {"temperature": 1.0, "stratified": True} and not by["stratified"].uses_esamp
     assert by["min_p"].sampling["min_p"] == 0.1 and not by["vanilla"].uses_esamp
     assert "custom_logit_processor" in parse_methods("fire", [])[0].extra
+    assert [m.name for m in parse_methods("esamp", [0.5])] == ["esamp@0.5"]  # matched only when asked
 
 
 def test_min_p_floor_reaches_every_method():
-    methods = {m.name: m for m in parse_methods("vanilla,esamp,min_p,top_p", [0.25], min_p=0.05)}
+    methods = {m.name: m for m in parse_methods("vanilla,esamp,min_p,top_p,matched", [0.25], min_p=0.05)}
     assert methods["vanilla"].sampling == {"temperature": 1.0, "min_p": 0.05}
     assert methods["esamp@0.25"].sampling == {"temperature": 1.0, "explore": 0.25, "min_p": 0.05}
     assert methods["matched@0.25"].sampling == {"temperature": 0.8, "min_p": 0.05}
@@ -32,6 +36,7 @@ def test_min_p_floor_reaches_every_method():
 @pytest.mark.parametrize("spec, explore, message", [
     ("vanilla,bogus", [0.25], "unknown method 'bogus'"),
     ("esamp", [], "needs at least one --explore"),
+    ("matched", [], "needs at least one --explore"),
     ("esamp", [0.0], "must be > 0"),
     ("vanilla,vanilla", [], "repeats"),
 ])

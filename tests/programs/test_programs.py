@@ -72,28 +72,35 @@ def _demo_rows(out: str, labels: tuple[str, str]) -> list[list[str]]:
 @pytest.mark.server
 def test_demo_prints_both_tables_and_writes_the_report(tiny_esamp_server, tmp_path):
     out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--stories", "2", "--story-tokens", "6",
-               "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1", "--out", str(tmp_path)])
-    stories = _demo_rows(out, ("plain T=1", "explore=0.5"))
+               "--chats", "2", "--chat-tokens", "6", "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1",
+               "--out", str(tmp_path)])
+    rows = _demo_rows(out, ("plain T=1", "explore=0.5"))
+    stories, chats = rows[:2], rows[2:4]
     maths = _demo_rows(out, ("plain T=1", "explore=0.25"))
-    assert [r[0] for r in stories[:2]] == ["plain T=1", "explore=0.5"], out[-3000:]
-    for cells in stories[:2]:  # similarity, distinct ideas (of 2), perplexity, empty, time
+    assert [r[0] for r in stories] == ["plain T=1", "explore=0.5"], out[-3000:]
+    for cells in stories:  # similarity, distinct ideas (of 2), perplexity, empty, degenerate, time
         empty = int(cells[4])
-        assert 0 <= empty <= 4 and re.fullmatch(r"\d+ s", cells[5])
+        assert 0 <= empty <= 4 and 0 <= int(cells[5]) <= 4 and re.fullmatch(r"\d+ s", cells[6])
         if empty < 2:  # some opening kept both continuations
             assert -1.0 <= float(cells[1]) <= 1.0
         if empty < 4:  # some continuation is not empty
             assert 1.0 - 1e-6 <= float(cells[2]) <= 2.0 + 1e-6 and float(cells[3]) > 1.0
+    assert [r[0] for r in chats] == ["plain T=1", "explore=0.5"]
+    for cells in chats:  # distinct answers (of 2), distinct first words, degenerate, time
+        assert 0.0 <= float(cells[1]) <= 2.0 and cells[2].endswith("%") and 0 <= int(cells[3]) <= 4
     assert [r[0] for r in maths[-2:]] == ["plain T=1", "explore=0.25"]
     for cells in maths[-2:]:
         assert re.fullmatch(r"[0-2]/2", cells[1]) and cells[2].endswith("%") and re.fullmatch(r"\d+ s", cells[5])
         assert 0.0 <= float(cells[3]) <= 2.0 and -1.0 <= float(cells[4]) <= 1.0
     assert "Stories: with explore=0.5 the continuations were" in out and "Word problems: explore=0.25 solved" in out
+    assert "Chat: with explore=0.5 the answers held" in out
     report = (tmp_path / "report.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "diversity.png").stat().st_size > 10_000
     texts = [t for p in results["stories"] for o in p["openings"] for t in o["texts"]]
     assert len(texts) == 2 * 2 * 2 and len(results["math"][1]["problems"]) == 2
-    assert report.count("| 1 | ") == 2 and report.count("| 2 | ") == 2  # two openings, two continuations each, side by side
+    assert report.count("| 1 | ") == 4 and report.count("| 2 | ") == 4  # two openings and two chats, two samples each, side by side
+    assert len(results["chat"][1]["prompts"]) == 2
     assert all(" ".join(t.split()).replace("|", "\\|")[:40] in report for t in texts if t.strip())
 
 

@@ -93,4 +93,36 @@ def test_read_spec_accepts_what_parse_request_makes():
     for cfg, scope in ((CFG, None), (ESampConfig(max_explore=2.0, scope_header="X-Tenant"), "acme")):
         for group in (None, "team", "x" * 256):
             spec = parse_request(1.5, group, cfg, scope)
-            assert read_spec(spec, cfg) == (1.5, spec["group"])
+            assert read_spec(spec, cfg) == (1.5, spec["group"], None)
+            spec = parse_request(1.5, group, cfg, scope, n=4)
+            assert read_spec(spec, cfg) == (1.5, spec["group"], (spec["strata"][0], 4))
+
+
+def test_stratified_is_on_for_esamp_with_several_samples_and_switchable():
+    assert "strata" not in parse_request(0.5, None, CFG, n=1)  # one sample: nothing to stratify
+    assert "strata" not in parse_request(0.0, None, CFG, n=8)  # explore 0: off unless asked
+    assert "strata" not in parse_request(0.5, None, CFG, stratified=False, n=8)
+    on = parse_request(None, None, CFG, stratified=True, n=8)
+    assert on["explore"] == 0.0 and on["strata"][1] == 8  # a plain diverse-n request
+    a, b = parse_request(0.5, "team", CFG, n=3), parse_request(0.5, "team", CFG, n=3)
+    assert a["group"] == b["group"] and a["strata"][0] != b["strata"][0]  # one group, two calls
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None.__class__, [True]])
+def test_stratified_must_be_a_boolean(value):
+    with pytest.raises(ValueError, match="stratified must be true or false"):
+        parse_request(0.5, None, CFG, stratified=value, n=4)
+
+
+def test_stratified_needs_an_esamp_server():
+    with pytest.raises(ValueError, match="stratified needs a server started with --enable-esamp"):
+        parse_request(None, None, None, stratified=True, n=4)
+    assert parse_request(None, None, None, stratified=False, n=4) is None
+
+
+def test_read_spec_refuses_forged_strata():
+    from sglang_esamp.runtime.params import read_spec
+
+    good = parse_request(0.5, None, CFG, n=4)
+    for bad in ([good["strata"][0], 1], [good["strata"][0], True], ["short", 4], [good["strata"][0]], "x", [good["strata"][0], 1 << 20]):
+        assert read_spec(good | {"strata": bad}, CFG) is None, bad

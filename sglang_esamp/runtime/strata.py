@@ -1,0 +1,74 @@
+"""Stratified sampling in the scheduler: which requests take codes, and the draw itself.
+
+A request with stratified sampling (``stratified``, on by default for an ESamp request with
+n > 1) carries ``strata = [call, n]`` in its spec: ``call`` names the API call its n
+samples came from, once per prompt. SGLang sends the n copies of a prompt to the scheduler
+one after another, so ``join`` gives each its index i in arrival order and starts its code
+at ``(u + i / n) mod 1`` (core/strata.py), with ``u`` a hash of ``call``: every TP rank
+computes the same codes without talking. The prefix warm-up SGLang sends before the
+copies (``max_new_tokens`` 0) takes no index.
+
+``resample`` runs inside SGLang's sampler, on the probabilities it samples from (after
+penalties, grammar, bias, ESamp's tilt and temperature): for the stratified rows it applies
+the row's top-k / top-p / min-p exactly as SGLang's torch sampler does and replaces SGLang's
+draw by the code's. Greedy rows keep their argmax.
+
+Usage::
+
+    strata = StrataSampler(capacity, device)
+    strata.join(state, req, [call, n])              # when the request is attached
+    ids = strata.resample(ids, probs, info, step)   # in SGLang's sampler
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+import torch
+
+from ..core import Strata
+from .filters import keep_mask
+
+MAX_CALLS = 4096  # calls whose copies are still arriving (an aborted call's entry ages out)
+
+
+def shift_of(call: str) -> float:
+    """The group's shift u in [0, 1), from its call id alone."""
+    return int(hashlib.sha256(call.encode()).hexdigest()[:13], 16) / 16**13
+
+
+class StrataSampler:
+    def __init__(self, capacity: int, device, seed: int = 0):
+        self.codes = Strata(capacity, device, seed=seed)
+        self.arrived: OrderedDict[str, int] = OrderedDict()  # call -> copies attached so far
+
+    def join(self, row_id: int, call: str, n: int) -> None:
+        """Start the code of the request in table row ``row_id``: the next copy of ``call``."""
+        i = self.arrived.pop(call, 0)
+        if i + 1 < n:
+            self.arrived[call] = i + 1
+            while len(self.arrived) > MAX_CALLS:
+                self.arrived.popitem(last=False)
+        rows = torch.tensor([row_id], device=self.codes.code.device)
+        self.codes.start(rows, torch.tensor([(i % n) / n], dtype=torch.float64), shift_of(call))
+
+    @staticmethod
+    def rows_of(step) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(k,) batch rows and (k,) table rows of the step's stratified, sampled requests;
+        None if there are none. Host-side: read once per step."""
+        picked = [(r, s.row_id) for r, (s, req) in enumerate(zip(step.states, step.reqs))
+                  if s is not None and s.stratified and not s.released and s.row_id is not None and req.sampling_params.top_k != 1]
+        if not picked:
+            return None
+        batch_rows, table_rows = zip(*picked)
+        return torch.tensor(batch_rows), torch.tensor(table_rows)
+
+    def resample(self, ids: torch.Tensor, probs: torch.Tensor, info, rows: tuple[torch.Tensor, torch.Tensor], filtered: bool) -> None:
+        """Overwrite (in place) the (rows,) token ids SGLang drew for the stratified rows.
+        probs: (rows, V) after temperature; ``filtered``: the batch has top-k/top-p/min-p."""
+        b, table = (t.to(probs.device, non_blocking=True) for t in rows)
+        p = probs[b]  # (k, V)
+        if filtered:
+            p = p.masked_fill_(~keep_mask(p, info.top_ks[b], info.top_ps[b], info.min_ps[b]), 0.0)
+        ids[b] = self.codes.pick(p, table).to(ids.dtype)

@@ -1,0 +1,74 @@
+"""Stratified codes in the real SGLang server: the n samples of a request are stratified
+against the distribution SGLang itself reports for their first token.
+
+Oracle: the first token's log-probabilities the server returns (its own softmax of the
+logits it samples from). With stratified codes, each token of probability p gets
+floor(n p) or ceil(n p) of the n samples; n independent draws rarely do.
+"""
+
+import math
+from collections import Counter
+
+import pytest
+import requests
+
+from ..client import error_message, generate, generate_ok
+
+pytestmark = pytest.mark.server
+
+PROMPT = "My favourite animal is the"
+N = 32
+
+
+def _first_tokens(server, **params):
+    body = {"text": PROMPT, "sampling_params": {"n": N, "temperature": 1.0, "max_new_tokens": 1, **params},
+            "return_logprob": True, "top_logprobs_num": 40}
+    r = requests.post(server.url + "/generate", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    outs = r.json()
+    return outs, Counter(o["meta_info"]["output_token_logprobs"][0][1] for o in outs)
+
+
+def _within_grid(outs, counts) -> bool:
+    top = outs[0]["meta_info"]["output_top_logprobs"][0]  # [(logprob, token id, text), ...] of the shared first step
+    p = {tok: math.exp(lp) for lp, tok, _ in top}
+    covered = sum(p.values())
+    ok = all(math.floor(N * q - 1e-3) <= counts.get(tok, 0) <= math.ceil(N * q + 1e-3) for tok, q in p.items())
+    rest = N - sum(counts.get(tok, 0) for tok in p)  # tokens beyond the listed 40
+    return ok and rest <= math.ceil(N * (1 - covered) + 1e-3)
+
+
+def test_stratified_samples_follow_the_grid_of_the_first_token(esamp_server):
+    outs, counts = _first_tokens(esamp_server, stratified=True)
+    assert all(o["meta_info"]["esamp"]["stratified"] for o in outs)
+    assert _within_grid(outs, counts), counts
+
+
+def test_independent_draws_are_the_control(esamp_server):
+    """Without codes, four requests of 32 independent draws do not all land on the grid."""
+    results = []
+    for _ in range(4):
+        outs, counts = _first_tokens(esamp_server, stratified=False, explore=0)
+        assert not any(o["meta_info"]["esamp"]["stratified"] for o in outs)
+        results.append(_within_grid(outs, counts))
+    assert not all(results)
+
+
+def test_stratified_is_on_by_default_with_explore_and_checked(esamp_server):
+    outs = generate_ok(esamp_server, PROMPT, n=2, max_new_tokens=2, explore=0.25)
+    assert [o["meta_info"]["esamp"]["stratified"] for o in outs] == [True, True]
+    single = generate_ok(esamp_server, PROMPT, max_new_tokens=2, explore=0.25)
+    assert single["meta_info"]["esamp"]["stratified"] is False  # n = 1: nothing to stratify
+    r = generate(esamp_server, PROMPT, n=2, stratified="yes")
+    assert r.status_code == 400 and "stratified must be true or false" in error_message(r)
+    r = requests.post(esamp_server.url + "/v1/completions", json={"model": "default", "prompt": PROMPT, "n": 2, "max_tokens": 2,
+                                                                  "stratified": 1}, timeout=60)
+    assert r.status_code == 400 and "stratified must be true or false" in error_message(r)
+    r = requests.post(esamp_server.url + "/v1/completions", json={"model": "default", "prompt": PROMPT, "n": 3, "max_tokens": 2,
+                                                                  "stratified": True}, timeout=60)
+    assert r.status_code == 200 and [m["stratified"] for m in r.json()["sglext"]["esamp"]] == [True] * 3
+
+
+def test_plain_server_refuses_stratified(server):
+    r = generate(server, PROMPT, n=2, stratified=True)
+    assert r.status_code == 400 and "--enable-esamp" in error_message(r)
