@@ -92,6 +92,10 @@ class ESampConfig:
         "only among plausible tokens and never into token soup (0: off). Unlike --esamp-plausibility, the tail stays "
         "sampleable.",
         low=0.0, below=1.0)
+    shared_prefix_tilt: str = knob(
+        "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "
+        "until it diverges (such samples share one state, one prediction and one tilt; stratified codes separate them); "
+        "'on': every sample is tilted.", choices=("on", "off"))
     plausibility: float = knob(
         0.0,
         "Guard for requests without top-k/top-p/min-p: tilt and sample only tokens whose probability is at least this "

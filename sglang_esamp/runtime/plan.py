@@ -6,12 +6,15 @@ slot; its form is one of:
 
 | form | when | what is tilted (core/tilt.py) |
 | --- | --- | --- |
-| ``UNTILTED`` | explore = 0 | nothing (the row still trains its group) |
+| ``UNTILTED`` | explore = 0, or a shared prefix (below) | nothing (the row still trains its group) |
 | ``DENSE`` | explore > 0, no top-k/top-p/min-p, guard off | every token |
 | ``CANDIDATES`` | explore > 0 with top-k/top-p/min-p, or the guard on | the tokens the filters (or the guard) keep |
 
 Both forms compute the one tilt of ``core/tilt.py`` after SGLang's request processing, in
 eager forwards and replayed CUDA graphs alike.
+
+With ``--esamp-shared-prefix-tilt off``, a row whose output so far equals another running
+sample's of its group (``prefixes.py``) is ``UNTILTED`` until it diverges.
 
 Greedy rows (top-k 1) count as unfiltered: they take the argmax of the tilted logits.
 Everything here is decided from host-side request values; nothing reads the device.
@@ -59,13 +62,17 @@ def is_filtered(params, vocab: int) -> bool:
     return params.top_k != 1 and (0 < params.top_k < vocab or params.top_p < 1.0 or params.min_p > 0.0)
 
 
-def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESampConfig, vocab: int) -> RowPlan:
-    """``states[r]`` and ``params[r]``: the RequestState and SamplingParams of batch row r."""
+def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESampConfig, vocab: int,
+              shared: set[int] = frozenset()) -> RowPlan:
+    """``states[r]`` and ``params[r]``: the RequestState and SamplingParams of batch row r;
+    ``shared``: batch rows that still share their group's prefix (``prefixes.py``), left
+    untilted with ``--esamp-shared-prefix-tilt off``."""
     guard = cfg.plausibility
     forms, betas, floors, greedy = [], [], [], []
     min_p_only = True
+    untilted = shared if cfg.shared_prefix_tilt == "off" else frozenset()
     for row in layout.row_list:
-        beta, sp = states[row].beta, params[row]
+        beta, sp = (0.0 if row in untilted else states[row].beta), params[row]
         filtered = is_filtered(sp, vocab)
         if beta <= 0:
             form = Form.UNTILTED

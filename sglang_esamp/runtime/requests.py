@@ -45,6 +45,7 @@ class RequestState:
     released: bool = False
     denied: bool = False  # it waited for a slot at some point
     stratified: bool = False  # it samples with a stratified code (``strata.py``)
+    diverged: bool = False  # its output has left every other running sample's of its group (``prefixes.py``)
 
     @property
     def live_slot(self) -> int:

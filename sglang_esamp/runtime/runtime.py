@@ -39,6 +39,7 @@ from .base import BaseStore, SavedBase
 from .footprint import held_bytes
 from .metrics import ESampMetrics
 from .plan import TILTED, plan_rows
+from .prefixes import shared_rows
 from .requests import RequestTracker
 from .step import Step
 from .tilting import Tilter, sampling_params_for
@@ -340,7 +341,8 @@ class ESampRuntime:
             self.trainer.submit(layout, src, tgt, alone=True)
 
     def _plan(self, step: Step, layout):
-        return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab)
+        shared = shared_rows(step.states, step.reqs) if self.cfg.shared_prefix_tilt == "off" else frozenset()
+        return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab, shared)
 
     # ---- sampling ----
 
