@@ -10,6 +10,8 @@ Subcommands:
 - ``eval``: every sampling method on the same problems of one task; report and plots.
 - ``eval-report DIR``: the report of what an eval folder holds so far (an interrupted run too).
 - ``eval-summary``: the headline numbers of several eval folders in one table.
+- ``eval-compare NEW OLD``: paired differences of two methods (``FOLDER:METHOD`` each),
+  across folders too, over the problems both hold.
 - ``bench``: throughput of vanilla and ESamp on one server, interleaved.
 - ``calibrate [--url URL | --model-path P [--esamp-* flags]]``: send a server the shipped
   calibration prompts, so that it fits and saves the base distiller that ``--esamp-init
@@ -179,6 +181,9 @@ def _add_eval_parsers(sub) -> None:
     p.add_argument("dir", help="an eval --out folder, finished or interrupted")
     p = sub.add_parser("eval-summary", help="one table of the headline numbers of several eval folders (ablations)")
     p.add_argument("dirs", nargs="+", help="--out folders of finished eval runs")
+    p = sub.add_parser("eval-compare", help="paired per-problem differences of two methods, each FOLDER:METHOD")
+    p.add_argument("new", help="FOLDER:METHOD, e.g. runs/tail:esamp@0.5")
+    p.add_argument("old", help="FOLDER:METHOD, the reference, e.g. runs/base:vanilla")
 
 
 def _add_tool_parsers(sub) -> None:
@@ -251,12 +256,22 @@ def _demo(args: argparse.Namespace) -> None:
     demo.run(args)
 
 
+def _eval_compare(args: argparse.Namespace) -> None:
+    from .evaluation.report import compare_table
+
+    try:
+        print(compare_table(args.new, args.old))
+    except ValueError as exc:
+        raise SystemExit(f"sglang-esamp eval-compare: error: {exc}") from None
+
+
 COMMANDS = {
     "model-path": lambda args: print(embedded_model_path()),
     "demo": _demo,
     "eval": evaluate,
     "eval-report": lambda args: eval_report(args.dir),
     "eval-summary": _eval_summary,
+    "eval-compare": _eval_compare,
     "bench": bench,
     "calibrate": calibrate,
     "init-study": init_study,

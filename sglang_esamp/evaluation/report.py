@@ -221,3 +221,42 @@ def summary_table(dirs: list[str]) -> str:
         for name, s in res["methods"].items():
             lines.append(f"| {flags} | {name} | " + " | ".join(_fmt(s.get(k), k in PCT) for k in SUMMARY) + " |")
     return "\n".join(lines)
+
+
+def _method_rows(spec: str) -> tuple[str, dict[str, dict]]:
+    """``FOLDER:METHOD`` -> (label, problem -> per-problem metrics) of that method's records."""
+    folder, _, method = spec.rpartition(":")
+    out = Path(folder)
+    if not folder or not (out / "config.json").is_file():
+        raise ValueError(f"{spec!r} is not FOLDER:METHOD with FOLDER an eval --out folder")
+    cfg = json.loads((out / "config.json").read_text())
+    rows = {}
+    with open(out / "samples.jsonl") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec["method"] == method:
+                rows[rec["problem"]] = _per_problem(rec, cfg["n"], cfg["max_new_tokens"])
+    if not rows:
+        raise ValueError(f"{out} holds no samples of method {method!r}")
+    return f"{out.name}:{method}", rows
+
+
+def compare_table(new: str, old: str) -> str:
+    """Markdown: paired per-problem differences of ``new`` minus ``old`` (each FOLDER:METHOD)
+    over the problems both hold, for the headline metrics both have, with 95% intervals."""
+    (a_name, a), (b_name, b) = _method_rows(new), _method_rows(old)
+    common = sorted(set(a) & set(b))
+    keys = [k for k in HEADLINE if k in a[common[0]] and k in b[common[0]]] if common else []
+    lines = [f"{a_name} minus {b_name}, {len(common)} problems, mean [95% interval]:", "",
+             "| metric | " + a_name + " | " + b_name + " | difference |", "| --- | --- | --- | --- |"]
+    for k in keys:
+        x, y = [a[p].get(k, float("nan")) for p in common], [b[p].get(k, float("nan")) for p in common]
+        d = paired_diff_ci(x, y)
+        fmt = (lambda v: f"{100 * v:.1f}") if k in PCT else (lambda v: f"{v:.3f}")
+        diff = (lambda v: f"{100 * v:+.1f}") if k in PCT else (lambda v: f"{v:+.3f}")
+        lines.append(f"| {k} | {fmt(nan_mean(x))} | {fmt(nan_mean(y))} | {diff(d[0])} [{diff(d[1])}, {diff(d[2])}] |")
+    return "\n".join(lines)
+

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sglang_esamp.evaluation.report import aggregate, summary_table, write_report
+from sglang_esamp.evaluation.report import aggregate, compare_table, summary_table, write_report
 
 
 def sample(text, answer, correct, nll=1.0, finish="length", tokens=8):
@@ -49,3 +49,28 @@ def test_aggregate_and_report(tmp_path):
     table = summary_table([str(tmp_path)]).splitlines()
     assert len(table) == 2 + 3 and table[3].startswith("| (defaults) | esamp@0.5 | ")
     assert table[3].endswith("| 50.0 [50.0, 50.0] | 100.0 [100.0, 100.0] |")
+
+
+def _folder(path, method, texts_per_problem):
+    path.mkdir()
+    cfg = {"task": "creative", "split": "test", "limit": 2, "n": 2, "max_new_tokens": 8, "concurrency": 2,
+           "methods": [{"name": method, "sampling": {}, "extra": []}]}
+    (path / "config.json").write_text(json.dumps(cfg))
+    with open(path / "samples.jsonl", "w") as f:
+        for i, texts in enumerate(texts_per_problem):
+            samples = [{"text": t, "nll": 1.0, "finish": "length", "tokens": 8, "esamp": None} for t in texts]
+            f.write(json.dumps({"method": method, "problem": f"p{i}", "samples": samples, "seconds": 1.0}) + "\n")
+    return path
+
+
+def test_degenerate_rate_and_a_comparison_across_folders(tmp_path):
+    soup = "and then the brightlydancingfirefliesweretwinkling all night"
+    a = _folder(tmp_path / "a", "esamp@0.5", [["A dog ran home.", soup], ["A cat slept.", "The moon rose."]])
+    b = _folder(tmp_path / "b", "vanilla", [["A dog ran home.", "A dog ran home."], ["A cat slept.", "The moon rose."]])
+    res = aggregate(a)["methods"]["esamp@0.5"]
+    assert res["degenerate"]["mean"] == pytest.approx(0.25)  # one of the four samples is soup
+    assert aggregate(b)["methods"]["vanilla"]["similarity_clean"]["mean"] < 1.0
+    table = compare_table(f"{a}:esamp@0.5", f"{b}:vanilla")
+    assert "2 problems" in table and "| degenerate | 25.0 | 0.0 | +25.0 [+0.0, +50.0] |" in table
+    with pytest.raises(ValueError, match="holds no samples of method 'esamp@1'"):
+        compare_table(f"{a}:esamp@1", f"{b}:vanilla")
