@@ -11,8 +11,7 @@ from .slots import GroupTable
 from .stats import GroupStats
 from .stop_cap import StopCap
 from .strata import Strata
-from .tail_cap import TailCap
-from .tilt import tilt_candidates, tilt_dense
+from .tilt import tilt_candidates, tilt_dense, tilt_plausible
 from .trainer import AsyncTrainer
 
 __all__ = [
@@ -26,8 +25,8 @@ __all__ = [
     "Head",
     "StopCap",
     "Strata",
-    "TailCap",
     "VocabMoments",
     "tilt_candidates",
     "tilt_dense",
+    "tilt_plausible",
 ]

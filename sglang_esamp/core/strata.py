@@ -52,20 +52,23 @@ class Strata:
     def pick(self, probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """(N,) int64 tokens for the (N, V) unnormalised probabilities ``probs`` (zero for
         tokens the row may not take; every row has a positive one), advancing the codes of
-        the (N,) table ``rows``."""
+        the (N,) table ``rows``.
+
+        Two levels, each an exact inverse-CDF step: the code picks a block of ``block``
+        consecutive tokens by the blocks' masses, then a token within the block by float64
+        sums of its probabilities, and is rescaled at each level. One reduction over (N, V)
+        and float64 work on (N, V / block) and (N, block) only."""
         self._redraw(rows)
-        p = probs.double()  # (N, V)
-        cdf = p.cumsum(-1).cummax(-1).values  # (N, V); a parallel scan may dip by a rounding error, cummax keeps it monotone
-        total = cdf[:, -1:]  # (N, 1)
-        target = self.code[rows].unsqueeze(-1) * total  # (N, 1)
-        target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # below the last bound
-        token = torch.searchsorted(cdf, target, right=True)  # (N, 1): the first bound above the target
-        hi = cdf.gather(1, token)
-        lo = torch.where(token > 0, cdf.gather(1, (token - 1).clamp_min(0)), torch.zeros_like(hi))
-        width = hi - lo  # > 0: the bound rose past the target at this token
-        self.code[rows] = ((target - lo) / width).clamp(0.0, 1.0 - 2.0**-53).squeeze(-1)
-        self.bits[rows] += torch.log2(total / width).squeeze(-1)
-        return token.squeeze(-1)
+        n, vocab = probs.shape
+        block = _block(vocab)
+        blocks = probs.reshape(n, vocab // block, block)  # (N, nb, B)
+        code = self.code[rows].unsqueeze(-1)  # (N, 1)
+        b, code, spent = _inverse_cdf(blocks.sum(-1).double(), code)  # the block
+        inner = blocks.gather(1, b.unsqueeze(-1).expand(-1, -1, block)).squeeze(1).double()  # (N, B)
+        j, code, spent_inner = _inverse_cdf(inner, code)  # the token within it
+        self.code[rows] = code.squeeze(-1)
+        self.bits[rows] += (spent + spent_inner).squeeze(-1)
+        return (b * block + j).squeeze(-1)
 
     def _redraw(self, rows: torch.Tensor) -> None:
         """Fresh uniform codes for the rows that spent their budget."""
@@ -73,3 +76,26 @@ class Strata:
         fresh = torch.rand(rows.shape, dtype=torch.float64, device=rows.device, generator=self.generator)
         self.code[rows] = torch.where(spent, fresh, self.code[rows])
         self.bits[rows] = torch.where(spent, torch.zeros_like(fresh), self.bits[rows])
+
+
+def _block(vocab: int, largest: int = 256) -> int:
+    """The largest power of two up to ``largest`` that divides ``vocab``."""
+    block = largest
+    while vocab % block:
+        block //= 2
+    return block
+
+
+def _inverse_cdf(weights: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One arithmetic-sampling step: the (N, 1) entry of (N, K) float64 non-negative
+    ``weights`` whose interval of their running sum holds ``code`` (N, 1) in [0, 1), the
+    code rescaled into that interval, and the bits it spent, log2(total / width)."""
+    cdf = weights.cumsum(-1).cummax(-1).values  # (N, K); a parallel scan may dip by a rounding error, cummax keeps it monotone
+    total = cdf[:, -1:]  # (N, 1)
+    target = torch.minimum(code * total, torch.nextafter(total, torch.zeros_like(total)))  # below the last bound
+    k = torch.searchsorted(cdf, target, right=True).clamp_max(weights.shape[-1] - 1)  # (N, 1): the first bound above it
+    k = torch.where(weights.gather(1, k) > 0, k, weights.argmax(-1, keepdim=True))  # a scan's rounding never picks a zero weight
+    hi = cdf.gather(1, k)
+    lo = torch.where(k > 0, cdf.gather(1, (k - 1).clamp_min(0)), torch.zeros_like(hi)).clamp_max(target)
+    width = (hi - lo).clamp_min(torch.finfo(torch.float64).tiny)
+    return k, ((target - lo) / width).clamp(0.0, 1.0 - 2.0**-53), torch.log2(total / width)

@@ -24,6 +24,9 @@ the paper's pi_ref^(1+beta) / q_dist^beta.
 
 - ``tilt_dense``: every token; with ``inplace`` it writes into ``x`` itself.
 - ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D).
+- ``tilt_plausible``: only the row's plausible tokens (its likeliest ones above a min-p
+  floor), whose total probability it keeps; every other token keeps its untilted logit
+  (``--esamp-tail-floor``). Gathers K head rows, like the candidate form.
 
 On a linear head (bias and logit scale allowed) t needs neither l nor d in full: it is the
 head's linear part on one state, s W (a h - h_hat), plus s (a - 1) c + b, with the
@@ -41,11 +44,14 @@ Shapes: N rows, V vocabulary, D hidden, K kept tokens per row (the batch's large
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .head import Head, VocabMoments
 
 MODES = ("paper", "residual")
+PLAUSIBLE_K = 64  # tokens of a row the plausible form may tilt: its likeliest
 
 
 def safe_beta(beta: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
@@ -97,24 +103,57 @@ def _one_product(head: Head, mode: str, moments: VocabMoments | None) -> bool:
 def tilt_dense(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str,
     moments: VocabMoments | None = None, lm: torch.Tensor | None = None, inplace: bool = False,
-    untilted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, V) processed logits ``x``, (N, D) the states the model's logits came from and the
     predictions, (N,) beta -> (N, V) tilted logits, written into ``x`` itself with
     ``inplace``. On a linear head it costs one (N, D) x (D, V) product, added to x as it
     comes; otherwise it needs ``lm`` (N, V), the model's own logits, and computes d.
-    ``untilted`` (N, V) bool: tokens the tilt leaves as they are (``TailCap``), up to the
-    row's common constant, which changes no probability.
     A row with beta = 0 gets x + 0 = x; masked (-inf) entries of x stay masked."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
     out = x if inplace else x.clone()
     if _one_product(head, mode, moments):
         varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments)
-        out.add_(varying if untilted is None else varying.masked_fill_(untilted, 0.0))
+        out.add_(varying)
         return out if constant is None else out.add_(constant)
-    t = direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1))
-    return out.add_(t if untilted is None else t.masked_fill_(untilted, 0.0))
+    return out.add_(direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
+
+
+def tilt_plausible(
+    x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
+    floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
+) -> torch.Tensor:
+    """The tilt within each row's plausible set, in place on (N, V) ``x``: the tokens among
+    its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
+    least ``floor`` times the top token's. Their total probability stays what it was
+    untilted (one shift of their tilted logits), and every other token keeps exactly its
+    untilted logit, so its probability is plain sampling's, token by token. Arguments as
+    ``tilt_dense``; on a linear head it gathers the k head rows (N x k x D), no (N, V) product."""
+    beta = safe_beta(beta, h_hat)
+    h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
+    t = temps.float().clamp_min(1e-6).unsqueeze(-1)  # (N, 1)
+    vals, idx = torch.topk(x, min(k, x.shape[-1]), dim=-1)  # (N, K), the row's top first
+    vals = vals.float()
+    plausible = vals >= vals[:, :1] + t * math.log(floor)  # (N, K); -inf entries never
+    tilted = vals + _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)
+    neg = torch.tensor(float("-inf"), device=x.device)
+    keep = torch.logsumexp(torch.where(plausible, vals / t, neg), -1) - torch.logsumexp(torch.where(plausible, tilted / t, neg), -1)
+    tilted = torch.where(plausible, tilted + keep.unsqueeze(-1) * t, vals)  # (N, K)
+    return x.scatter_(1, idx, tilted.to(x.dtype))
+
+
+def _tilt_at(x, h, h_hat, head: Head, beta, mode: str, moments, lm, idx: torch.Tensor) -> torch.Tensor:
+    """(N, K) float32 beta t at token ids ``idx`` (N, K), up to a per-row constant on a
+    linear head (which no caller needs: it changes no probability within the K tokens)."""
+    if _one_product(head, mode, moments):
+        return _linear_tilt(head, h, h_hat, beta, mode, moments, idx)[0]
+    lm_k = lm.float().gather(1, idx)
+    if mode == "paper":  # a softcapped head: l and d at the K tokens
+        t = lm_k - head.logits(h_hat, idx)
+    else:  # a softcapped head: the residual's fit reads every token's d
+        d = head.logits(h_hat)
+        t = direction(lm_k, d.gather(1, idx), mode, affine_fit(lm.float(), d))
+    return t.mul_(beta.float().unsqueeze(-1))
 
 
 def tilt_candidates(

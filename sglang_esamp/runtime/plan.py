@@ -7,7 +7,8 @@ slot; its form is one of:
 | form | when | what is tilted (core/tilt.py) |
 | --- | --- | --- |
 | ``UNTILTED`` | explore = 0, or a shared prefix (below) | nothing (the row still trains its group) |
-| ``DENSE`` | explore > 0, no top-k/top-p/min-p, guard off | every token |
+| ``DENSE`` | explore > 0, no top-k/top-p/min-p, guard and tail floor off | every token |
+| ``PLAUSIBLE`` | as DENSE, with ``--esamp-tail-floor`` > 0 | the plausible tokens; the rest keep their probabilities |
 | ``CANDIDATES`` | explore > 0 with top-k/top-p/min-p, or the guard on | the tokens the filters (or the guard) keep |
 
 Both forms compute the one tilt of ``core/tilt.py`` after SGLang's request processing, in
@@ -37,10 +38,11 @@ from ..core import BatchLayout, ESampConfig
 class Form(enum.Enum):
     UNTILTED = "untilted"
     DENSE = "dense"
+    PLAUSIBLE = "plausible"
     CANDIDATES = "candidates"
 
 
-TILTED = (Form.DENSE, Form.CANDIDATES)
+TILTED = (Form.DENSE, Form.PLAUSIBLE, Form.CANDIDATES)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESam
         elif filtered or guard > 0:
             form = Form.CANDIDATES
             min_p_only &= not filtered or (not 0 < sp.top_k < vocab and sp.top_p >= 1.0)
+        elif cfg.tail_floor > 0:
+            form = Form.PLAUSIBLE
         else:
             form = Form.DENSE
         forms.append(form)

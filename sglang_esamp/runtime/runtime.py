@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap, TailCap
+from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap
 from ..core.distiller import norm_gain, random_init
 from ..core.trainer import TRACE_EVERY
 from ..core.warm_base import MIN_ROWS, WarmBase
@@ -76,7 +76,7 @@ class ESampRuntime:
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base,
                                     every=cfg.train_every)
         self.requests = RequestTracker(cfg, device, self._open_slot)
-        self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), TailCap(cfg.tail_floor))
+        self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), cfg.tail_floor)
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way

@@ -8,8 +8,8 @@ Two moments of SGLang's sampling step:
   the states, core/tilt.py);
 - ``after_processing`` (after it): ``x + beta t`` on the DENSE rows over the whole vocabulary
   and on the CANDIDATES rows within the tokens their filters (or the guard) keep from these
-  very logits, then the stop cap against the untilted ``x``; on DENSE rows with the tail
-  cap, the tail of ``x`` is left untilted and kept at its untilted share.
+  very logits, and on the PLAUSIBLE rows within their plausible tokens, whose total
+  probability stays (``tilt_plausible``); then the stop cap against the untilted ``x``.
 
 ``sampling_params_for`` gives the SamplingBatchInfo SGLang samples with: the CANDIDATES
 rows already carry -inf outside their kept set, so their filters are made neutral (greedy
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import Head, StopCap, TailCap, VocabMoments, tilt_candidates, tilt_dense
+from ..core import Head, StopCap, VocabMoments, tilt_candidates, tilt_dense, tilt_plausible
 from .filters import filter_mask
 from .plan import TILTED, Form, RowPlan
 
@@ -41,9 +41,9 @@ class Pending:
 
 
 class Tilter:
-    def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_cap: TailCap | None = None):
+    def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0):
         self.mode, self.head, self.stop_cap = mode, head, stop_cap
-        self.tail_cap = tail_cap or TailCap(0.0)
+        self.tail_floor = tail_floor  # the PLAUSIBLE form's floor
         # the residual fit over the whole vocabulary for candidate rows, in D dimensions
         self.moments = VocabMoments.of(head) if mode == "residual" and head.linear else None
 
@@ -76,18 +76,22 @@ class Tilter:
         """Tilt the DENSE and CANDIDATES rows of the processed ``logits`` (rows, V) in place."""
         plan, info = pending.plan, pending.info
         head = self.head if logits.shape[-1] == self.vocab else self.head.sliced(logits.shape[-1])
-        picked = self._select(plan, Form.DENSE, logits.device)
-        if picked is not None:
+        for form in (Form.DENSE, Form.PLAUSIBLE):
+            picked = self._select(plan, form, logits.device)
+            if picked is None:
+                continue
             part, idx, r, beta = picked
-            whole = len(part) == logits.shape[0]  # every batch row is dense (layout rows ascend): rows 0..n-1
-            x = logits if whole else logits[r]  # the batch itself when every row is dense: no copy
+            whole = len(part) == logits.shape[0]  # every batch row takes this form (layout rows ascend): rows 0..n-1
+            x = logits if whole else logits[r]  # the batch itself when every row takes it: no copy
             temps = info.temperatures[r]
             ref = self.stop_cap.reference(x, temps)  # read before x is tilted in place
-            tail = self.tail_cap.reference(x, temps)
-            tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
-                                pending.model_logits[Form.DENSE], inplace=True, untilted=None if tail is None else tail.tail)
+            if form is Form.DENSE:
+                tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
+                                    pending.model_logits[form], inplace=True)
+            else:
+                tilted = tilt_plausible(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, temps.view(-1), self.tail_floor,
+                                        self.moments, pending.model_logits[form])
             self.stop_cap.apply(tilted, ref, temps)
-            self.tail_cap.apply(tilted, tail, temps)
             if not whole:
                 logits[r] = tilted
         picked = self._select(plan, Form.CANDIDATES, logits.device)

@@ -8,6 +8,7 @@ mass w gets floor(n w) or ceil(n w) of n codes), and independent draws.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import chisquare
 
@@ -27,16 +28,22 @@ def _draw(p: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return strata.pick(p.expand(len(codes), -1).float(), rows)
 
 
-def test_one_row_is_an_exact_draw():
+@pytest.mark.parametrize("v", [12, 257, 1024])  # blocks of 4, of 1 (an odd vocabulary) and of 256 tokens
+def test_one_row_is_an_exact_draw(v):
     gen = torch.Generator().manual_seed(0)
-    p = _probs(gen, 12)
+    p = _probs(gen, v, zeros=v // 4)
+    p[: v // 2] *= 40  # most of the mass on a few tokens, so that every count is large
+    p /= p.sum()
+    keep = p > 2e-4  # tokens with an expected count of at least 8
+    p[~keep] = 0.0
+    p /= p.sum()
     codes = torch.rand(40_000, generator=gen, dtype=torch.float64)  # one independent shift per trial
-    counts = np.bincount(_draw(p, codes).numpy(), minlength=12)
+    counts = np.bincount(_draw(p, codes).numpy(), minlength=v)
     support = p.numpy() > 0
     assert counts[~support].sum() == 0  # a removed token is never drawn
     expected = p.numpy()[support] * len(codes)
     assert chisquare(counts[support], expected).pvalue > 1e-3
-    biased = np.bincount(_draw(p, codes**1.1).numpy(), minlength=12)  # a code that is not uniform: the test must see it
+    biased = np.bincount(_draw(p, codes**1.1).numpy(), minlength=v)  # a code that is not uniform: the test must see it
     assert chisquare(biased[support], expected).pvalue < 1e-6
 
 
@@ -63,12 +70,13 @@ def test_group_codes_are_stratified():
     gen = torch.Generator().manual_seed(2)
     n = 8
     for trial in range(200):
-        p = _probs(gen, 30, zeros=5)
+        v = (30, 1024)[trial % 2]
+        p = _probs(gen, v, zeros=5)
         shift = float(torch.rand((), generator=gen, dtype=torch.float64))
         strata = Strata(n, "cpu")
         rows = torch.arange(n)
         strata.start(rows, torch.arange(n, dtype=torch.float64) / n, shift)
-        counts = np.bincount(strata.pick(p.expand(n, -1), rows).numpy(), minlength=30)
+        counts = np.bincount(strata.pick(p.expand(n, -1), rows).numpy(), minlength=v)
         w = p.numpy() * n
         assert np.all(counts >= np.floor(w - 1e-9)) and np.all(counts <= np.ceil(w + 1e-9)), (trial, counts, w)
 

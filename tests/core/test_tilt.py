@@ -4,7 +4,7 @@ heads with and without bias, logit scale and softcapping."""
 import pytest
 import torch
 
-from sglang_esamp.core import Head, VocabMoments, tilt_candidates, tilt_dense
+from sglang_esamp.core import Head, VocabMoments, tilt_candidates, tilt_dense, tilt_plausible
 from sglang_esamp.core.tilt import affine_fit
 
 N, V, D = 6, 50, 16
@@ -151,3 +151,35 @@ def test_greedy_argmax_moves_with_beta():
     lm = head.logits(h)
     out = tilt_dense(lm, h, h_hat, head, torch.tensor([0.25]), "paper")
     assert int(out.argmax()) == 1 and int(lm.argmax()) == 0
+
+
+def plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k):
+    """The plausible form's distribution in float64, from its definition: the tokens among the
+    row's k likeliest with p >= floor * p_max at T take x + beta t, renormalised to their
+    untilted total; every other token keeps its untilted probability."""
+    tilted = reference(x, h, h_hat, head, beta, mode)
+    t = temps.double()[:, None]
+    p = torch.softmax(x.double() / t, -1)
+    top = torch.zeros_like(p, dtype=torch.bool).scatter_(1, x.double().topk(min(k, x.shape[-1]), -1).indices, True)
+    plausible = top & (p >= floor * p.max(-1, keepdim=True).values)
+    q = torch.softmax(torch.where(plausible, tilted / t, torch.tensor(float("-inf"), dtype=torch.float64)), -1)
+    return torch.where(plausible, q * (p * plausible).sum(-1, keepdim=True), p), plausible
+
+
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+@pytest.mark.parametrize("floor, k", [(0.05, 64), (0.3, 20), (0.01, 5)])  # V = 50: 64 covers every token
+def test_plausible_is_the_definition(case, kind, mode, floor, k):
+    h, h_hat, beta, head, x, calls = setup(case, kind)
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    want, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k)
+    assert (plausible.sum(-1) > 1).any() and (~plausible & torch.isfinite(x)).any()  # the case has both sides
+    for moments, given in calls:
+        out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k)
+        got = torch.softmax(out.double() / temps.double()[:, None], -1)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        assert torch.equal(out[~plausible], x[~plausible])  # the rest keep their very logits
+        assert torch.isneginf(out[0, 3])
+    moved = (got - torch.softmax(x.double() / temps.double()[:, None], -1)).abs().amax(-1)
+    several = plausible.sum(-1) > 1  # a row with one plausible token has nothing to move
+    assert (moved[(beta > 0) & several] > 1e-4).all() and (moved[(beta == 0) | ~several] < 1e-6).all()

@@ -181,7 +181,7 @@ def stop_share(logits, stop, keep=None):
 
 
 def test_every_tilted_row_keeps_its_stop_probability():
-    """Both caps hold on every dense and candidate row (within a candidate row's kept set),
+    """Both caps hold on every dense, plausible and candidate row (within a candidate row's kept set),
     while without a cap the tilt raises the stop share."""
     torch.manual_seed(5)
     h, stop, w = torch.randn(16, D), [3, 5], head(make_runtime())
@@ -190,10 +190,10 @@ def test_every_tilted_row_keeps_its_stop_probability():
     base = h @ w.T  # untilted
     top8 = torch.zeros_like(base, dtype=torch.bool).scatter_(1, base.topk(8, -1).indices, True)
     keep = torch.where(torch.arange(16).view(-1, 1) % 2 == 1, top8, torch.ones_like(top8))
-    for tilt in ("paper", "residual"):
+    for tilt, floor in (("paper", 0.0), ("residual", 0.0), ("residual", 0.05)):
         shares = {}
         for cap, ids in (("logit", stop), ("probability", stop), ("probability", [])):
-            rt = make_runtime(stop_ids=ids, tilt=tilt, stop_cap=cap)
+            rt = make_runtime(stop_ids=ids, tilt=tilt, stop_cap=cap, tail_floor=floor)
             # a distiller that underrates the stops: the tilt raises them
             rt.trainer.predict = lambda layout, h1: h1[layout.rows] - 0.5 * (w[3] + w[5])
             reqs = [make_req(str(i), 2.0, "g:x", top_k=8 if i % 2 else V) for i in range(16)]
@@ -201,7 +201,8 @@ def test_every_tilted_row_keeps_its_stop_probability():
                 rt.attach(r)
             _, seen = run_step(rt, reqs, hidden=hidden)
             shares[cap, bool(ids)] = stop_share(seen["logits"], stop)
-            assert rt.server_stats()["tilted_rows"] == {"dense": 8, "candidates": 8}
+            unfiltered = "plausible" if floor else "dense"
+            assert rt.server_stats()["tilted_rows"] == {"dense": 0, "plausible": 0, "candidates": 8} | {unfiltered: 8}
         before = stop_share(base, stop, keep)
         assert (shares["probability", False] - before).max() > 0.01  # what the tilt does uncapped
         for cap in ("logit", "probability"):
