@@ -42,6 +42,7 @@ _BETA1, _BETA2 = 0.9, 0.999
 
 @dataclass(frozen=True)
 class TrainResult:
+    slot_list: tuple[int, ...]  # the groups' slots on the host, in the order of every tensor below
     slots: torch.Tensor  # (g,) int64
     loss: torch.Tensor  # (g,) mean squared error before the update
     rel_err: torch.Tensor  # (g,) sum ||h - f||^2 / sum ||h||^2 before the update
@@ -167,10 +168,11 @@ class DistillerBank:
         step per bucket of group sizes; every group is in exactly one)."""
         if layout.is_empty:
             return None
-        results = [self._train_part(part, src, tgt) for part, _ in layout.split]
+        results = [self._train_part(part, src, tgt) for part, _ in layout.split]  # bucket order, not slot_list's
         if len(results) == 1:
             return results[0]
-        return TrainResult(*(torch.cat(column) for column in zip(*(dataclasses.astuple(r) for r in results))))
+        columns = {f.name: [getattr(r, f.name) for r in results] for f in dataclasses.fields(TrainResult)}
+        return TrainResult(sum(columns.pop("slot_list"), ()), **{k: torch.cat(v) for k, v in columns.items()})
 
     def _train_part(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> TrainResult:
         """The step runs on views of the bank's rows for the part's slot range and updates them
@@ -202,7 +204,7 @@ class DistillerBank:
         live = win.live
         rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
         novelty = (sq.sqrt() * mask).sum(-1) / win.layout.group_rows
-        return TrainResult(layout.slots, loss[live], rel_err[live], novelty[live], ok[live])
+        return TrainResult(layout.slot_list, layout.slots, loss[live], rel_err[live], novelty[live], ok[live])
 
     @torch.no_grad()
     def _adam(self, params: Params, exp_avg: Params, exp_avg_sq: Params, steps: torch.Tensor, grads, clip, ok) -> None:

@@ -285,7 +285,7 @@ class AsyncTrainer:
         if self._cuda:  # a pinned copy, read a step later: nothing waits for it now
             flags = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True).copy_(flags, non_blocking=True)
         with self._cond:
-            self._verdict = (layout.slot_list, flags, self._record_ready())
+            self._verdict = (result.slot_list, flags, self._record_ready())  # ok's order: by size bucket
 
     def _reset_failed(self) -> None:
         """Re-initialise the groups whose last step came out non-finite. The step's ``ok``

@@ -208,3 +208,19 @@ def test_every_k_batches_train_as_one_step_on_their_stacked_rows(mode):
     trainer.drain()
     assert trainer.submitted == trainer.finished == 3 and bank.step_count.tolist() == [2.0, 2.0]
     trainer.close()
+
+
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_a_non_finite_group_in_another_size_bucket_resets_only_itself(mode):
+    """Slots [3, 3, 3, 3, 7]: the groups fall in two size buckets, trained in bucket order
+    (7 first), not in the order of first appearance (3 first). Slot 7 is not finite: slot 7
+    alone starts over, slot 3 keeps its step."""
+    bank, stats, trainer = setup(mode=mode, groups=8)
+    layout = BatchLayout.from_slots([3, 3, 3, 3, 7])
+    x, y = batches(1, rows=5)[0]
+    y[4, 0] = float("nan")  # slot 7's only row
+    trainer.submit(layout, x, y)
+    trainer.drain()
+    assert stats.snapshot(7)["resets"] == 1 and stats.snapshot(3)["resets"] == 0
+    assert bank.step_count[3] == 1 and bank.step_count[7] == 0
+    trainer.close()
