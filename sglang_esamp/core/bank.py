@@ -36,6 +36,7 @@ from .config import ESampConfig
 from .distiller import Params, build_architecture, random_init
 from .fences import StreamFences
 from .layout import BatchLayout
+from .streams import CudaStreams
 
 _BETA1, _BETA2 = 0.9, 0.999
 
@@ -58,7 +59,9 @@ class DistillerBank:
         device: torch.device | str = "cpu",
         out_gain: torch.Tensor | None = None,
         base: Params | None = None,
+        streams=None,
     ):
+        """``streams``: the stream API (default: CUDA's on a CUDA device, none elsewhere)."""
         self.cfg = cfg
         self.hidden = hidden
         self.device = torch.device(device)
@@ -66,7 +69,8 @@ class DistillerBank:
         self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.lock = threading.Lock()
-        self.fences = StreamFences.for_device(self.device)  # CUDA: reads and writes ordered across streams
+        self.streams = CudaStreams.for_device(self.device) if streams is None else streams
+        self.fences = StreamFences(self.streams)  # reads and writes ordered across streams
         self.base = None if base is None else self._check_base(base)  # name -> (1, ...): warm start
         g = cfg.max_groups
         init = self._fresh(g)

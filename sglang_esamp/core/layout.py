@@ -134,6 +134,16 @@ class BatchLayout:
         )
         return Window(lo, hi, spread, self.slots - lo)
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every device tensor of this layout and of the parts the bank works on (``split`` and
+        each part's ``window``), those parts computed now: what must be handed over to a
+        stream that did not make the layout (``StreamFences.hand_over``)."""
+        for part, _ in self.split:
+            part.window  # noqa: B018 (computed here, on the stream that made the layout)
+        found: dict[int, torch.Tensor] = {}
+        _collect(self, found, set())
+        return list(found.values())
+
     @property
     def num_groups(self) -> int:
         return len(self.slot_list)
@@ -157,3 +167,17 @@ class BatchLayout:
         out = torch.zeros(self.num_groups, self.max_rows, device=self.rows.device)
         out[self.row_group, self.row_pos] = 1.0
         return out
+
+
+def _collect(value, found: dict[int, torch.Tensor], seen: set[int]) -> None:
+    """The tensors reachable from ``value`` through layouts, windows (their fields and cached
+    parts alike) and tuples, into ``found`` (by id)."""
+    if isinstance(value, torch.Tensor):
+        found[id(value)] = value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _collect(item, found, seen)
+    elif isinstance(value, (BatchLayout, Window)) and id(value) not in seen:
+        seen.add(id(value))
+        for item in vars(value).values():
+            _collect(item, found, seen)

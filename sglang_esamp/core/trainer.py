@@ -8,7 +8,10 @@ further behind. With ``staleness=0`` every prediction sees every earlier step.
 Modes:
 
 - ``thread``: a background worker runs the steps in order. On CUDA it issues them on a side
-  stream and links the streams with events, so neither side waits on the host.
+  stream and links the streams with events, so neither side waits on the host. Every tensor
+  a step reads that the caller made (its rows and every tensor of its layout) is handed over
+  to the side stream in one call (``_hand_over``), so the caching allocator cannot reuse
+  its memory while the step still runs.
 - ``inline``: ``submit`` runs the step at once, in the caller (the deferred step after
   sampling). No overlap, but on a 2-core CPU it was faster than the worker, which competes
   with the model's own threads (docs/design.md).
@@ -89,8 +92,8 @@ class AsyncTrainer:
         self._cond = threading.Condition()
         self._queue: deque = deque()
         self._closed = False
-        self._cuda = bank.device.type == "cuda"
-        self._stream = torch.cuda.Stream(bank.device) if self._cuda else None
+        self._streams = bank.streams  # the CUDA stream API, or None on a CPU
+        self._stream = self._streams.new_stream() if self._streams is not None else None  # the side stream
         self._worker = None
         if self.mode == "thread":
             self._worker = threading.Thread(target=self._run, name="esamp-trainer", daemon=True)
@@ -124,9 +127,7 @@ class AsyncTrainer:
         return layout, torch.cat([s for _, s, _ in held]), torch.cat([t for _, _, t in held])
 
     def _queue_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
-        if self._cuda:
-            self.bank.fences.hand_over([src, tgt], self._stream)  # made here, read on the side stream
-        item = (layout, src, tgt, self._record_ready())
+        item = self._hand_over(layout, src, tgt)
         with self._cond:
             self.submitted += 1
             if self.mode == "thread":
@@ -188,13 +189,24 @@ class AsyncTrainer:
         if self._worker is not None:
             self._worker.join()
 
+    def _hand_over(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> tuple:
+        """A step's work item: everything the side stream will read that this stream made goes
+        through here, kept alive for the side stream, with the event it waits on before reading."""
+        if self._streams is not None:
+            self.bank.fences.hand_over([*layout.tensors(), src, tgt], self._stream)
+        return layout, src, tgt, self._record_ready()
+
     def _record_ready(self):
-        """On CUDA, an event the side stream waits on before reading the submitted tensors."""
-        if not self._cuda:
+        """On CUDA, an event recorded on the current stream (another stream waits on it before
+        reading what was issued here)."""
+        if self._streams is None:
             return None
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.bank.device))
+        event = self._streams.new_event()
+        event.record(self._streams.current())
         return event
+
+    def _on_side(self):
+        return self._streams.use(self._stream) if self._streams is not None else contextlib.nullcontext()
 
     def _run(self) -> None:
         while True:
@@ -213,11 +225,9 @@ class AsyncTrainer:
         layout, src, tgt, ready = item
         start = time.perf_counter()
         try:
-            if self._cuda:
-                with torch.cuda.stream(self._stream):
+            with self._on_side():
+                if ready is not None:
                     self._stream.wait_event(ready)
-                    self._train(layout, src, tgt)
-            else:
                 self._train(layout, src, tgt)
         except Exception:
             self._fail(list(layout.slot_list))
@@ -232,7 +242,7 @@ class AsyncTrainer:
         rows earn new ones); the groups never notice."""
         warm = self.warm
         try:
-            with torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext():
+            with self._on_side():
                 for _ in range(k):
                     if not warm.owed:
                         break
@@ -282,8 +292,8 @@ class AsyncTrainer:
             self.warm.add(src, tgt)
         self._reset_failed()  # the previous step's verdict: long landed by now
         flags = result.ok  # (g,) on the host already, on a CPU
-        if self._cuda:  # a pinned copy, read a step later: nothing waits for it now
-            flags = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True).copy_(flags, non_blocking=True)
+        if self._streams is not None:  # a host copy, read a step later: nothing waits for it now
+            flags = self._streams.host_copy(flags)
         with self._cond:
             self._verdict = (result.slot_list, flags, self._record_ready())  # ok's order: by size bucket
 
