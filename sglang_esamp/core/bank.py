@@ -1,8 +1,8 @@
 """DistillerBank: G independent distillers in stacked tensors, with a per-group optimizer.
 
 Slot s owns row s of every weight and optimizer-state tensor. A batch works on views of
-the bank's rows for the slot range its groups span (``BatchLayout.window``; the slot table
-hands out the lowest free slot, so live slots stay packed): predictions read them, and a
+the bank's rows for the slot ranges its groups span (``BatchLayout.split`` cuts them where
+idle slots would pad more than the rows, and ``window`` gives each range): predictions read them, and a
 training step updates them in place, with no gather and no scatter. A slot of the range
 that is not in the batch gets a step that leaves it exactly as it was, so one group's
 update can never write another group's row. A reader never sees half of an update: the
