@@ -71,21 +71,21 @@ class Tilter:
         return Pending(plan, h, h_hat, model_logits, info, forward_batch)
 
     def after_processing(self, pending: Pending, logits: torch.Tensor) -> None:
-        """Tilt the DENSE and CANDIDATES rows of the processed ``logits`` (rows, V) in place."""
+        """Tilt the DENSE and CANDIDATES rows of the processed ``logits`` (rows, V). Both forms
+        are computed aside and written into ``logits`` last, so that a fault on the way leaves
+        every row as SGLang made it: the rows then sample untilted."""
         plan, info = pending.plan, pending.info
         head = self.head if logits.shape[-1] == self.vocab else self.head.sliced(logits.shape[-1])
+        writes = []  # (batch rows, or None for all of them; (n, V) tilted and capped)
         picked = self._select(plan, Form.DENSE, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
             whole = len(part) == logits.shape[0]  # every batch row is dense (layout rows ascend): rows 0..n-1
-            x = logits if whole else logits[r]  # the batch itself when every row is dense: no copy
+            x = logits if whole else logits[r]  # the batch itself when every row is dense: no gather
             temps = info.temperatures[r]
-            ref = self.stop_cap.reference(x, temps)  # read before x is tilted in place
             tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
-                                pending.model_logits[Form.DENSE], inplace=True)
-            self.stop_cap.apply(tilted, ref, temps)
-            if not whole:
-                logits[r] = tilted
+                                pending.model_logits[Form.DENSE])
+            writes.append((None if whole else r, self.stop_cap.apply(tilted, self.stop_cap.reference(x, temps), temps)))
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
@@ -93,7 +93,12 @@ class Tilter:
             keep = self._keep(plan, part, r, x, info)
             tilted = tilt_candidates(x, pending.h[r], pending.h_hat[idx], head, beta, keep, self.mode, self.moments,
                                      pending.model_logits[Form.CANDIDATES])
-            logits[r] = self.stop_cap(tilted, x, info.temperatures[r], keep)
+            writes.append((r, self.stop_cap(tilted, x, info.temperatures[r], keep)))
+        for rows, tilted in writes:
+            if rows is None:
+                logits.copy_(tilted)
+            else:
+                logits[rows] = tilted
 
     @staticmethod
     def _keep(plan: RowPlan, part: list[int], r: torch.Tensor, logits: torch.Tensor, info) -> torch.Tensor:

@@ -295,3 +295,27 @@ def test_a_groups_prompt_fit_is_bounded_whatever_its_requests(monkeypatch):
     rt.trainer.submit = lambda layout, src, tgt, alone=False: (seen.append((layout.num_rows, alone)), real(layout, src, tgt, alone))
     prefill(rt, reqs, [6, 6], [0, 0], torch.randn(12, D), torch.randn(12, D))
     assert seen == [(4, True)]  # a step of its own, never held by --esamp-train-every
+
+
+def test_a_tilt_fault_leaves_every_row_untilted(monkeypatch):
+    """A fault anywhere in the tilt (here: in the stop cap after the dense tilt, and in the
+    candidate rows' tilt after the dense rows') leaves the batch's logits as SGLang made them:
+    the rows sample untilted, not tilted without their cap."""
+    from sglang_esamp.runtime import tilting
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tilt fault (injected)")
+
+    for where, reqs in (("cap", [make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:x")]),
+                        ("candidates", [make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:y", top_k=4)])):
+        rt = make_runtime(stop_ids=[0, 1])
+        with monkeypatch.context() as patch:
+            if where == "cap":
+                patch.setattr(rt.tilter.stop_cap, "apply", broken)
+            else:
+                patch.setattr(tilting, "tilt_candidates", broken)
+            for r in reqs:
+                rt.attach(r)
+            logits, seen = run_step(rt, reqs)
+        assert rt.faults == {"tilt": 1}, where
+        assert torch.equal(seen["logits"], logits), where
