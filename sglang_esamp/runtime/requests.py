@@ -126,14 +126,15 @@ class RequestTracker:
         return state
 
     def metadata(self, state: RequestState, stats: GroupStats) -> dict:
-        """What the response reports (host reads of the device counters)."""
+        """What the response reports: two host reads, the slot's counters and the request's novelty."""
         info = {"group": group_label(state.key), "explore": state.beta, "slot": state.slot, "denied": state.denied}
         if state.slot is not None:
             snap = stats.snapshot(state.slot)
             info |= {k: snap[k] for k in ("steps", "loss", "loss_mean", "rel_err")}
-        recorded = state.row_id is not None and state.row_id not in self.unzeroed
-        count = float(self.novelty_count[state.row_id]) if recorded else 0.0
-        info["novelty"] = float(self.novelty_sum[state.row_id]) / count if count else None
+        total, count = 0.0, 0.0
+        if state.row_id is not None and state.row_id not in self.unzeroed:
+            total, count = torch.stack([self.novelty_sum[state.row_id], self.novelty_count[state.row_id]]).tolist()
+        info["novelty"] = total / count if count else None
         return info
 
     def record_novelty(self, states: list, layout: BatchLayout, h: torch.Tensor, h_hat: torch.Tensor) -> None:

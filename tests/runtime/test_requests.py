@@ -139,3 +139,23 @@ def test_a_reused_novelty_row_carries_nothing_of_its_last_request(monkeypatch, r
     t.record_novelty([old.esamp], layout, h, far)  # step k + 1, sampled before the release
     t.record_novelty([new.esamp], BatchLayout.from_slots([new.esamp.slot]), h, torch.ones(1, 4))  # novelty 2
     assert t.metadata(new.esamp, GroupStats(2))["novelty"] == pytest.approx(2.0)
+
+
+def test_a_finished_requests_metadata_takes_two_host_reads(monkeypatch):
+    """After the overlap barrier every host read of the device waits: the metadata reads the
+    slot's counters in one and the request's novelty in another, not one per number."""
+    import torch
+
+    from sglang_esamp.core import BatchLayout
+
+    t, _ = tracker(max_groups=2)
+    req = esamp_req("a", "g:a")
+    t.attach(req)
+    t.record_novelty([req.esamp], BatchLayout.from_slots([req.esamp.slot]), torch.zeros(1, 4), torch.ones(1, 4))
+    reads = []
+    for name in ("tolist", "item", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name: reads.append(_name) or _real(self, *a))
+    meta = t.metadata(req.esamp, GroupStats(2))
+    assert len(reads) <= 2, reads
+    assert meta["novelty"] == pytest.approx(2.0) and meta["steps"] == 0
