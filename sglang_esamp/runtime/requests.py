@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,9 +63,9 @@ def live_slots(states: list[RequestState | None]) -> list[int]:
 
 
 class RequestTracker:
-    def __init__(self, cfg: ESampConfig, device, on_new_group: Callable[[int], None]):
+    def __init__(self, cfg: ESampConfig, device, on_new_group: Callable[[int], None], clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
-        self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
+        self.table = GroupTable(cfg.max_groups, cfg.group_ttl, clock)  # clock: for the ttl of idle groups
         self.on_new_group = on_new_group  # called with a slot handed to a new group
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
