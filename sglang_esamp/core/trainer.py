@@ -17,6 +17,12 @@ Modes:
   with the model's own threads (docs/design.md).
 - ``auto``: ``thread`` on CUDA, ``inline`` elsewhere.
 
+With ``lockstep`` (tensor-parallel ranks, which must predict alike), the worker runs a step
+only once a prediction (or ``drain``) asks for it: a prediction after s submitted steps sees
+exactly s - ``staleness`` of them, a function of the step count rather than of the worker's
+timing. Its GPU work still overlaps the forward; the host's issue of it waits for the
+prediction.
+
 With ``every`` k > 1, ``submit`` holds each batch's rows until it has k batches, then
 hands them in as one step (``BatchLayout.stacked``): a group's loss is the mean over all
 its rows of the k decode steps. ``drain`` trains what is held first, so a slot is never
@@ -71,7 +77,7 @@ _BASE = object()  # the worker's work item for base steps
 class AsyncTrainer:
     def __init__(
         self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread",
-        warm: WarmBase | None = None, on_fitted=None, every: int = 1,
+        warm: WarmBase | None = None, on_fitted=None, every: int = 1, lockstep: bool = False,
     ):
         self.bank, self.stats = bank, stats
         self.warm = warm
@@ -80,6 +86,8 @@ class AsyncTrainer:
         self._fit_clock = None  # (steps, time) when the base's first fit began
         self.staleness = staleness
         self.every = every  # decode batches per training step
+        self.lockstep = lockstep
+        self._allowed = 0  # in lockstep: steps the worker may have run
         self._held: list[tuple[BatchLayout, torch.Tensor, torch.Tensor]] = []  # batches waiting for their step
         self._verdict = None  # (slots, (g,) ok on the host, copy event): the last step's, not yet read
         self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
@@ -100,7 +108,9 @@ class AsyncTrainer:
             self._worker.start()
 
     def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
-        """(M, D) predictions for ``layout.rows`` from weights at most ``staleness`` steps old."""
+        """(M, D) predictions for ``layout.rows`` from weights at most ``staleness`` steps old
+        (exactly that old in lockstep)."""
+        self._allow(self.submitted - self.staleness)
         self.wait(self.submitted - self.staleness)
         return self.bank.predict(layout, src)
 
@@ -179,6 +189,7 @@ class AsyncTrainer:
         was not finite."""
         if self._held:
             self._queue_step(*self._release())
+        self._allow(self.submitted)
         self.wait(self.submitted)
         self._reset_failed()
 
@@ -208,12 +219,25 @@ class AsyncTrainer:
     def _on_side(self):
         return self._streams.use(self._stream) if self._streams is not None else contextlib.nullcontext()
 
+    def _allow(self, steps: int) -> None:
+        """In lockstep: let the worker run up to ``steps`` steps."""
+        if self.lockstep:
+            with self._cond:
+                self._allowed = max(self._allowed, steps)
+                self._cond.notify_all()
+
+    def _runnable(self) -> bool:
+        """Work is queued and, in lockstep, its step has been asked for (call under the lock)."""
+        if not self._queue:
+            return False
+        return not self.lockstep or self._queue[0] is _BASE or self.finished < self._allowed
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._runnable() and not self._closed:
                     self._cond.wait()
-                if not self._queue:
+                if not self._runnable():
                     return
                 item = self._queue.popleft()
             if item is _BASE:

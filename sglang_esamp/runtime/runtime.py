@@ -77,7 +77,7 @@ class ESampRuntime:
         self._saved_steps = None  # the base's steps at its last save by this server
         self.stats = GroupStats(cfg.max_groups, device)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base,
-                                    every=cfg.train_every)
+                                    every=cfg.train_every, lockstep=tp_size > 1)  # TP: predictions by step count, not timing
         # tensor parallel: every rank must free the same slots at the same step, and their wall clocks differ, so
         # the ttl is not applied (a clock that stands still); idle groups leave when another needs the slot
         self.requests = RequestTracker(cfg, device, self._open_slot, clock=_still if tp_size > 1 else time.monotonic)
