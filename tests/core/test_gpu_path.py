@@ -1,8 +1,8 @@
 """The GPU path on a CPU: the trainer and the bank on ``CudaLike`` streams (a side stream whose
 work lands late and interleaved, an allocator that poisons what was not handed over) must
-give, prediction by prediction and weight by weight, what a synchronous CPU run gives."""
+give, prediction by prediction and weight by weight, what a synchronous CPU run gives, over
+the random scenario that ``python -m sglang_esamp.tools.gpu_stream_check`` runs on a GPU."""
 
-import random
 from collections import deque
 
 import pytest
@@ -12,12 +12,11 @@ from sglang_esamp.core import AsyncTrainer, BatchLayout, DistillerBank, ESampCon
 from sglang_esamp.core import trainer as trainer_module
 from sglang_esamp.core import warm_base as wb
 from sglang_esamp.core.distiller import random_init
+from sglang_esamp.tools.gpu_stream_check import GROUPS, scenario
 
 from .cuda_like import CudaLike
 
 D = 8
-GROUPS = 8
-SIZES = (1, 1, 2, 3, 4, 6, 9, 17)  # rows per group: several size buckets
 
 
 class System:
@@ -44,33 +43,6 @@ class System:
         return out | {f"base.{k}": v for k, v in self.warm.params.items()}
 
 
-def scenario(seed: int, steps: int):
-    """Random decode steps: (op, args) with churn of the groups, mixed sizes, rows without a
-    slot, a non-finite group now and then, and idle turns that train and publish the base."""
-    rng = random.Random(seed)
-    gen = torch.Generator().manual_seed(seed)
-    live: dict[int, int] = {}  # slot -> its group's rows per step
-    used: set[int] = set()
-    for _ in range(steps):
-        for slot in [s for s in live if rng.random() < 0.15]:
-            del live[slot]
-        free = [s for s in range(GROUPS) if s not in live]
-        while free and (not live or rng.random() < 0.3):
-            slot = free.pop(0)  # the lowest free slot, as the group table hands them out
-            live[slot] = rng.choice(SIZES)
-            yield "open", (slot, slot in used)
-            used.add(slot)
-        row_slots = [s for s, n in live.items() for _ in range(n)] + [-1] * rng.randint(0, 3)
-        rng.shuffle(row_slots)
-        src, tgt = torch.randn(len(row_slots), D, generator=gen), torch.randn(len(row_slots), D, generator=gen)
-        bad = rng.choice(list(live)) if rng.random() < 0.1 else None
-        if bad is not None:
-            tgt[row_slots.index(bad)] = float("nan")  # that group's step is not finite
-        yield "step", (row_slots, src, tgt, bad)
-        if rng.random() < 0.15:
-            yield "idle", ()
-
-
 @pytest.mark.parametrize(("mode", "staleness", "every", "optimizer", "seed"), [
     ("inline", 0, 1, "sgd", 0), ("inline", 1, 2, "adam", 1), ("thread", 0, 1, "adam", 2), ("thread", 1, 1, "sgd", 3),
 ])
@@ -95,7 +67,7 @@ def test_the_gpu_path_matches_a_synchronous_run(monkeypatch, mode, staleness, ev
             ref.trainer.submit(*late.popleft())
 
     with world:
-        for step, (op, args) in enumerate(scenario(seed, steps=20)):
+        for step, (op, args) in enumerate(scenario(seed, steps=20, hidden=D)):
             if op == "open":
                 if args[1]:  # a reused slot: the runtime drains first
                     catch_up()
