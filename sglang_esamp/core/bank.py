@@ -1,8 +1,8 @@
 """DistillerBank: G independent distillers in stacked tensors, with a per-group optimizer.
 
 Slot s owns row s of every weight and optimizer-state tensor. A batch works on views of
-the bank's rows for the slot range its groups span (``BatchLayout.window``; the slot table
-hands out the lowest free slot, so live slots stay packed): predictions read them, and a
+the bank's rows for the slot ranges its groups span (``BatchLayout.split`` cuts them where
+idle slots would pad more than the rows, and ``window`` gives each range): predictions read them, and a
 training step updates them in place, with no gather and no scatter. A slot of the range
 that is not in the batch gets a step that leaves it exactly as it was, so one group's
 update can never write another group's row. A reader never sees half of an update: the
@@ -36,12 +36,14 @@ from .config import ESampConfig
 from .distiller import Params, build_architecture, random_init
 from .fences import StreamFences
 from .layout import BatchLayout
+from .streams import CudaStreams
 
 _BETA1, _BETA2 = 0.9, 0.999
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    slot_list: tuple[int, ...]  # the groups' slots on the host, in the order of every tensor below
     slots: torch.Tensor  # (g,) int64
     loss: torch.Tensor  # (g,) mean squared error before the update
     rel_err: torch.Tensor  # (g,) sum ||h - f||^2 / sum ||h||^2 before the update
@@ -57,7 +59,9 @@ class DistillerBank:
         device: torch.device | str = "cpu",
         out_gain: torch.Tensor | None = None,
         base: Params | None = None,
+        streams=None,
     ):
+        """``streams``: the stream API (default: CUDA's on a CUDA device, none elsewhere)."""
         self.cfg = cfg
         self.hidden = hidden
         self.device = torch.device(device)
@@ -65,7 +69,8 @@ class DistillerBank:
         self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.lock = threading.Lock()
-        self.fences = StreamFences.for_device(self.device)  # CUDA: reads and writes ordered across streams
+        self.streams = CudaStreams.for_device(self.device) if streams is None else streams
+        self.fences = StreamFences(self.streams)  # reads and writes ordered across streams
         self.base = None if base is None else self._check_base(base)  # name -> (1, ...): warm start
         g = cfg.max_groups
         init = self._fresh(g)
@@ -167,10 +172,11 @@ class DistillerBank:
         step per bucket of group sizes; every group is in exactly one)."""
         if layout.is_empty:
             return None
-        results = [self._train_part(part, src, tgt) for part, _ in layout.split]
+        results = [self._train_part(part, src, tgt) for part, _ in layout.split]  # bucket order, not slot_list's
         if len(results) == 1:
             return results[0]
-        return TrainResult(*(torch.cat(column) for column in zip(*(dataclasses.astuple(r) for r in results))))
+        columns = {f.name: [getattr(r, f.name) for r in results] for f in dataclasses.fields(TrainResult)}
+        return TrainResult(sum(columns.pop("slot_list"), ()), **{k: torch.cat(v) for k, v in columns.items()})
 
     def _train_part(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> TrainResult:
         """The step runs on views of the bank's rows for the part's slot range and updates them
@@ -202,7 +208,7 @@ class DistillerBank:
         live = win.live
         rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
         novelty = (sq.sqrt() * mask).sum(-1) / win.layout.group_rows
-        return TrainResult(layout.slots, loss[live], rel_err[live], novelty[live], ok[live])
+        return TrainResult(layout.slot_list, layout.slots, loss[live], rel_err[live], novelty[live], ok[live])
 
     @torch.no_grad()
     def _adam(self, params: Params, exp_avg: Params, exp_avg_sq: Params, steps: torch.Tensor, grads, clip, ok) -> None:

@@ -104,7 +104,8 @@ class ESampConfig:
     trainer: str = knob(
         "auto", "'thread': train in a background worker (a side stream on CUDA); 'inline': right after sampling; "
         "'auto': thread on CUDA, inline on CPU.", choices=TRAINER_MODES)
-    group_ttl: float = knob(30.0, "Seconds an idle group keeps its distiller before its slot is freed.", low=0.0)
+    group_ttl: float = knob(30.0, "Seconds an idle group keeps its distiller before its slot is freed "
+                         "(under tensor parallelism only 0 applies: idle groups otherwise leave when their slot is needed).", low=0.0)
     group_by: str = knob("request", "Grouping of requests without explore_group: 'request' (its n samples) or 'prompt'.",
                          choices=GROUP_BY)
     named_groups: str = knob(

@@ -15,12 +15,17 @@ The rules, each an event wait on the stream about to act:
 - a write waits for the newest read of every other stream that has read, and for the
   newest write (so a reset lands after the training step still in flight for its slot).
 
-Work on one stream is ordered already, so a stream never waits for its own events. On the CPU every call is a no-op. The stream API is
-injected, so a CPU test can drive the rules with fake streams and events.
+Work on one stream is ordered already, so a stream never waits for its own events. On the
+CPU every call is a no-op. The stream API is injected (``streams.py``), so a CPU test can
+drive the rules with fake streams and events.
+
+``hand_over`` is the one way a tensor made on one stream reaches another: every tensor the
+trainer's side stream reads that the forward stream made goes through it (the trainer
+hands over a step's rows and every tensor of its layout at once).
 
 Usage::
 
-    fences = StreamFences.for_device(device)
+    fences = StreamFences(CudaStreams.for_device(device))
     with lock:
         fences.before_read(); out = params.index_select(0, slots); fences.after_read()
     with lock:
@@ -29,30 +34,27 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
 
 class StreamFences:
-    def __init__(self, current_stream: Callable | None = None, new_event: Callable | None = None):
-        """``current_stream()`` returns the stream work is issued on now (streams compare equal
-        when they are the same stream); ``new_event()`` a fresh event with ``record(stream)``.
-        None for both: no streams, every call a no-op."""
-        self.enabled = current_stream is not None
-        self._current = current_stream
-        self._new_event = new_event
+    def __init__(self, streams=None):
+        """``streams``: the stream API (``CudaStreams`` or a stand-in): ``current()`` returns the
+        stream work is issued on now (streams compare equal when they are the same stream),
+        ``new_event()`` a fresh event with ``record(stream)``, ``record_stream(tensor, stream)``
+        keeps a tensor's memory for a stream. None: no streams, every call a no-op."""
+        self.enabled = streams is not None
+        self.streams = streams
         self._last_write = None  # (stream, the event after the newest write)
         self._last_reads: dict = {}  # stream -> the event after its newest read
 
-    @classmethod
-    def for_device(cls, device: torch.device) -> StreamFences:
-        if device.type != "cuda":
-            return cls()
-        return cls(lambda: torch.cuda.current_stream(device), torch.cuda.Event)
+    def _current(self):
+        return self.streams.current()
 
     def _mark(self):
-        event = self._new_event()
+        event = self.streams.new_event()
         event.record(self._current())
         return event
 
@@ -87,4 +89,4 @@ class StreamFences:
         if self.enabled:
             stream = self._current() if stream is None else stream
             for t in tensors:
-                t.record_stream(stream)
+                self.streams.record_stream(t, stream)

@@ -7,8 +7,11 @@ holds as Python ints, then copied to the device once, so nothing here reads devi
 
 One large group must not make every small one pay its row count (one request with n = 256
 beside 31 single-row groups would pack 32 x 256 rows for 287 real ones), so ``split``
-sorts the groups into buckets of row counts up to a power of two and gives one layout per
-bucket: the packed rows of all buckets together are at most twice the real rows.
+sorts the groups into buckets of row counts up to a power of two, and a bucket's groups
+into runs of slots whose ``window`` (every slot from the run's first to its last, idle ones
+included) pads at most twice their rows; it gives one layout per run. The packed rows of a
+step, on prediction and training alike, are at most twice its real rows (two n = 256
+groups at slots 0 and 31 make two runs, not one window of 32 x 256 rows).
 
 Usage::
 
@@ -97,11 +100,10 @@ class BatchLayout:
 
     @functools.cached_property
     def split(self) -> tuple[tuple[BatchLayout, torch.Tensor | None], ...]:
-        """(layout, positions) per bucket of groups whose row counts round up to the same power
-        of two; positions: (m,) indices into ``rows`` of that layout's rows, None when there
-        is one bucket (the layout itself)."""
-        bucket = {s: (n - 1).bit_length() for s, n in zip(self.slot_list, self.group_row_list)}  # ceil(log2 n)
-        if len(set(bucket.values())) <= 1:  # the common case: no per-row work
+        """(layout, positions) per run of groups (``_runs``); positions: (m,) indices into
+        ``rows`` of that layout's rows, None when there is one run (the layout itself)."""
+        run = self._runs()
+        if len(set(run.values())) <= 1:  # the common case: no per-row work
             return ((self, None),)
         slot_of_row = dict.fromkeys(range(self.num_rows), -1)
         for row, g in zip(self.row_list, self.row_group_list):
@@ -109,10 +111,29 @@ class BatchLayout:
         position = {row: i for i, row in enumerate(self.row_list)}
         device = self.rows.device
         parts = []
-        for b in sorted(set(bucket.values())):
-            part = BatchLayout.from_slots([s if s >= 0 and bucket[s] == b else -1 for s in slot_of_row.values()], device)
+        for key in sorted(set(run.values())):
+            part = BatchLayout.from_slots([s if s >= 0 and run[s] == key else -1 for s in slot_of_row.values()], device)
             parts.append((part, torch.tensor([position[r] for r in part.row_list], dtype=torch.int64).to(device, non_blocking=True)))
         return tuple(parts)
+
+    def _runs(self) -> dict[int, tuple[int, int]]:
+        """slot -> (bucket, first slot of its run). A bucket holds the groups whose row counts
+        round up to the same power of two, so each has more than half the rows of its largest,
+        R. A run grows by the bucket's next slot while its window of w slots pads at most
+        twice its rows (w R <= 2 rows): idle slots between live ones cost at most that."""
+        size = dict(zip(self.slot_list, self.group_row_list))
+        bucket = {s: (n - 1).bit_length() for s, n in size.items()}  # ceil(log2 n)
+        run: dict[int, tuple[int, int]] = {}
+        for b in set(bucket.values()):
+            slots = sorted(s for s in size if bucket[s] == b)
+            top = max(size[s] for s in slots)  # R of the bucket, at least that of any of its runs
+            first, rows = slots[0], 0
+            for s in slots:
+                if (s + 1 - first) * top > 2 * (rows + size[s]):
+                    first, rows = s, 0
+                rows += size[s]
+                run[s] = (b, first)
+        return run
 
     @functools.cached_property
     def window(self) -> Window:
@@ -133,6 +154,16 @@ class BatchLayout:
             group_rows=torch.tensor(counts, dtype=torch.float32).to(device, non_blocking=True), group_row_list=tuple(counts),
         )
         return Window(lo, hi, spread, self.slots - lo)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every device tensor of this layout and of the parts the bank works on (``split`` and
+        each part's ``window``), those parts computed now: what must be handed over to a
+        stream that did not make the layout (``StreamFences.hand_over``)."""
+        for part, _ in self.split:
+            part.window  # noqa: B018 (computed here, on the stream that made the layout)
+        found: dict[int, torch.Tensor] = {}
+        _collect(self, found, set())
+        return list(found.values())
 
     @property
     def num_groups(self) -> int:
@@ -157,3 +188,17 @@ class BatchLayout:
         out = torch.zeros(self.num_groups, self.max_rows, device=self.rows.device)
         out[self.row_group, self.row_pos] = 1.0
         return out
+
+
+def _collect(value, found: dict[int, torch.Tensor], seen: set[int]) -> None:
+    """The tensors reachable from ``value`` through layouts, windows (their fields and cached
+    parts alike) and tuples, into ``found`` (by id)."""
+    if isinstance(value, torch.Tensor):
+        found[id(value)] = value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _collect(item, found, seen)
+    elif isinstance(value, (BatchLayout, Window)) and id(value) not in seen:
+        seen.add(id(value))
+        for item in vars(value).values():
+            _collect(item, found, seen)

@@ -6,7 +6,7 @@ sampling reads the device.
 
 Usage::
 
-    res = RowReservoir.sized(hidden=576, device="cpu", dtype=torch.bfloat16)
+    res = RowReservoir.sized(hidden=576, device="cpu", dtype=torch.bfloat16, least=2048)
     res.add(h1, h)                     # (m, D) each
     src, tgt = res.sample(512, gen)    # (512, D) each, float32
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 MAX_ROWS = 8192
-MAX_BYTES = 64 * 2**20  # at most this much device memory, whatever the hidden size
+MAX_BYTES = 64 * 2**20  # at most this much device memory, unless the caller's ``least`` rows need more
 
 
 class RowReservoir:
@@ -35,18 +35,19 @@ class RowReservoir:
         return 2 * hidden * torch.empty(0, dtype=dtype).element_size()  # a (src, tgt) pair
 
     @classmethod
-    def _capacity(cls, hidden: int, dtype: torch.dtype) -> int:
-        return max(1, min(MAX_ROWS, MAX_BYTES // cls._row_bytes(hidden, dtype)))
+    def _capacity(cls, hidden: int, dtype: torch.dtype, least: int) -> int:
+        return max(1, least, min(MAX_ROWS, MAX_BYTES // cls._row_bytes(hidden, dtype)))
 
     @classmethod
-    def sized(cls, hidden: int, device: torch.device | str, dtype: torch.dtype) -> RowReservoir:
-        """``MAX_ROWS`` rows, or fewer where they would pass ``MAX_BYTES``."""
-        return cls(cls._capacity(hidden, dtype), hidden, device, dtype)
+    def sized(cls, hidden: int, device: torch.device | str, dtype: torch.dtype, least: int = 1) -> RowReservoir:
+        """``MAX_ROWS`` rows, or fewer where they would pass ``MAX_BYTES``, but never fewer than
+        ``least`` (the rows its reader needs at once: a base's first fit)."""
+        return cls(cls._capacity(hidden, dtype, least), hidden, device, dtype)
 
     @classmethod
-    def bytes_for(cls, hidden: int, dtype: torch.dtype) -> int:
+    def bytes_for(cls, hidden: int, dtype: torch.dtype, least: int = 1) -> int:
         """The device memory ``sized`` takes for this shape."""
-        return cls._capacity(hidden, dtype) * cls._row_bytes(hidden, dtype)
+        return cls._capacity(hidden, dtype, least) * cls._row_bytes(hidden, dtype)
 
     @property
     def nbytes(self) -> int:

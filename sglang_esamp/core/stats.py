@@ -60,8 +60,8 @@ class GroupStats:
         self.total_skipped += len(slots)
 
     def snapshot(self, slot: int) -> dict[str, float | int]:
-        """Host copy of one slot's counters (a device read: keep it off the hot path)."""
-        row = {name: float(t[slot]) for name, t in self.table.items()}
+        """Host copy of one slot's counters (one device read: keep it off the hot path)."""
+        row = dict(zip(self.table, torch.stack([t[slot] for t in self.table.values()]).tolist()))
         count = row.pop("novelty_count")
         novelty = row.pop("novelty_sum") / count if count else 0.0
         return {

@@ -22,7 +22,7 @@ the paper's pi_ref^(1+beta) / q_dist^beta.
 
 **Forms.**
 
-- ``tilt_dense``: every token; with ``inplace`` it writes into ``x`` itself.
+- ``tilt_dense``: every token.
 - ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D).
 - ``tilt_plausible``: only the row's plausible tokens (its likeliest ones above a min-p
   floor), whose total probability it keeps; every other token keeps its untilted logit
@@ -102,21 +102,20 @@ def _one_product(head: Head, mode: str, moments: VocabMoments | None) -> bool:
 
 def tilt_dense(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str,
-    moments: VocabMoments | None = None, lm: torch.Tensor | None = None, inplace: bool = False,
+    moments: VocabMoments | None = None, lm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(N, V) processed logits ``x``, (N, D) the states the model's logits came from and the
-    predictions, (N,) beta -> (N, V) tilted logits, written into ``x`` itself with
-    ``inplace``. On a linear head it costs one (N, D) x (D, V) product, added to x as it
-    comes; otherwise it needs ``lm`` (N, V), the model's own logits, and computes d.
+    predictions, (N,) beta -> (N, V) tilted logits, a new tensor (``x`` is left as it is).
+    On a linear head it costs one (N, D) x (D, V) product, added to x as it comes;
+    otherwise it needs ``lm`` (N, V), the model's own logits, and computes d.
     A row with beta = 0 gets x + 0 = x; masked (-inf) entries of x stay masked."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
-    out = x if inplace else x.clone()
     if _one_product(head, mode, moments):
         varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments)
-        out.add_(varying)
+        out = torch.add(x, varying)  # (N, V) float32, the product in the head's dtype added as it comes
         return out if constant is None else out.add_(constant)
-    return out.add_(direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
+    return torch.add(x, direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
 
 
 def tilt_plausible(

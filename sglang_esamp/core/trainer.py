@@ -8,11 +8,20 @@ further behind. With ``staleness=0`` every prediction sees every earlier step.
 Modes:
 
 - ``thread``: a background worker runs the steps in order. On CUDA it issues them on a side
-  stream and links the streams with events, so neither side waits on the host.
+  stream and links the streams with events, so neither side waits on the host. Every tensor
+  a step reads that the caller made (its rows and every tensor of its layout) is handed over
+  to the side stream in one call (``_hand_over``), so the caching allocator cannot reuse
+  its memory while the step still runs.
 - ``inline``: ``submit`` runs the step at once, in the caller (the deferred step after
   sampling). No overlap, but on a 2-core CPU it was faster than the worker, which competes
   with the model's own threads (docs/design.md).
 - ``auto``: ``thread`` on CUDA, ``inline`` elsewhere.
+
+With ``lockstep`` (tensor-parallel ranks, which must predict alike), the worker runs a step
+only once a prediction (or ``drain``) asks for it: a prediction after s submitted steps sees
+exactly s - ``staleness`` of them, a function of the step count rather than of the worker's
+timing. Its GPU work still overlaps the forward; the host's issue of it waits for the
+prediction.
 
 With ``every`` k > 1, ``submit`` holds each batch's rows until it has k batches, then
 hands them in as one step (``BatchLayout.stacked``): a group's loss is the mean over all
@@ -68,7 +77,7 @@ _BASE = object()  # the worker's work item for base steps
 class AsyncTrainer:
     def __init__(
         self, bank: DistillerBank, stats: GroupStats, staleness: int, mode: str = "thread",
-        warm: WarmBase | None = None, on_fitted=None, every: int = 1,
+        warm: WarmBase | None = None, on_fitted=None, every: int = 1, lockstep: bool = False,
     ):
         self.bank, self.stats = bank, stats
         self.warm = warm
@@ -77,6 +86,8 @@ class AsyncTrainer:
         self._fit_clock = None  # (steps, time) when the base's first fit began
         self.staleness = staleness
         self.every = every  # decode batches per training step
+        self.lockstep = lockstep
+        self._allowed = 0  # in lockstep: steps the worker may have run
         self._held: list[tuple[BatchLayout, torch.Tensor, torch.Tensor]] = []  # batches waiting for their step
         self._verdict = None  # (slots, (g,) ok on the host, copy event): the last step's, not yet read
         self.mode = ("thread" if bank.device.type == "cuda" else "inline") if mode == "auto" else mode
@@ -89,15 +100,17 @@ class AsyncTrainer:
         self._cond = threading.Condition()
         self._queue: deque = deque()
         self._closed = False
-        self._cuda = bank.device.type == "cuda"
-        self._stream = torch.cuda.Stream(bank.device) if self._cuda else None
+        self._streams = bank.streams  # the CUDA stream API, or None on a CPU
+        self._stream = self._streams.new_stream() if self._streams is not None else None  # the side stream
         self._worker = None
         if self.mode == "thread":
             self._worker = threading.Thread(target=self._run, name="esamp-trainer", daemon=True)
             self._worker.start()
 
     def predict(self, layout: BatchLayout, src: torch.Tensor) -> torch.Tensor:
-        """(M, D) predictions for ``layout.rows`` from weights at most ``staleness`` steps old."""
+        """(M, D) predictions for ``layout.rows`` from weights at most ``staleness`` steps old
+        (exactly that old in lockstep)."""
+        self._allow(self.submitted - self.staleness)
         self.wait(self.submitted - self.staleness)
         return self.bank.predict(layout, src)
 
@@ -124,9 +137,7 @@ class AsyncTrainer:
         return layout, torch.cat([s for _, s, _ in held]), torch.cat([t for _, _, t in held])
 
     def _queue_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
-        if self._cuda:
-            self.bank.fences.hand_over([src, tgt], self._stream)  # made here, read on the side stream
-        item = (layout, src, tgt, self._record_ready())
+        item = self._hand_over(layout, src, tgt)
         with self._cond:
             self.submitted += 1
             if self.mode == "thread":
@@ -178,6 +189,7 @@ class AsyncTrainer:
         was not finite."""
         if self._held:
             self._queue_step(*self._release())
+        self._allow(self.submitted)
         self.wait(self.submitted)
         self._reset_failed()
 
@@ -188,20 +200,44 @@ class AsyncTrainer:
         if self._worker is not None:
             self._worker.join()
 
+    def _hand_over(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> tuple:
+        """A step's work item: everything the side stream will read that this stream made goes
+        through here, kept alive for the side stream, with the event it waits on before reading."""
+        if self._streams is not None:
+            self.bank.fences.hand_over([*layout.tensors(), src, tgt], self._stream)
+        return layout, src, tgt, self._record_ready()
+
     def _record_ready(self):
-        """On CUDA, an event the side stream waits on before reading the submitted tensors."""
-        if not self._cuda:
+        """On CUDA, an event recorded on the current stream (another stream waits on it before
+        reading what was issued here)."""
+        if self._streams is None:
             return None
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.bank.device))
+        event = self._streams.new_event()
+        event.record(self._streams.current())
         return event
+
+    def _on_side(self):
+        return self._streams.use(self._stream) if self._streams is not None else contextlib.nullcontext()
+
+    def _allow(self, steps: int) -> None:
+        """In lockstep: let the worker run up to ``steps`` steps."""
+        if self.lockstep:
+            with self._cond:
+                self._allowed = max(self._allowed, steps)
+                self._cond.notify_all()
+
+    def _runnable(self) -> bool:
+        """Work is queued and, in lockstep, its step has been asked for (call under the lock)."""
+        if not self._queue:
+            return False
+        return not self.lockstep or self._queue[0] is _BASE or self.finished < self._allowed
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._runnable() and not self._closed:
                     self._cond.wait()
-                if not self._queue:
+                if not self._runnable():
                     return
                 item = self._queue.popleft()
             if item is _BASE:
@@ -213,11 +249,9 @@ class AsyncTrainer:
         layout, src, tgt, ready = item
         start = time.perf_counter()
         try:
-            if self._cuda:
-                with torch.cuda.stream(self._stream):
+            with self._on_side():
+                if ready is not None:
                     self._stream.wait_event(ready)
-                    self._train(layout, src, tgt)
-            else:
                 self._train(layout, src, tgt)
         except Exception:
             self._fail(list(layout.slot_list))
@@ -232,7 +266,7 @@ class AsyncTrainer:
         rows earn new ones); the groups never notice."""
         warm = self.warm
         try:
-            with torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext():
+            with self._on_side():
                 for _ in range(k):
                     if not warm.owed:
                         break
@@ -282,10 +316,10 @@ class AsyncTrainer:
             self.warm.add(src, tgt)
         self._reset_failed()  # the previous step's verdict: long landed by now
         flags = result.ok  # (g,) on the host already, on a CPU
-        if self._cuda:  # a pinned copy, read a step later: nothing waits for it now
-            flags = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True).copy_(flags, non_blocking=True)
+        if self._streams is not None:  # a host copy, read a step later: nothing waits for it now
+            flags = self._streams.host_copy(flags)
         with self._cond:
-            self._verdict = (layout.slot_list, flags, self._record_ready())
+            self._verdict = (result.slot_list, flags, self._record_ready())  # ok's order: by size bucket
 
     def _reset_failed(self) -> None:
         """Re-initialise the groups whose last step came out non-finite. The step's ``ok``

@@ -10,7 +10,8 @@ second copy of the model is ever loaded:
 
 - every decode step hands its (shallow, deep) rows to ``add``; at most ``ROWS_PER_STEP``
   of them (evenly spread) go into a ``RowReservoir``;
-- once the reservoir holds ``MIN_ROWS`` rows, the base owes a first fit of ``FIRST_STEPS``
+- once the reservoir holds ``MIN_ROWS`` rows (it is sized to hold them, whatever the
+  hidden size), the base owes a first fit of ``FIRST_STEPS``
   Adam steps on minibatches of ``BATCH`` reservoir rows (learning rate ``LR`` with cosine
   decay: the recipe that fitted the base offline before);
 - after that it owes one step at ``REFRESH_LR`` per ``REFRESH_ROWS`` new rows (at most
@@ -65,7 +66,7 @@ class WarmBase:
         self.exp_avg = {k: torch.zeros_like(v) for k, v in self.params.items()}  # Adam's moments, allocated up front
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self._adam_steps = 0  # since this Adam state began (a loaded base starts a fresh one)
-        self.reservoir = RowReservoir.sized(hidden, device, dtype)
+        self.reservoir = RowReservoir.sized(hidden, device, dtype, least=MIN_ROWS)  # room for the first fit's rows
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.steps = steps  # steps over the base's life, a cached base's included
         self._rows_before = rows  # rows a cached base had drawn from
@@ -81,7 +82,7 @@ class WarmBase:
     @staticmethod
     def bytes_for(params: int, hidden: int, dtype: torch.dtype) -> int:
         """``nbytes`` of a base with ``params`` weights, before it is built."""
-        return 3 * params * 4 + RowReservoir.bytes_for(hidden, dtype) + 4
+        return 3 * params * 4 + RowReservoir.bytes_for(hidden, dtype, least=MIN_ROWS) + 4
 
     @property
     def rows(self) -> int:

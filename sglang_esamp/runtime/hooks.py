@@ -12,6 +12,7 @@ What each step of a decode does is in ``runtime.py``.
 | api_types.decode_SamplingParams                       | AROUND | /generate: explore checked before a stream starts |
 | TokenizerManager.__init__                             | AFTER  | validate explore, carry it in custom_params |
 | TokenizerManager.generate_request                     | BEFORE | the group's DP rank; the scope header's value |
+| TokenizerManager._validate_one_request                | BEFORE | token ids outside the vocabulary are a 400 |
 | OpenAIServingCompletion._build_sampling_params        | AFTER  | explore from the /v1/completions body     |
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
 | TokenizerManager.update_request_meta_info             | AFTER  | meta_info["esamp"] as one object          |
@@ -125,6 +126,20 @@ def generate_request(manager, obj, request=None, *args, **kwargs):
         obj.routed_dp_rank = router.dp_rank(obj, scope)
     if cfg.scope_header:
         obj.sampling_params = with_scope(obj.sampling_params, scope)
+
+
+def validate_token_ids(manager, obj, input_ids, *args, **kwargs):
+    """Every request's token ids, given or tokenized, before it reaches the scheduler: an id
+    outside [0, vocab) would index past the model's embedding there and take the whole server
+    down, so it is refused here (a ValueError: HTTP 400), with or without explore. Multimodal
+    prompts are left to SGLang, whose placeholder ids are not vocabulary ids."""
+    if not input_ids or obj.contains_mm_input():
+        return
+    vocab = manager.model_config.vocab_size
+    if min(input_ids) < 0 or max(input_ids) >= vocab:
+        bad = next(t for t in input_ids if not 0 <= t < vocab)
+        raise ValueError(f"input_ids holds the token id {bad}, outside the model's vocabulary [0, {vocab}); "
+                         f"send ids from 0 to {vocab - 1}")
 
 
 def openai_extra_fields(result, *args, **kwargs):
@@ -322,6 +337,7 @@ HOOKS = [
     ("sglang.api.v1.api_types.decode_SamplingParams", decode_sampling_params, HookType.AROUND),
     (S + "managers.tokenizer_manager.TokenizerManager.__init__", tokenizer_manager_init, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.generate_request", generate_request, HookType.BEFORE),
+    (S + "managers.tokenizer_manager.TokenizerManager._validate_one_request", validate_token_ids, HookType.BEFORE),
     (S + "entrypoints.openai.serving_completions.OpenAIServingCompletion._build_sampling_params", openai_extra_fields,
      HookType.AFTER),
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),

@@ -10,6 +10,12 @@ it the next slot that frees, so a denied request does not stay untilted for its 
 it acquired. The novelty ``||h - h_hat||`` of every row is summed per request on the device
 and read on the host only for the finished request's metadata.
 
+A request's novelty row is reused once it is released: it goes to the back of the free rows
+(first in, first out), a released request's rows record nothing more, and the new request's
+row is zeroed in the step that first records it, on the stream that wrote the old sums and
+after them (not on the scheduler's stream at attach, where it could land before a write
+still in flight).
+
 Usage::
 
     tracker = RequestTracker(cfg, device, on_new_group=lambda slot: ...)
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,13 +66,14 @@ def live_slots(states: list[RequestState | None]) -> list[int]:
 
 
 class RequestTracker:
-    def __init__(self, cfg: ESampConfig, device, on_new_group: Callable[[int], None]):
+    def __init__(self, cfg: ESampConfig, device, on_new_group: Callable[[int], None], clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
-        self.table = GroupTable(cfg.max_groups, cfg.group_ttl)
+        self.table = GroupTable(cfg.max_groups, cfg.group_ttl, clock)  # clock: for the ttl of idle groups
         self.on_new_group = on_new_group  # called with a slot handed to a new group
         self.novelty_sum = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
         self.novelty_count = torch.zeros(MAX_TRACKED_REQUESTS, device=device)
-        self.free_rows = list(range(MAX_TRACKED_REQUESTS - 1, -1, -1))
+        self.free_rows = deque(range(MAX_TRACKED_REQUESTS))  # the longest free goes first
+        self.unzeroed: set[int] = set()  # rows handed to a request, still holding their last request's sums
         self.strata = StrataSampler(MAX_TRACKED_REQUESTS, device, cfg.seed)  # codes per row of the same table
         self.rejected = 0  # requests whose ESamp spec was not valid: they ran plain
 
@@ -84,11 +93,10 @@ class RequestTracker:
             slot = self._acquire(key, count_denial=True)
             state = req.esamp = RequestState(beta, key, slot, None, denied=slot is None)
             if self.free_rows:
-                state.row_id = self.free_rows.pop()
-                self.novelty_sum[state.row_id] = 0.0
-                self.novelty_count[state.row_id] = 0.0
+                state.row_id = self.free_rows.popleft()
+                self.unzeroed.add(state.row_id)  # zeroed in its first step (record_novelty)
                 if strata is not None and req.sampling_params.max_new_tokens != 0:  # not SGLang's prefix warm-up
-                    self.strata.join(state.row_id, *strata)
+                    self.strata.join(state.row_id, *strata)  # the code starts in its first sampled step
                     state.stratified = True
         except Exception:  # never a reason to fail the scheduler: the request runs plain
             logger.exception("ESamp could not attach request %s; it samples untilted", getattr(req, "rid", "?"))
@@ -121,28 +129,42 @@ class RequestTracker:
         state.released = True
         if state.row_id is not None:
             self.free_rows.append(state.row_id)
+            self.strata.unstarted.pop(state.row_id, None)  # released before its first step
         if state.slot is not None:  # a denied request holds nothing
             self.table.release(state.key)
         return state
 
     def metadata(self, state: RequestState, stats: GroupStats) -> dict:
-        """What the response reports (host reads of the device counters)."""
+        """What the response reports: two host reads, the slot's counters and the request's novelty."""
         info = {"group": group_label(state.key), "explore": state.beta, "stratified": state.stratified, "slot": state.slot,
                 "denied": state.denied}
         if state.slot is not None:
             snap = stats.snapshot(state.slot)
             info |= {k: snap[k] for k in ("steps", "loss", "loss_mean", "rel_err")}
-        count = float(self.novelty_count[state.row_id]) if state.row_id is not None else 0.0
-        info["novelty"] = float(self.novelty_sum[state.row_id]) / count if count else None
+        total, count = 0.0, 0.0
+        if state.row_id is not None and state.row_id not in self.unzeroed:
+            total, count = torch.stack([self.novelty_sum[state.row_id], self.novelty_count[state.row_id]]).tolist()
+        info["novelty"] = total / count if count else None
         return info
 
     def record_novelty(self, states: list, layout: BatchLayout, h: torch.Tensor, h_hat: torch.Tensor) -> None:
-        """Add ||h - h_hat|| of each layout row to its request's sum. h: (batch, D); h_hat: (M, D)."""
-        ids = [states[r].row_id for r in layout.row_list]
+        """Add ||h - h_hat|| of each layout row to its request's sum, on the stream that samples.
+        Rows without a table row (the table is full) or of a released request (its metadata is
+        made) are left out. h: (batch, D); h_hat: (M, D)."""
+        tracked = [states[r].row_id is not None and not states[r].released for r in layout.row_list]
         rows_idx = layout.rows
-        if None in ids:  # the table is full: leave the untracked requests out
-            keep = [i for i, r in enumerate(ids) if r is not None]
-            ids, h_hat, rows_idx = [ids[i] for i in keep], h_hat[keep], rows_idx[keep]
+        if not all(tracked):
+            keep = [i for i, kept in enumerate(tracked) if kept]
+            h_hat, rows_idx = h_hat[keep], rows_idx[keep]
+        ids = [states[r].row_id for r, kept in zip(layout.row_list, tracked) if kept]
+        if not ids:
+            return
+        fresh = self.unzeroed.intersection(ids)
+        if fresh:  # a request's first step: issued after every write of the row's last request
+            self.unzeroed -= fresh
+            idx = torch.tensor(sorted(fresh), dtype=torch.int64, device=h.device)
+            self.novelty_sum.index_fill_(0, idx, 0.0)
+            self.novelty_count.index_fill_(0, idx, 0.0)
         rows = torch.tensor(ids, dtype=torch.int64, device=h.device)
         novelty = (h[rows_idx].float() - h_hat.float()).norm(dim=-1)  # (M,)
         self.novelty_sum.index_add_(0, rows, novelty)

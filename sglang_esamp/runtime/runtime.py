@@ -52,6 +52,11 @@ SAVE_EVERY = 60.0  # seconds between two saves of a base that keeps training
 TP_IDLE_STEPS = 2  # base steps per idle turn under tensor parallelism (a count, not a time: the ranks must agree)
 
 
+def _still() -> float:
+    """The ttl's clock under tensor parallelism: it stands still, so no group expires by time."""
+    return 0.0
+
+
 class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head: Head, out_gain: torch.Tensor | None, device,
@@ -74,8 +79,10 @@ class ESampRuntime:
         self._saved_steps = None  # the base's steps at its last save by this server
         self.stats = GroupStats(cfg.max_groups, device)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base,
-                                    every=cfg.train_every)
-        self.requests = RequestTracker(cfg, device, self._open_slot)
+                                    every=cfg.train_every, lockstep=tp_size > 1)  # TP: predictions by step count, not timing
+        # tensor parallel: every rank must free the same slots at the same step, and their wall clocks differ, so
+        # the ttl is not applied (a clock that stands still); idle groups leave when another needs the slot
+        self.requests = RequestTracker(cfg, device, self._open_slot, clock=_still if tp_size > 1 else time.monotonic)
         self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), cfg.tail_floor)
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
@@ -194,7 +201,7 @@ class ESampRuntime:
         if self.metrics is None or not self.metrics.due(force):
             return
         try:
-            self.metrics.update(self.server_stats(), self.trainer.take_step_seconds())
+            self.metrics.update(self.server_stats(settle=False), self.trainer.take_step_seconds())
         except Exception:
             self._fault("metrics", [])
 
@@ -230,9 +237,14 @@ class ESampRuntime:
             self._fault("batch setup", [])
             return None
 
-    def server_stats(self) -> dict:
+    def server_stats(self, settle: bool = True) -> dict:
+        """The counters. ``settle`` (the server-info request, which every rank serves at the same
+        point of its step sequence) first frees expired groups and, under tensor parallelism,
+        drains the trainer for the ranks' digests; without it (the metrics, which one rank
+        alone publishes) nothing of the distillers' state changes."""
         table = self.requests.table
-        table.expire()
+        if settle:
+            table.expire()
         return {
             "live_groups": table.live,
             "held_slots": len(table.entries),
@@ -251,7 +263,7 @@ class ESampRuntime:
             "device_bytes": held_bytes(self),
             "base": self._base_stats(),
             "tilted_rows": dict(self.tilted_rows),
-            "tp": self._tp_stats(),
+            "tp": self._tp_stats() if settle else None,
             "config": dataclasses.asdict(self.cfg),
         }
 

@@ -3,10 +3,11 @@
 A request with stratified sampling (``stratified``, on by default for an ESamp request with
 n > 1) carries ``strata = [call, n]`` in its spec: ``call`` names the API call its n
 samples came from, once per prompt. SGLang sends the n copies of a prompt to the scheduler
-one after another, so ``join`` gives each its index i in arrival order and starts its code
-at ``(u + i / n) mod 1`` (core/strata.py), with ``u`` a hash of ``call``: every TP rank
-computes the same codes without talking. The prefix warm-up SGLang sends before the
-copies (``max_new_tokens`` 0) takes no index.
+one after another, so ``join`` gives each its index i in arrival order and its code
+``(u + i / n) mod 1`` (core/strata.py), with ``u`` a hash of ``call``: every TP rank
+computes the same codes without talking. The code is written in the request's first
+sampled step, on the stream that samples (as the novelty table's rows are zeroed). The
+prefix warm-up SGLang sends before the copies (``max_new_tokens`` 0) takes no index.
 
 ``resample`` runs inside SGLang's sampler, on the probabilities it samples from (after
 penalties, grammar, bias, ESamp's tilt and temperature): for the stratified rows it applies
@@ -16,8 +17,9 @@ draw by the code's. Greedy rows keep their argmax.
 Usage::
 
     strata = StrataSampler(capacity, device)
-    strata.join(state, req, [call, n])              # when the request is attached
-    ids = strata.resample(ids, probs, info, step)   # in SGLang's sampler
+    strata.join(row_id, call, n)                          # when the request is attached
+    rows = strata.rows_of(step)                           # once per step: the stratified rows
+    strata.resample(ids, probs, info, rows, filtered)     # in SGLang's sampler
 """
 
 from __future__ import annotations
@@ -42,26 +44,31 @@ class StrataSampler:
     def __init__(self, capacity: int, device, seed: int = 0):
         self.codes = Strata(capacity, device, seed=seed)
         self.arrived: OrderedDict[str, int] = OrderedDict()  # call -> copies attached so far
+        self.unstarted: dict[int, float] = {}  # table row -> its code, written in its first sampled step
 
     def join(self, row_id: int, call: str, n: int) -> None:
-        """Start the code of the request in table row ``row_id``: the next copy of ``call``."""
+        """The request in table row ``row_id`` is the next copy of ``call``: its code."""
         i = self.arrived.pop(call, 0)
         if i + 1 < n:
             self.arrived[call] = i + 1
             while len(self.arrived) > MAX_CALLS:
                 self.arrived.popitem(last=False)
-        rows = torch.tensor([row_id], device=self.codes.code.device)
-        self.codes.start(rows, torch.tensor([(i % n) / n], dtype=torch.float64), shift_of(call))
+        self.unstarted[row_id] = (shift_of(call) + (i % n) / n) % 1.0
 
-    @staticmethod
-    def rows_of(step) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def rows_of(self, step) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(k,) batch rows and (k,) table rows of the step's stratified, sampled requests;
-        None if there are none. Host-side: read once per step."""
+        None if there are none. Host-side, once per step; the step's new codes are written
+        here, on the stream that samples."""
         picked = [(r, s.row_id) for r, (s, req) in enumerate(zip(step.states, step.reqs))
                   if s is not None and s.stratified and not s.released and s.row_id is not None and req.sampling_params.top_k != 1]
         if not picked:
             return None
         batch_rows, table_rows = zip(*picked)
+        fresh = [row for row in table_rows if row in self.unstarted]
+        if fresh:
+            device = self.codes.code.device
+            codes = torch.tensor([self.unstarted.pop(row) for row in fresh], dtype=torch.float64)
+            self.codes.start(torch.tensor(fresh, device=device), codes.to(device, non_blocking=True), 0.0)
         return torch.tensor(batch_rows), torch.tensor(table_rows)
 
     def resample(self, ids: torch.Tensor, probs: torch.Tensor, info, rows: tuple[torch.Tensor, torch.Tensor], filtered: bool) -> None:

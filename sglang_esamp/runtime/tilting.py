@@ -6,10 +6,10 @@ Two moments of SGLang's sampling step:
   softcapped head also the model's own logits ``l`` of the tilted rows, which penalties,
   logit bias and grammar are about to overwrite in place (a linear head's tilt needs only
   the states, core/tilt.py);
-- ``after_processing`` (after it): ``x + beta t`` on the DENSE rows over the whole vocabulary
-  and on the CANDIDATES rows within the tokens their filters (or the guard) keep from these
-  very logits, and on the PLAUSIBLE rows within their plausible tokens, whose total
-  probability stays (``tilt_plausible``); then the stop cap against the untilted ``x``.
+- ``after_processing`` (after it): ``x + beta t`` on the DENSE rows over the whole vocabulary,
+  on the PLAUSIBLE rows within their plausible tokens, whose total probability stays
+  (``tilt_plausible``), and on the CANDIDATES rows within the tokens their filters (or the
+  guard) keep from these very logits; then the stop cap against the untilted ``x``.
 
 ``sampling_params_for`` gives the SamplingBatchInfo SGLang samples with: the CANDIDATES
 rows already carry -inf outside their kept set, so their filters are made neutral (greedy
@@ -73,27 +73,28 @@ class Tilter:
         return Pending(plan, h, h_hat, model_logits, info, forward_batch)
 
     def after_processing(self, pending: Pending, logits: torch.Tensor) -> None:
-        """Tilt the DENSE and CANDIDATES rows of the processed ``logits`` (rows, V) in place."""
+        """Tilt the DENSE, PLAUSIBLE and CANDIDATES rows of the processed ``logits`` (rows, V). All forms
+        are computed aside and written into ``logits`` last, so that a fault on the way leaves
+        every row as SGLang made it: the rows then sample untilted."""
         plan, info = pending.plan, pending.info
         head = self.head if logits.shape[-1] == self.vocab else self.head.sliced(logits.shape[-1])
+        writes = []  # (batch rows, or None for all of them; (n, V) tilted and capped)
         for form in (Form.DENSE, Form.PLAUSIBLE):
             picked = self._select(plan, form, logits.device)
             if picked is None:
                 continue
             part, idx, r, beta = picked
             whole = len(part) == logits.shape[0]  # every batch row takes this form (layout rows ascend): rows 0..n-1
-            x = logits if whole else logits[r]  # the batch itself when every row takes it: no copy
+            x = logits if whole else logits[r]  # the batch itself when every row takes it: no gather
             temps = info.temperatures[r]
-            ref = self.stop_cap.reference(x, temps)  # read before x is tilted in place
+            ref = self.stop_cap.reference(x, temps)
             if form is Form.DENSE:
                 tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
-                                    pending.model_logits[form], inplace=True)
-            else:
-                tilted = tilt_plausible(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, temps.view(-1), self.tail_floor,
-                                        self.moments, pending.model_logits[form])
-            self.stop_cap.apply(tilted, ref, temps)
-            if not whole:
-                logits[r] = tilted
+                                    pending.model_logits[form])
+            else:  # in place, on a copy of SGLang's logits
+                tilted = tilt_plausible(x.clone() if whole else x, pending.h[r], pending.h_hat[idx], head, beta, self.mode,
+                                        temps.view(-1), self.tail_floor, self.moments, pending.model_logits[form])
+            writes.append((None if whole else r, self.stop_cap.apply(tilted, ref, temps)))
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
@@ -101,7 +102,12 @@ class Tilter:
             keep = self._keep(plan, part, r, x, info)
             tilted = tilt_candidates(x, pending.h[r], pending.h_hat[idx], head, beta, keep, self.mode, self.moments,
                                      pending.model_logits[Form.CANDIDATES])
-            logits[r] = self.stop_cap(tilted, x, info.temperatures[r], keep)
+            writes.append((r, self.stop_cap(tilted, x, info.temperatures[r], keep)))
+        for rows, tilted in writes:
+            if rows is None:
+                logits.copy_(tilted)
+            else:
+                logits[rows] = tilted
 
     @staticmethod
     def _keep(plan: RowPlan, part: list[int], r: torch.Tensor, logits: torch.Tensor, info) -> torch.Tensor:

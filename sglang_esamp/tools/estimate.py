@@ -82,7 +82,7 @@ def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -
     train = _count(lambda: bank.train_step(held, src, tgt))
     parts = {
         "predict": _count(lambda: pred.setdefault("h_hat", bank.predict(layout, h1))),
-        "tilt": _count(lambda: tilt_dense(logits, h, pred["h_hat"], head, beta, "residual", moments, inplace=True)),
+        "tilt": _count(lambda: tilt_dense(logits, h, pred["h_hat"], head, beta, "residual", moments)),
         "train": {key: value / k for key, value in train.items()},
     }
     total = {k: sum(p[k] for p in parts.values()) for k in ("bytes", "flops")}

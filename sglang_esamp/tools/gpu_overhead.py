@@ -133,8 +133,8 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         logits = model.lm_head(h).float()  # (rows, V)
         if form == "esamp":
             h_hat = trainer.predict(layout, h1)  # (rows, D)
-            ref = cap.reference(logits, temps)  # as the runtime: the cap's untilted side, then the tilt in place
-            cap.apply(tilt_dense(logits, h, h_hat, head, beta, "residual", moments, inplace=True), ref, temps)
+            ref = cap.reference(logits, temps)  # as the runtime: the cap's untilted side, the tilt aside, one write
+            logits.copy_(cap.apply(tilt_dense(logits, h, h_hat, head, beta, "residual", moments), ref, temps))
         token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
         if form == "esamp":
             trainer.submit(layout, h1, h)

@@ -210,3 +210,26 @@ def test_groups_of_very_different_sizes_predict_and_train_as_if_alone():
         torch.testing.assert_close(res.loss[res.slots == s], solo.loss)
     for k in together.params:
         torch.testing.assert_close(together.params[k], alone.params[k])
+
+
+def test_windows_cover_live_slots_so_padding_stays_below_twice_the_rows():
+    """Two n = 256 groups at slots 0 and 31, nothing between: the packed rows of prediction
+    and of training are at most twice the 512 real ones (not 32 x 256 over the slot range),
+    and each group predicts and trains as if alone."""
+    cfg = ESampConfig(max_groups=32, distiller="lowrank", rank=4, seed=1)
+    bank, alone = DistillerBank(cfg, hidden=8), DistillerBank(cfg, hidden=8)
+    packed, forward = [], bank.arch.forward
+    bank.arch.forward = lambda p, x: packed.append(x.shape[0] * x.shape[1]) or forward(p, x)  # x: (w, R, D)
+    layout = BatchLayout.from_slots([0] * 256 + [31] * 256 + [-1])
+    x, y = torch.randn(513, 8), torch.randn(513, 8)
+    pred = bank.predict(layout, x)
+    assert sum(packed) <= 2 * 512
+    packed.clear()
+    bank.train_step(layout, x, y)
+    assert sum(packed) <= 2 * 512
+    for slot, rows in ((0, slice(0, 256)), (31, slice(256, 512))):
+        own = BatchLayout.from_slots([slot] * 256)
+        torch.testing.assert_close(pred[rows], alone.predict(own, x[rows]), rtol=0, atol=0)
+        alone.train_step(own, x[rows], y[rows])
+    for k in bank.params:
+        torch.testing.assert_close(bank.params[k], alone.params[k])

@@ -5,6 +5,7 @@ import torch
 
 from sglang_esamp.core import BatchLayout, DistillerBank, ESampConfig
 from sglang_esamp.core.fences import StreamFences
+from sglang_esamp.core.streams import CudaStreams
 
 
 class Streams:
@@ -17,7 +18,7 @@ class Streams:
     def current(self):
         return Stream(self, self.now)
 
-    def event(self):
+    def new_event(self):
         return Event(self)
 
 
@@ -46,7 +47,7 @@ class Event:
 
 
 def fences_on(world):
-    return StreamFences(world.current, world.event)
+    return StreamFences(world)
 
 
 def waits(world):
@@ -81,7 +82,7 @@ def test_a_stream_does_not_wait_for_its_own_reads():
 
 
 def test_cpu_fences_do_nothing():
-    f = StreamFences.for_device(torch.device("cpu"))
+    f = StreamFences(CudaStreams.for_device(torch.device("cpu")))
     assert not f.enabled
     for call in (f.before_read, f.after_read, f.before_write, f.after_write):
         call()

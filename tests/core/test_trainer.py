@@ -208,3 +208,42 @@ def test_every_k_batches_train_as_one_step_on_their_stacked_rows(mode):
     trainer.drain()
     assert trainer.submitted == trainer.finished == 3 and bank.step_count.tolist() == [2.0, 2.0]
     trainer.close()
+
+
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_a_non_finite_group_in_another_size_bucket_resets_only_itself(mode):
+    """Slots [3, 3, 3, 3, 7]: the groups fall in two size buckets, trained in bucket order
+    (7 first), not in the order of first appearance (3 first). Slot 7 is not finite: slot 7
+    alone starts over, slot 3 keeps its step."""
+    bank, stats, trainer = setup(mode=mode, groups=8)
+    layout = BatchLayout.from_slots([3, 3, 3, 3, 7])
+    x, y = batches(1, rows=5)[0]
+    y[4, 0] = float("nan")  # slot 7's only row
+    trainer.submit(layout, x, y)
+    trainer.drain()
+    assert stats.snapshot(7)["resets"] == 1 and stats.snapshot(3)["resets"] == 0
+    assert bank.step_count[3] == 1 and bank.step_count[7] == 0
+    trainer.close()
+
+
+@pytest.mark.parametrize("lockstep", [True, False])
+def test_in_lockstep_a_prediction_sees_exactly_the_steps_its_staleness_allows(lockstep):
+    """Tensor-parallel ranks must predict alike. In lockstep the worker runs a step only once a
+    prediction asks for it, so a prediction after s submitted steps sees exactly s - staleness
+    of them, whatever the worker's timing; without it the worker may be further on."""
+    import time
+
+    cfg = ESampConfig(max_groups=2, intermediate=16, staleness=1, trainer="thread", optimizer="sgd")
+    bank, ref = DistillerBank(cfg, hidden=D), DistillerBank(cfg, hidden=D)
+    trainer = AsyncTrainer(bank, GroupStats(2), staleness=1, mode="thread", lockstep=lockstep)
+    layout, data = BatchLayout.from_slots([0, 0, 1, 1]), batches(6)
+    same = []
+    for k, (x, y) in enumerate(data):
+        if k >= 2:
+            ref.train_step(layout, *data[k - 2])  # the reference has steps 0 .. k - 2: s - 1 of the s = k submitted
+        same.append(torch.equal(trainer.predict(layout, x), ref.predict(layout, x)))
+        trainer.submit(layout, x, y)
+        time.sleep(0.05)  # time enough for the worker to run what it may
+    trainer.drain()
+    trainer.close()
+    assert all(same) == lockstep, same

@@ -53,6 +53,17 @@ def test_reservoir_size_is_bounded_in_bytes():
     assert RowReservoir.bytes_for(576, torch.float32) == small.nbytes
 
 
+@pytest.mark.parametrize(("hidden", "dtype"), [(16384, torch.bfloat16), (8192, torch.float32), (28672, torch.float32)])
+def test_the_reservoir_holds_the_rows_of_the_first_fit_at_any_hidden_size(hidden, dtype):
+    """The 64 MiB bound yields to the rows the base's first fit needs: a base that could never
+    gather them would stay random without a word."""
+    row_bytes = 2 * hidden * dtype.itemsize  # a (shallow, deep) pair
+    assert wb.WarmBase.bytes_for(0, hidden, dtype) - 4 >= wb.MIN_ROWS * row_bytes  # what the server reserves for it
+    res = RowReservoir.sized(hidden, "meta", dtype, least=wb.MIN_ROWS)
+    assert res.capacity >= wb.MIN_ROWS
+    assert RowReservoir.bytes_for(hidden, dtype, least=wb.MIN_ROWS) == res.nbytes
+
+
 def make_base(**kw):
     arch = build_architecture("mlp", D, 16, 4)
     init = random_init(arch.shapes(), 1, torch.Generator().manual_seed(0), None)

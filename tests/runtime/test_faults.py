@@ -144,6 +144,26 @@ def test_hostile_fields_are_a_400_on_the_openai_routes(fault_server, route, stre
     assert_healthy(fault_server)
 
 
+@pytest.mark.parametrize("explore", [None, 0.5])
+def test_out_of_vocabulary_token_ids_are_a_400(fault_server, explore):
+    """An id past the vocabulary, or a negative one, would index past the embedding inside
+    the scheduler and take the server down: /generate's input_ids and a /v1/completions
+    prompt of ids are refused with a 400 instead (a streamed /generate gets the same message
+    as its error event, as SGLang sends its other input checks)."""
+    extra = {} if explore is None else {"explore": explore}
+    for ids in ([1, 2, 1_000_000_000], [1, -1, 2]):
+        r = requests.post(fault_server.url + "/generate", json={"input_ids": ids, "sampling_params": {"max_new_tokens": 2, **extra}},
+                          timeout=60)
+        assert r.status_code == 400 and "vocabulary" in error_message(r), r.text
+        r = requests.post(fault_server.url + "/generate", timeout=60,
+                          json={"input_ids": ids, "stream": True, "sampling_params": {"max_new_tokens": 2, **extra}})
+        assert "vocabulary" in r.text, r.text
+        r = requests.post(fault_server.url + "/v1/completions", json={"model": "m", "prompt": ids, "max_tokens": 2, **extra},
+                          timeout=60)
+        assert r.status_code == 400 and "vocabulary" in error_message(r), r.text
+    assert_healthy(fault_server)
+
+
 def test_more_named_groups_than_slots(fault_server):
     """10 groups at once for 2 slots: every request is answered in full, the denied ones say
     so, and later ones take the slots that free."""

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from sglang_esamp import ESampConfig
+from sglang_esamp.core import GroupStats
 from sglang_esamp.runtime.params import CUSTOM_KEY
 from sglang_esamp.runtime.requests import RequestTracker
 
@@ -113,3 +114,48 @@ def test_random_traffic_keeps_the_table_consistent():
     for req in live:
         t.release(req)
     assert t.table.live == 0
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_a_reused_novelty_row_carries_nothing_of_its_last_request(monkeypatch, rows):
+    """The overlap scheduler samples step k + 1 before it processes step k's outputs: a request
+    that finished at step k still has a row in step k + 1, whose novelty lands after the request
+    was released and its row handed to the next request. That row must report the next
+    request's own novelty (with one row in the table, the same row is reused)."""
+    import torch
+
+    from sglang_esamp.core import BatchLayout
+    from sglang_esamp.runtime import requests as requests_mod
+
+    monkeypatch.setattr(requests_mod, "MAX_TRACKED_REQUESTS", rows)
+    t, _ = tracker(max_groups=2)
+    old, new = esamp_req("old", "g:a"), esamp_req("new", "g:b")
+    t.attach(old)
+    layout = BatchLayout.from_slots([old.esamp.slot])
+    h, far = torch.zeros(1, 4), torch.full((1, 4), 5.0)  # novelty 10 for the old request's rows
+    t.record_novelty([old.esamp], layout, h, far)  # step k
+    t.release(old)  # step k's outputs: done
+    t.attach(new)
+    t.record_novelty([old.esamp], layout, h, far)  # step k + 1, sampled before the release
+    t.record_novelty([new.esamp], BatchLayout.from_slots([new.esamp.slot]), h, torch.ones(1, 4))  # novelty 2
+    assert t.metadata(new.esamp, GroupStats(2))["novelty"] == pytest.approx(2.0)
+
+
+def test_a_finished_requests_metadata_takes_two_host_reads(monkeypatch):
+    """After the overlap barrier every host read of the device waits: the metadata reads the
+    slot's counters in one and the request's novelty in another, not one per number."""
+    import torch
+
+    from sglang_esamp.core import BatchLayout
+
+    t, _ = tracker(max_groups=2)
+    req = esamp_req("a", "g:a")
+    t.attach(req)
+    t.record_novelty([req.esamp], BatchLayout.from_slots([req.esamp.slot]), torch.zeros(1, 4), torch.ones(1, 4))
+    reads = []
+    for name in ("tolist", "item", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name: reads.append(_name) or _real(self, *a))
+    meta = t.metadata(req.esamp, GroupStats(2))
+    assert len(reads) <= 2, reads
+    assert meta["novelty"] == pytest.approx(2.0) and meta["steps"] == 0

@@ -296,3 +296,62 @@ def test_a_groups_prompt_fit_is_bounded_whatever_its_requests(monkeypatch):
     rt.trainer.submit = lambda layout, src, tgt, alone=False: (seen.append((layout.num_rows, alone)), real(layout, src, tgt, alone))
     prefill(rt, reqs, [6, 6], [0, 0], torch.randn(12, D), torch.randn(12, D))
     assert seen == [(4, True)]  # a step of its own, never held by --esamp-train-every
+
+
+def test_a_tilt_fault_leaves_every_row_untilted(monkeypatch):
+    """A fault anywhere in the tilt (here: in the stop cap after the dense tilt, and in the
+    candidate rows' tilt after the dense rows') leaves the batch's logits as SGLang made them:
+    the rows sample untilted, not tilted without their cap."""
+    from sglang_esamp.runtime import tilting
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tilt fault (injected)")
+
+    for where, reqs in (("cap", [make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:x")]),
+                        ("candidates", [make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:y", top_k=4)])):
+        rt = make_runtime(stop_ids=[0, 1])
+        with monkeypatch.context() as patch:
+            if where == "cap":
+                patch.setattr(rt.tilter.stop_cap, "apply", broken)
+            else:
+                patch.setattr(tilting, "tilt_candidates", broken)
+            for r in reqs:
+                rt.attach(r)
+            logits, seen = run_step(rt, reqs)
+        assert rt.faults == {"tilt": 1}, where
+        assert torch.equal(seen["logits"], logits), where
+
+
+def test_publishing_metrics_changes_no_distiller_state():
+    """Only one tensor-parallel rank reports /metrics. Publishing must neither drain the trainer
+    nor expire groups there, or that rank would train (every 2: a held batch as a step of its
+    own) and free slots at other points than the others."""
+    rt = make_runtime(train_every=2)
+    rt.tp_size = 2
+    published = []
+    rt.metrics = SimpleNamespace(due=lambda force=False: True, update=lambda stats, seconds: published.append(stats),
+                                 observe_rel_err=lambda value: None)
+    reqs = [make_req("a", 0.5, "g:x"), make_req("b", 0.5, "g:y")]
+    for r in reqs:
+        rt.attach(r)
+    run_step(rt, reqs)  # one decode batch, held for the next
+    rt.finish(reqs[1], with_metadata=True)
+    assert published and rt.trainer.submitted == 0
+
+
+def test_under_tensor_parallelism_idle_groups_leave_by_use_not_by_the_clock():
+    """Each rank has its own wall clock: under tensor parallelism the ttl is not applied, and an
+    idle group keeps its slot until another group needs one (least recently used first)."""
+    import time
+
+    torch.manual_seed(0)
+    cfg = ESampConfig(max_groups=2, intermediate=8, trainer="inline", group_ttl=0.01)
+    rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", processor=PROCESSOR, tp_size=2)
+    a, b, c = make_req("a", 0.5, "g:a"), make_req("b", 0.5, "g:b"), make_req("c", 0.5, "g:c")
+    rt.attach(a)
+    rt.finish(a, with_metadata=False)
+    time.sleep(0.05)  # past the ttl on any clock
+    rt.attach(b)
+    assert rt.requests.table.slot_of("g:a") is not None  # a free slot was left: no eviction
+    rt.attach(c)  # every slot taken: the idle group goes
+    assert rt.requests.table.slot_of("g:a") is None and rt.requests.table.evictions == 1

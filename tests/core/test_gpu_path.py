@@ -1,0 +1,120 @@
+"""The GPU path on a CPU: the trainer and the bank on ``CudaLike`` streams (a side stream whose
+work lands late and interleaved, an allocator that poisons what was not handed over) must
+give, prediction by prediction and weight by weight, what a synchronous CPU run gives, over
+the random scenario that ``python -m sglang_esamp.tools.gpu_stream_check`` runs on a GPU."""
+
+from collections import deque
+
+import pytest
+import torch
+
+from sglang_esamp.core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats
+from sglang_esamp.core import trainer as trainer_module
+from sglang_esamp.core import warm_base as wb
+from sglang_esamp.core.distiller import random_init
+from sglang_esamp.tools.gpu_stream_check import GROUPS, scenario
+
+from .cuda_like import CudaLike
+
+D = 8
+
+
+class System:
+    """A bank, its stats, a warm base and a trainer: on ``CudaLike`` streams or synchronous."""
+
+    def __init__(self, cfg: ESampConfig, world: CudaLike | None, mode: str, every: int, lockstep: bool = False):
+        self.bank = DistillerBank(cfg, hidden=D, streams=world)
+        self.stats = GroupStats(GROUPS)
+        init = random_init(self.bank.arch.shapes(), 1, torch.Generator().manual_seed(5), None)
+        self.warm = wb.WarmBase(self.bank.arch, D, "cpu", torch.float32, init, seed=5)
+        self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, mode, warm=self.warm, every=every, lockstep=lockstep)
+
+    def open(self, slot: int, reused: bool) -> None:
+        """A new group moves into ``slot``, as the runtime does it."""
+        if reused:
+            self.trainer.drain()
+        self.bank.reset([slot])
+        self.stats.clear([slot])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {f"params.{k}": v for k, v in self.bank.params.items()}
+        out |= {f"exp_avg.{k}": v for k, v in self.bank.exp_avg.items()} | {"steps": self.bank.step_count}
+        out |= {f"stats.{k}": v for k, v in self.stats.table.items()}
+        return out | {f"base.{k}": v for k, v in self.warm.params.items()}
+
+
+@pytest.mark.parametrize(("mode", "staleness", "every", "optimizer", "seed"), [
+    ("inline", 0, 1, "sgd", 0), ("inline", 1, 2, "adam", 1), ("thread", 0, 1, "adam", 2), ("thread", 1, 1, "sgd", 3),
+])
+def test_the_gpu_path_matches_a_synchronous_run(monkeypatch, mode, staleness, every, optimizer, seed):
+    """Every prediction must be determined: the thread worker runs in lockstep (as under tensor
+    parallelism), so with staleness 1 a prediction sees exactly the steps before the last; the
+    synchronous reference trains each step one prediction late to match."""
+    monkeypatch.setattr(wb, "MIN_ROWS", 24)  # a base that fits, and is handed to the bank, within the run
+    monkeypatch.setattr(wb, "FIRST_STEPS", 6)
+    monkeypatch.setattr(wb, "BATCH", 16)
+    monkeypatch.setattr(trainer_module, "PUBLISH_EVERY", 2)
+    cfg = ESampConfig(max_groups=GROUPS, distiller="lowrank", rank=4, staleness=staleness, optimizer=optimizer,
+                      seed=seed)
+    world = CudaLike(seed=seed)
+    ref, gpu = System(cfg, None, "inline", every), System(cfg, world, mode, every, lockstep=True)
+    not_finite = set()  # slots whose group got a non-finite row: those, and only those, start over
+    lag = staleness if mode == "thread" else 0  # in lockstep the worker is exactly this many steps behind
+    late: deque = deque()  # the reference's steps, held back by the lag
+
+    def catch_up():  # the GPU side drains: the reference trains what it held back
+        while late:
+            ref.trainer.submit(*late.popleft())
+
+    with world:
+        for step, (op, args) in enumerate(scenario(seed, steps=20, hidden=D)):
+            if op == "open":
+                if args[1]:  # a reused slot: the runtime drains first
+                    catch_up()
+                ref.open(*args), gpu.open(*args)
+                not_finite.discard(args[0])
+            elif op == "idle":
+                if ref.warm.owed:  # the base owes steps: the trainer drains before them
+                    catch_up()
+                ref.trainer.idle(0.0, steps=2), gpu.trainer.idle(0.0, steps=2)
+            else:
+                row_slots, src, tgt, bad = args
+                not_finite |= {bad} - {None}
+                layouts = BatchLayout.from_slots(row_slots), BatchLayout.from_slots(row_slots)
+                want = ref.trainer.predict(layouts[0], src)
+                got = gpu.trainer.predict(layouts[1], src.clone())
+                torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True, msg=f"prediction of step {step}")
+                late.append((layouts[0], src, tgt))
+                while len(late) > lag:
+                    ref.trainer.submit(*late.popleft())
+                gpu.trainer.submit(layouts[1], src.clone(), tgt.clone())
+        catch_up()
+        for system in (ref, gpu):
+            system.trainer.drain()
+        world.synchronize()
+    ref.trainer.close(), gpu.trainer.close()
+    assert not world.poisoned, world.poisoned[:3]
+    assert gpu.trainer.failures == 0 and gpu.stats.total_resets == ref.stats.total_resets
+    assert ref.warm.steps > 0 and ref.stats.total_resets > 0  # the run swapped bases and reset groups
+    for system in (ref, gpu):
+        assert set(system.stats.table["resets"].nonzero().flatten().tolist()) == not_finite
+    want = ref.state()
+    for name, value in gpu.state().items():
+        torch.testing.assert_close(value, want[name], rtol=0, atol=0, msg=name)
+
+
+def test_the_stand_in_runs_side_work_late_and_poisons_what_was_not_handed_over():
+    world = CudaLike(seed=0, progress=0.0)
+    side, event = world.new_stream(), world.new_event()
+    with world:
+        made = torch.arange(4.0)  # on the forward stream
+        handed = torch.arange(4.0)
+        world.record_stream(handed, side)
+        with world.use(side):
+            late = made * 2 + handed
+            event.record(side)
+    issued = late.clone()  # outside the stand-in: a look at the memory, no op of any stream
+    event.synchronize()
+    assert issued.isnan().all()  # issued, not run yet
+    assert late.isnan().all() and len(world.poisoned) == 1  # ``made`` was read after the host may have dropped it
+    assert torch.equal(handed, torch.arange(4.0))
