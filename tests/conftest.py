@@ -67,12 +67,12 @@ def server(embedded_model):
 
 @pytest.fixture(scope="session")
 def esamp_server(embedded_model):
-    """The real SGLang HTTP server on the embedded model with ESamp exactly as published
-    (random init, the paper's tilt): its tests check training and tilting from a cold start.
+    """The real SGLang HTTP server on the embedded model with ESamp as published (random
+    init, the paper's tilt over every token): its tests check training and tilting from a cold start.
     The defaults (calibrated, residual) run in test_calibrate.py and through the programs."""
     from sglang_esamp.launch.server import ServerProcess
 
-    with ServerProcess(["--enable-esamp", "--esamp-init", "random", "--esamp-tilt", "paper"]) as srv:
+    with ServerProcess(["--enable-esamp", "--esamp-init", "random", "--esamp-tilt", "paper", "--esamp-tail-floor", "0"]) as srv:
         yield srv
 
 

@@ -86,11 +86,12 @@ class ESampConfig:
         "total probability) or 'logit' (also each one's odds against the other tokens).",
         choices=STOP_CAPS)
     tail_floor: float = knob(
-        0.0,
+        0.05,
         "For requests without top-k/top-p/min-p: the tilt acts only among the plausible tokens, those whose untilted "
         "probability is at least this fraction of the top token's (at most the 64 likeliest), and keeps their total "
         "probability; every other token keeps exactly its plain-sampling probability, so exploration never pushes a "
-        "sample into token soup (0: the tilt acts on every token). Unlike --esamp-plausibility, nothing is cut.",
+        "sample into token soup (0: the tilt acts on every token, as published). Unlike --esamp-plausibility, nothing "
+        "is cut.",
         low=0.0, below=1.0)
     shared_prefix_tilt: str = knob(
         "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "

@@ -96,6 +96,12 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
         lm, d = head64(model, pending.h[r:r + 1], vocab)[0], head64(model, pending.h_hat[i:i + 1], vocab)[0]
         server_l = pending.probe_logits[r].double()  # the model's own, kept by the probe before SGLang's processing
         ref = x + beta * direction(lm, d, mode)
+        if form is Form.PLAUSIBLE:  # the tilt within the 64 likeliest at p >= floor * p_max, their total kept
+            p = torch.softmax(x / temp, -1)
+            top = torch.zeros_like(p, dtype=torch.bool).scatter_(0, x.topk(min(64, vocab)).indices, True)
+            plausible = top & (p >= MODEL["cfg"].tail_floor * p.max())
+            shift = temp * (torch.logsumexp(x[plausible] / temp, 0) - torch.logsumexp(ref[plausible] / temp, 0))
+            ref = torch.where(plausible, ref + shift, x)
         if form is Form.CANDIDATES:
             if plan.floors[i] > 0:
                 keep = keep_mask(x, temp, vocab, 1.0, plan.floors[i])

@@ -147,7 +147,7 @@ def test_server_stats(esamp_server):
     assert stats["max_groups"] == 32 and stats["steps_submitted"] > 0
     assert stats["steps_finished"] <= stats["steps_submitted"] and stats["resets"] == 0
     assert stats["bytes_per_group"] == (2 * 3 * 576 * 384 + 576) * 4 + 4  # SGD: the weights, no moments
-    assert stats["tilted_rows"]["dense"] > 0 and set(stats["tilted_rows"]) == {"dense", "candidates"}
+    assert stats["tilted_rows"]["dense"] > 0 and set(stats["tilted_rows"]) == {"dense", "plausible", "candidates"}
     assert stats["config"]["init"] == "random" and stats["config"]["tilt"] == "paper" and stats["config"]["max_groups"] == 32
 
 

@@ -23,7 +23,7 @@ def test_bench_json_reports_training_and_ratio(tiny_esamp_server):
     assert cases["esamp explore=0"]["steps_trained"] > 0 and cases["esamp explore=0.5"]["steps_trained"] > 0
     assert not cases["esamp explore=0.5"]["void"]
     # the bench samples without filters: every tilted row-step took the dense form
-    assert cases["esamp explore=0.5"]["tilted_rows"]["dense"] > 0 and cases["esamp explore=0.5"]["tilted_rows"]["candidates"] == 0
+    assert cases["esamp explore=0.5"]["tilted_rows"]["plausible"] > 0 and cases["esamp explore=0.5"]["tilted_rows"]["candidates"] == 0
     assert sum(cases["esamp explore=0"]["tilted_rows"].values()) == 0
     assert abs(result["ratio"] - cases["esamp explore=0.5"]["tok_s"] / cases["vanilla"]["tok_s"]) < 1e-9
 
