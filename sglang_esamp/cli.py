@@ -26,6 +26,7 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     cpu.setup()  # a process starts here: before sglang is first imported, on machines without a GPU
     if argv and argv[0] == "serve":
         return serve(argv[1:])  # everything after "serve" belongs to launch_server
+    # a terminated command unwinds like an interrupted one, so the server it started stops with it
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = build_parser()
     if argv and argv[0] == "calibrate":  # its --esamp-* flags are checked by the command itself
         args, extra = parser.parse_known_args(argv)
