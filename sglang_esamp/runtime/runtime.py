@@ -347,8 +347,7 @@ class ESampRuntime:
         idx = torch.tensor(rows, dtype=torch.int64).to(h.device, non_blocking=True)
         layout = BatchLayout.from_slots(row_slots, h.device)
         src, tgt = h1[idx], h[idx]  # (rows, D) each
-        for _ in range(self.cfg.prompt_steps):
-            self.trainer.submit(layout, src, tgt, alone=True)
+        self.trainer.submit(layout, src, tgt, repeat=self.cfg.prompt_steps)
 
     def _plan(self, step: Step, layout):
         return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab)
