@@ -271,6 +271,7 @@ class AsyncTrainer:
         """Up to ``k`` owed base steps. One that raises drops the base's owed steps (the next
         rows earn new ones); the groups never notice."""
         warm = self.warm
+        before = warm.steps
         try:
             with self._on_side():
                 for _ in range(k):
@@ -285,7 +286,7 @@ class AsyncTrainer:
                         self._log_fit(warm)
                     if warm.owed == 0 or warm.steps % PUBLISH_EVERY == 0:
                         self.bank.set_base(warm.snapshot())
-                if warm.owed == 0 and self.on_fitted is not None:
+                if warm.owed == 0 and warm.steps > before and self.on_fitted is not None:  # once, by the call that finished
                     self.on_fitted(warm)
         except Exception:
             warm.owed = 0
