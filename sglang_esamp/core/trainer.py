@@ -114,14 +114,19 @@ class AsyncTrainer:
         self.wait(self.submitted - self.staleness)
         return self.bank.predict(layout, src)
 
-    def submit(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor, alone: bool = False) -> None:
+    def submit(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor, repeat: int = 0) -> None:
         """Hand in one batch's rows for training (every ``every``-th call queues a step;
-        ``alone``: a step of its own at once, as a prompt fit's steps are). The tensors are
-        copied: callers may reuse theirs."""
+        ``repeat`` > 0: that many steps of their own on these rows at once, as a prompt fit's,
+        whose rows the base's reservoir takes once). The tensors are copied: callers may
+        reuse theirs."""
         if layout.is_empty:
             return
         src, tgt = src.detach().clone(), tgt.detach().clone()
-        if self.every > 1 and not alone:
+        if repeat:
+            for i in range(repeat):
+                self._queue_step(layout, src, tgt, feed=i == 0)
+            return
+        if self.every > 1:
             self._held.append((layout, src, tgt))
             if len(self._held) < self.every:
                 return
@@ -136,8 +141,9 @@ class AsyncTrainer:
         layout = BatchLayout.stacked([lay for lay, _, _ in held], self.bank.device)
         return layout, torch.cat([s for _, s, _ in held]), torch.cat([t for _, _, t in held])
 
-    def _queue_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
-        item = self._hand_over(layout, src, tgt)
+    def _queue_step(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor, feed: bool = True) -> None:
+        """Queue (or, inline, run) one step; ``feed``: its rows also go to the base's reservoir."""
+        item = (*self._hand_over(layout, src, tgt), feed)
         with self._cond:
             self.submitted += 1
             if self.mode == "thread":
@@ -246,13 +252,13 @@ class AsyncTrainer:
                 self._step(item)
 
     def _step(self, item) -> None:
-        layout, src, tgt, ready = item
+        layout, src, tgt, ready, feed = item
         start = time.perf_counter()
         try:
             with self._on_side():
                 if ready is not None:
                     self._stream.wait_event(ready)
-                self._train(layout, src, tgt)
+                self._train(layout, src, tgt, feed)
         except Exception:
             self._fail(list(layout.slot_list))
         finally:
@@ -265,6 +271,7 @@ class AsyncTrainer:
         """Up to ``k`` owed base steps. One that raises drops the base's owed steps (the next
         rows earn new ones); the groups never notice."""
         warm = self.warm
+        before = warm.steps
         try:
             with self._on_side():
                 for _ in range(k):
@@ -279,7 +286,7 @@ class AsyncTrainer:
                         self._log_fit(warm)
                     if warm.owed == 0 or warm.steps % PUBLISH_EVERY == 0:
                         self.bank.set_base(warm.snapshot())
-                if warm.owed == 0 and self.on_fitted is not None:
+                if warm.owed == 0 and warm.steps > before and self.on_fitted is not None:  # once, by the call that finished
                     self.on_fitted(warm)
         except Exception:
             warm.owed = 0
@@ -309,10 +316,10 @@ class AsyncTrainer:
         except Exception:
             logger.exception("ESamp could not re-initialise slots %s", slots)
 
-    def _train(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor) -> None:
+    def _train(self, layout: BatchLayout, src: torch.Tensor, tgt: torch.Tensor, feed: bool) -> None:
         result = self.bank.train_step(layout, src, tgt)
         self.stats.record(result)
-        if self.warm is not None:
+        if self.warm is not None and feed:
             self.warm.add(src, tgt)
         self._reset_failed()  # the previous step's verdict: long landed by now
         flags = result.ok  # (g,) on the host already, on a CPU

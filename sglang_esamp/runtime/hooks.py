@@ -122,7 +122,8 @@ def generate_request(manager, obj, request=None, *args, **kwargs):
         return
     scope = request.headers.get(cfg.scope_header) if cfg.scope_header and request is not None else None
     router = getattr(manager, "esamp_router", None)
-    if router is not None and getattr(obj, "routed_dp_rank", 0) is None:
+    chosen = getattr(obj, "routed_dp_rank", 0) is not None or getattr(obj, "data_parallel_rank", None) is not None
+    if router is not None and not chosen:  # a rank the client chose (the deprecated field included) is kept
         obj.routed_dp_rank = router.dp_rank(obj, scope)
     if cfg.scope_header:
         obj.sampling_params = with_scope(obj.sampling_params, scope)

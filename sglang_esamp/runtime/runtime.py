@@ -349,8 +349,7 @@ class ESampRuntime:
         idx = torch.tensor(rows, dtype=torch.int64).to(h.device, non_blocking=True)
         layout = BatchLayout.from_slots(row_slots, h.device)
         src, tgt = h1[idx], h[idx]  # (rows, D) each
-        for _ in range(self.cfg.prompt_steps):
-            self.trainer.submit(layout, src, tgt, alone=True)
+        self.trainer.submit(layout, src, tgt, repeat=self.cfg.prompt_steps)
 
     def _plan(self, step: Step, layout):
         shared = shared_rows(step.states, step.reqs) if self.cfg.shared_prefix_tilt == "off" else frozenset()

@@ -45,8 +45,7 @@ def replay(cfg: ESampConfig, hidden: int, base, states, prompt_len: int) -> list
     if cfg.prompt_fit and prompt_len > 1:
         src, tgt = states[0][0][1:prompt_len], states[0][1][1:prompt_len]  # the shared prompt, without its first token
         layout = BatchLayout.from_slots([0] * src.shape[0])
-        for _ in range(cfg.prompt_steps):
-            trainer.submit(layout, src, tgt, alone=True)
+        trainer.submit(layout, src, tgt, repeat=cfg.prompt_steps)
     errors = []
     for t in range(max(s.shape[0] for s, _ in states) - prompt_len):
         live = [(s[prompt_len + t], h[prompt_len + t]) for s, h in states if s.shape[0] > prompt_len + t]

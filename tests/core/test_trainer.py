@@ -202,7 +202,7 @@ def test_every_k_batches_train_as_one_step_on_their_stacked_rows(mode):
     ref.train_step(BatchLayout.stacked([first, second]), torch.cat([batches(1)[0][0], x2]), torch.cat([y1, y2]))
     for k in bank.params:
         torch.testing.assert_close(bank.params[k], ref.params[k], rtol=0, atol=0)
-    trainer.submit(BatchLayout.from_slots([0, 0, 0, 0]), x3, y3, alone=True)  # a prompt fit's step
+    trainer.submit(BatchLayout.from_slots([0, 0, 0, 0]), x3, y3, repeat=1)  # a prompt fit's step
     trainer.submit(BatchLayout.from_slots([1, 1, 1, 1]), x3, y3)
     assert trainer.submitted == 2
     trainer.drain()

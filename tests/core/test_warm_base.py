@@ -148,6 +148,20 @@ def test_new_groups_start_from_a_published_base():
     assert all(torch.equal(bank.params[k][1], old[k]) for k in old)  # a slot in use keeps its weights
 
 
+def test_the_fit_is_reported_once(small_schedule):
+    """The worker can be handed a second work item of base steps while it runs the first (the
+    queue is empty meanwhile); one that finds nothing owed does not report the fit again."""
+    bank = DistillerBank(ESampConfig(max_groups=2, intermediate=16), hidden=D)
+    fitted = []
+    trainer = AsyncTrainer(bank, GroupStats(2), staleness=0, mode="inline", warm=make_base(),
+                           on_fitted=lambda b: fitted.append(b.steps))
+    for _ in range(4):
+        trainer.submit(BatchLayout.from_slots([0, 0, 1, 1, 1, 1, 1, 1]), torch.randn(8, D), torch.randn(8, D))
+    trainer._base_steps(wb.FIRST_STEPS)
+    trainer._base_steps(8)  # the second work item
+    assert fitted == [wb.FIRST_STEPS]
+
+
 @pytest.mark.parametrize("mode", ["inline", "thread"])
 def test_the_trainer_feeds_runs_and_publishes_the_base(mode, small_schedule):
     cfg = ESampConfig(max_groups=2, intermediate=16, trainer=mode)

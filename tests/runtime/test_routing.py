@@ -38,3 +38,20 @@ def test_grouping_by_prompt_routes_by_the_prompt():
     assert len(ids) == 1
     spread = {router.dp_rank(req({"explore": 0.5}, text=f"prompt {i}"), None) for i in range(64)}
     assert len(spread) == 8
+
+
+def test_a_rank_the_client_chose_is_kept():
+    """A client's own DP rank wins over the group's, under the current name (routed_dp_rank) or
+    the deprecated one (data_parallel_rank), which SGLang maps to it only after the hook ran."""
+    from sglang_esamp.runtime import hooks
+
+    cfg = ESampConfig()
+    manager = SimpleNamespace(esamp_config=cfg, esamp_router=DPRouter(4, cfg))
+    for chosen in ({"routed_dp_rank": 3, "data_parallel_rank": None}, {"routed_dp_rank": None, "data_parallel_rank": 3}):
+        obj = SimpleNamespace(sampling_params={"explore": 0.5, "explore_group": "team-a"}, text="Hi", input_ids=None, **chosen)
+        hooks.generate_request(manager, obj)
+        assert (obj.routed_dp_rank, obj.data_parallel_rank) == (chosen["routed_dp_rank"], chosen["data_parallel_rank"])
+    obj = SimpleNamespace(sampling_params={"explore": 0.5, "explore_group": "team-a"}, text="Hi", input_ids=None,
+                          routed_dp_rank=None, data_parallel_rank=None)
+    hooks.generate_request(manager, obj)
+    assert obj.routed_dp_rank in range(4)  # no choice: the group's rank

@@ -293,9 +293,9 @@ def test_a_groups_prompt_fit_is_bounded_whatever_its_requests(monkeypatch):
         rt.attach(r)
     seen = []
     real = rt.trainer.submit
-    rt.trainer.submit = lambda layout, src, tgt, alone=False: (seen.append((layout.num_rows, alone)), real(layout, src, tgt, alone))
+    rt.trainer.submit = lambda layout, src, tgt, repeat=0: (seen.append((layout.num_rows, repeat)), real(layout, src, tgt, repeat))
     prefill(rt, reqs, [6, 6], [0, 0], torch.randn(12, D), torch.randn(12, D))
-    assert seen == [(4, True)]  # a step of its own, never held by --esamp-train-every
+    assert seen == [(4, 1)]  # steps of their own, never held by --esamp-train-every
 
 
 def test_a_tilt_fault_leaves_every_row_untilted(monkeypatch):
@@ -355,3 +355,13 @@ def test_under_tensor_parallelism_idle_groups_leave_by_use_not_by_the_clock():
     assert rt.requests.table.slot_of("g:a") is not None  # a free slot was left: no eviction
     rt.attach(c)  # every slot taken: the idle group goes
     assert rt.requests.table.slot_of("g:a") is None and rt.requests.table.evictions == 1
+
+
+def test_a_prompt_fits_rows_enter_the_bases_reservoir_once():
+    """A prompt fit trains ``prompt_steps`` steps on the same rows; the base, which learns
+    the model's generic map from the server's rows, takes them once."""
+    rt = make_runtime(init="calibrated+prompt", prompt_steps=3)
+    req = make_req("a", 0.5, "g:x")
+    rt.attach(req)
+    prefill(rt, [req], [6], [0], torch.randn(6, D), torch.randn(6, D))
+    assert rt.trainer.submitted == 3 and rt.warm.reservoir.added == 5  # the prompt less its first token
