@@ -133,6 +133,9 @@ def calibrate(args: argparse.Namespace) -> None:
     with server_url(args.url, server_args, warm_base=False) as url:
         base = warm(url)
     print(f"base distiller: {base['path']}")
+    if base["rounds"] == 0:
+        print(f"the server is warm: its base distiller is already fitted ({base['steps']} steps on {base['rows']} rows)")
+        return
     print(f"{base['steps']} steps on {base['rows']} rows of the server's own decoding, {base['rounds']} round(s) of prompts, "
           f"{time.monotonic() - t0:.0f} s")
 
