@@ -30,15 +30,15 @@ def esamp_stats(server):
     return info["internal_states"][0]["esamp"]
 
 
-def started(server, text, headers=None, rid=None, **params):
-    """A streamed /generate request, returned once its first tokens have arrived (so it is
+def started(server, text, headers=None, rid=None, tokens=1, **params):
+    """A streamed /generate request, returned once it has produced ``tokens`` tokens (so it is
     running): an iterator over its remaining chunks. ``finished`` reads it to the end."""
     params.setdefault("max_new_tokens", 8)
     body = {"text": text, "sampling_params": params, "stream": True} | ({"rid": rid} if rid else {})
     r = requests.post(server.url + "/generate", json=body, headers=headers, stream=True, timeout=300)
     assert r.status_code == 200, r.text
     chunks = (json.loads(line[len(b"data: "):]) for line in r.iter_lines() if line.startswith(b"data: {"))
-    next(chunks)
+    next(c for c in chunks if c["meta_info"]["completion_tokens"] >= tokens)
     return chunks
 
 
