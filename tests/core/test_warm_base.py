@@ -244,7 +244,7 @@ def test_the_first_fit_logs_its_progress(small_schedule, monkeypatch, caplog):
     assert lines[1].startswith("ESamp base distiller: first fit 5/10 steps, about ") and len(lines) == 2
 
 
-@pytest.mark.parametrize("steps, lr", [(0, 2e-3), (300, 1.05e-3), (600, 1e-4), (5000, 1e-4)])
+@pytest.mark.parametrize("steps, lr", [(0, 2e-3), (150, 1.7218e-3), (300, 1.05e-3), (600, 1e-4), (5000, 1e-4)])
 def test_the_learning_rate_decays_by_a_cosine_over_the_first_fit(steps, lr):
     """Measured from the weights: Adam's first step moves every weight by the learning rate
     (m / sqrt(v) is the gradient's sign), so the largest move is it. 2e-3 at the first step,
