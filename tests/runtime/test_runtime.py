@@ -324,3 +324,42 @@ def test_a_saved_base_of_another_shape_is_ignored_and_the_base_starts_afresh(tmp
     assert f"ignoring the base distiller {store.path}" in caplog.text and "does not fit" in caplog.text
     assert rt.bank.base is None and (rt.warm.steps, rt.warm.rows, rt.warm.fitted) == (0, 0, False)
     assert {k: tuple(v.shape) for k, v in rt.warm.params.items()} == {k: (1, *s) for k, s in rt.bank.arch.shapes().items()}
+
+
+def test_the_hidden_state_contract_between_the_hooks():
+    """step.py: the capture hook widens SGLang's (rows, D) to [h1 | h]; sample splits it, puts
+    h1 back and trains on (h1, h); the tilt inside SGLang's sample finds the step as
+    ``active``, set only while it runs."""
+    rt = make_runtime()
+    req = make_req("a", 1.0, "g:x")
+    rt.attach(req)
+    h1, h = torch.randn(1, D), torch.randn(1, D)
+    info = Info(torch.ones(1, 1), torch.tensor([V]), torch.tensor([1.0]), torch.tensor([0.0]))
+    batch = make_batch([req], True, info)
+    step = batch.esamp
+    with rt.forward(batch):
+        assert rt.active is step
+        stored = rt.store_hidden_states(PROCESSOR, h1, h, None, h, None, metadata(extend=False))
+    assert rt.active is None and torch.equal(stored, torch.cat([h1, h], -1))
+    trained, seen = [], {}
+    rt.trainer.submit = lambda layout, src, tgt, alone=False: trained.append((src, tgt))
+
+    def sample(lo, fb):
+        seen["active"], seen["hidden"] = rt.active, lo.hidden_states
+        before = lo.next_token_logits.clone()
+        rt.apply_tilt(lo)
+        seen["tilted"] = not torch.equal(before, lo.next_token_logits)
+        return lo.next_token_logits.argmax(-1)
+
+    out = SimpleNamespace(hidden_states=stored, next_token_logits=h @ head(rt).T)
+    rt.sample(sample, out, batch)
+    assert seen["active"] is step and torch.equal(seen["hidden"], h1) and seen["tilted"]
+    assert rt.active is None and torch.equal(out.hidden_states, h1)
+    assert len(trained) == 1 and torch.equal(trained[0][0], h1) and torch.equal(trained[0][1], h)
+    logits = torch.randn(1, V)
+    outside = SimpleNamespace(next_token_logits=logits.clone())
+    rt.apply_tilt(outside)  # no active step: nothing to tilt
+    assert torch.equal(outside.next_token_logits, logits)
+    narrow = SimpleNamespace(hidden_states=h1, next_token_logits=h @ head(rt).T)  # not widened: untilted, untrained
+    rt.sample(sample, narrow, make_batch([req], True, info))
+    assert seen["active"] is None and not seen["tilted"] and len(trained) == 1
