@@ -84,7 +84,7 @@ def eval_report(folder: str) -> None:
     from .evaluation.report import aggregate, write_report
 
     out = Path(folder)
-    if not (out / "config.json").is_file() or not (out / "samples.jsonl").is_file():
+    if not (out / "config.json").is_file() or not any((out / name).is_file() for name in ("samples.jsonl", "samples.jsonl.gz")):
         raise SystemExit(f"sglang-esamp eval-report: error: {out} is not an eval folder (no config.json and samples.jsonl)")
     write_report(out, aggregate(out))
     print((out / "report.md").read_text())

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sglang_esamp.evaluation.report import aggregate, summary_table, write_report
+from sglang_esamp.evaluation.report import aggregate, open_samples, summary_table, write_report
 
 
 def sample(text, answer, correct, nll=1.0, finish="length", tokens=8):
@@ -49,3 +49,15 @@ def test_aggregate_and_report(tmp_path):
     table = summary_table([str(tmp_path)]).splitlines()
     assert len(table) == 2 + 3 and table[3].startswith("| (defaults) | esamp@0.5 | ")
     assert table[3].endswith("| 50.0 [50.0, 50.0] | 100.0 [100.0, 100.0] |")
+
+
+def test_the_archived_runs_samples_are_read_gzipped():
+    """docs/results keeps its runs' samples.jsonl gzipped; the report reads them as they are."""
+    from pathlib import Path
+
+    runs = [p.parent for p in (Path(__file__).resolve().parents[2] / "docs" / "results").rglob("samples.jsonl.gz")]
+    assert len(runs) >= 20
+    for run in runs:
+        with open_samples(run) as f:
+            first = json.loads(next(f))
+        assert {"method", "problem", "samples"} <= first.keys(), run
