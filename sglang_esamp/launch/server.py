@@ -80,17 +80,29 @@ class ServerProcess:
         lines = [line for line in self.tail(2000).splitlines() if line.strip()]
         return lines[-1].split("] ", 1)[-1][:70] if lines else ""
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the whole process group and wait until every member has exited (the scheduler
+        ranks outlive the launcher by a moment), so that the next server starts on a quiet
+        machine; SIGKILL for what is left after ``timeout`` seconds."""
+        if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        deadline = time.monotonic() + timeout
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._group_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def _group_alive(self) -> bool:
+        self.proc.poll()  # reap the launcher, which would otherwise count as a member
+        try:
+            os.killpg(self.proc.pid, 0)
         except ProcessLookupError:
-            pass
+            return False
+        return True
 
     def tail(self, chars: int = 4000) -> str:
         with open(self.log.name, errors="replace") as f:
