@@ -26,8 +26,8 @@ def tp_server(tiny_model):
     server's shutdown exited with code 3 before answering. Code 3 is uvicorn's start-up
     failure: binding the HTTP port, picked free long before (in the range the ranks' own
     connections take their ports from), or SGLang's lifespan. ``ServerProcess.stop`` now
-    waits for every process of the previous server; until a start has been seen to fail
-    without that, the retry stays. The first failure's log tail is printed, so a start that
+    waits for every process of the previous server, which may remove the cause; the retry
+    stays until that is shown. The first failure's log tail is printed, so a start that
     fails twice is still a failure with both logs."""
     args = ["--model-path", str(tiny_model), *ARGS, "--tp-size", "2"]
     try:
