@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import requests
 from tqdm import tqdm
@@ -97,12 +98,15 @@ class ServerProcess:
         self.proc.wait()
 
     def _group_alive(self) -> bool:
-        self.proc.poll()  # reap the launcher, which would otherwise count as a member
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        """Whether a process of the server's group still runs (Linux's /proc; a zombie waiting
+        to be reaped does not count)."""
+        self.proc.poll()  # reap the launcher
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (command)"
+                if group == str(self.proc.pid) and state != "Z":
+                    return True
+        return False
 
     def tail(self, chars: int = 4000) -> str:
         with open(self.log.name, errors="replace") as f:
