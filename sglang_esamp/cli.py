@@ -87,7 +87,7 @@ def eval_report(folder: str) -> None:
     from .evaluation.report import aggregate, write_report
 
     out = Path(folder)
-    if not (out / "config.json").is_file() or not (out / "samples.jsonl").is_file():
+    if not (out / "config.json").is_file() or not any((out / name).is_file() for name in ("samples.jsonl", "samples.jsonl.gz")):
         raise SystemExit(f"sglang-esamp eval-report: error: {out} is not an eval folder (no config.json and samples.jsonl)")
     write_report(out, aggregate(out))
     print((out / "report.md").read_text())
@@ -136,6 +136,9 @@ def calibrate(args: argparse.Namespace) -> None:
     with server_url(args.url, server_args, warm_base=False) as url:
         base = warm(url)
     print(f"base distiller: {base['path']}")
+    if base["rounds"] == 0:
+        print(f"the server is warm: its base distiller is already fitted ({base['steps']} steps on {base['rows']} rows)")
+        return
     print(f"{base['steps']} steps on {base['rows']} rows of the server's own decoding, {base['rounds']} round(s) of prompts, "
           f"{time.monotonic() - t0:.0f} s")
 

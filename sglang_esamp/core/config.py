@@ -1,7 +1,7 @@
 """ESampConfig: every knob of the method, declared and validated in one place.
 
-Each field is declared once, with its default, its help text and its valid range or
-choices (``knob``). The server flags (``--esamp-<field-with-dashes>``), their ``--help`` and
+Each field is declared once, with its type (the annotation), its default, its help text and
+its valid range or choices (``knob``). The server flags (``--esamp-<field-with-dashes>``), their ``--help`` and
 the flag table in docs/server.md are all generated from these declarations, so a value that
 is valid here is valid on the command line and the other way round.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 
 from .stop_cap import CAPS as STOP_CAPS
 from .tilt import MODES as TILT_MODES
@@ -43,6 +43,14 @@ class Knob:
 
 def knob(default, help: str, **limits):
     return field(default=default, metadata={"knob": Knob(help, **limits)})
+
+
+KINDS = {"int": int, "float": float, "str": str}  # the annotations a knob may carry
+
+
+def kind_of(f: Field) -> type:
+    """A knob's type, from its annotation (a string under ``from __future__ import annotations``)."""
+    return KINDS[getattr(f.type, "__name__", f.type)]
 
 
 @dataclass(slots=True)
@@ -120,7 +128,7 @@ class ESampConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check(self, f.name, type(f.default), f.metadata["knob"])
+            _check(self, f.name, kind_of(f), f.metadata["knob"])
         if self.named_groups == "deny" and self.group_by == "prompt":
             raise ValueError("ESampConfig.group_by 'prompt' joins clients who send the same prompt; "
                              "it cannot be used with named_groups 'deny'")

@@ -23,6 +23,7 @@ Per-problem metrics:
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import platform
@@ -78,11 +79,18 @@ def _per_problem(rec: dict, n: int, max_new_tokens: int) -> dict:
     return row
 
 
+def open_samples(out: Path):
+    """A run's ``samples.jsonl`` as text, or its gzip copy ``samples.jsonl.gz`` (the archived
+    runs in docs/results)."""
+    path = out / "samples.jsonl"
+    return open(path) if path.is_file() else gzip.open(out / "samples.jsonl.gz", "rt")
+
+
 def aggregate(out: Path) -> dict:
     cfg = json.loads((out / "config.json").read_text())
     n, max_tokens = cfg["n"], cfg["max_new_tokens"]
     rows: dict[str, dict[str, dict]] = defaultdict(dict)  # method -> problem -> metrics
-    with open(out / "samples.jsonl") as f:
+    with open_samples(out) as f:
         for line in f:
             try:
                 rec = json.loads(line)
@@ -231,7 +239,7 @@ def _method_rows(spec: str) -> tuple[str, dict[str, dict]]:
         raise ValueError(f"{spec!r} is not FOLDER:METHOD with FOLDER an eval --out folder")
     cfg = json.loads((out / "config.json").read_text())
     rows = {}
-    with open(out / "samples.jsonl") as f:
+    with open_samples(out) as f:
         for line in f:
             try:
                 rec = json.loads(line)

@@ -3,16 +3,18 @@
 The server trains the base that ``--esamp-init calibrated`` groups start from on its own
 decode rows (``core/warm_base.py``). This sends it the shipped calibration prompts
 (``data/calibration_prompts.txt``: chat instructions through the chat route, plain-text
-openings through /generate) with ``explore = 0``, all at once, round after round until the
+openings through /generate; a model without a chat template gets every prompt through
+/generate) with ``explore = 0``, all at once, round after round until the
 base has the rows it needs (the requests still running then are aborted), then waits while
-the server fits the base in its idle time and saves it.
+the server fits the base in its idle time and saves it. A server whose base is already
+fitted (loaded from its file) is warm: nothing is sent.
 Every later start on the same model loads the saved base. A server that the project's
 commands start themselves (``server_url``, the programs' backend) is warmed this way when
 its base is not fitted yet.
 
 Usage::
 
-    report = warm(url)          # {"steps": 600, "rows": 2110, "rounds": 1, "path": ...}
+    report = warm(url)          # {"steps": 600, "rows": 2110, "rounds": 1, "path": ...}; rounds 0: it was warm
     ensure_warm(url)            # warm only if the server trains a base that is not fitted
     warn_if_cold(url)           # a server given by URL: only say so
 """
@@ -49,6 +51,22 @@ def _base(url: str) -> dict:
     return esamp["base"]
 
 
+def _chat_works(url: str) -> bool:
+    """Whether the chat route serves this model: one without a chat template answers 400."""
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "explore": 0}
+    return requests.post(url + "/v1/chat/completions", json=body, timeout=600).status_code != 400
+
+
+def _prompts(url: str) -> list[tuple[str, str]]:
+    """The calibration prompts as (kind, text); the chat ones as plain text when the model has
+    no chat template."""
+    prompts = [tuple(line.split("\t", 1)) for line in PROMPTS.read_text().splitlines()]
+    if _chat_works(url):
+        return prompts
+    logger.info("the model at %s has no chat template: every calibration prompt goes through /generate", url)
+    return [("text", text) for _, text in prompts]
+
+
 def _send(url: str, kind: str, text: str, rid: str) -> None:
     if kind == "chat":
         body = {"messages": [{"role": "user", "content": text}], "max_tokens": NEW_TOKENS, "temperature": 1.0, "explore": 0,
@@ -60,7 +78,7 @@ def _send(url: str, kind: str, text: str, rid: str) -> None:
     res.raise_for_status()
 
 
-def _round(url: str, prompts: list[list[str]], number: int, progress: bool) -> dict:
+def _round(url: str, prompts: list[tuple[str, str]], number: int, progress: bool) -> dict:
     """All prompts at once, each under its own rid; a bar follows the rows the base has
     gathered, and once it owes its fit the requests still running are aborted (their rows
     are no longer needed). Returns the base's counters."""
@@ -87,10 +105,13 @@ def _round(url: str, prompts: list[list[str]], number: int, progress: bool) -> d
 
 def warm(url: str, max_rounds: int = 8, timeout: float = 1800.0, progress: bool = True) -> dict:
     """Send rounds of the prompts until the base owes its first fit, then wait until it is
-    fitted and saved. Returns the base's counters."""
+    fitted and saved. Returns the base's counters and the rounds sent (0: it was fitted
+    already, so nothing was sent and nothing waited for)."""
     url = url.rstrip("/")
-    prompts = [line.split("\t", 1) for line in PROMPTS.read_text().splitlines()]
     base, rounds = _base(url), 0
+    if base["fitted"]:
+        return base | {"rounds": 0}
+    prompts = _prompts(url)
     deadline = time.monotonic() + timeout
     while not base["fitted"] and not base["owed"] and rounds < max_rounds:
         rounds += 1

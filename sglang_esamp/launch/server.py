@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import requests
 from tqdm import tqdm
@@ -80,17 +81,32 @@ class ServerProcess:
         lines = [line for line in self.tail(2000).splitlines() if line.strip()]
         return lines[-1].split("] ", 1)[-1][:70] if lines else ""
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the whole process group and wait until every member has exited (the scheduler
+        ranks outlive the launcher by a moment), so that the next server starts on a quiet
+        machine; SIGKILL for what is left after ``timeout`` seconds."""
+        if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        deadline = time.monotonic() + timeout
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._group_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def _group_alive(self) -> bool:
+        """Whether a process of the server's group still runs (Linux's /proc; a zombie waiting
+        to be reaped does not count)."""
+        self.proc.poll()  # reap the launcher
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (command)"
+                if group == str(self.proc.pid) and state != "Z":
+                    return True
+        return False
 
     def tail(self, chars: int = 4000) -> str:
         with open(self.log.name, errors="replace") as f:

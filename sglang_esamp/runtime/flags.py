@@ -24,7 +24,7 @@ import dataclasses
 import json
 import os
 
-from ..core.config import ESampConfig
+from ..core.config import ESampConfig, kind_of
 
 ENV = "SGLANG_ESAMP_CONFIG"
 ENABLE_HELP = "Enable exploratory sampling (per-request 'explore')."
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser, enable_flag: bool = True) -> 
     for f in dataclasses.fields(ESampConfig):
         spec = f.metadata["knob"]
         group.add_argument(
-            flag_name(f.name), dest="esamp_" + f.name, type=type(f.default), default=f.default,
+            flag_name(f.name), dest="esamp_" + f.name, type=kind_of(f), default=f.default,
             choices=spec.choices, help=f"{spec.help} Default: {f.default}.",
         )
 

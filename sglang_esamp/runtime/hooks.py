@@ -36,6 +36,13 @@ What each step of a decode does is in ``runtime.py``.
 | Scheduler.init_metrics_collector                      | AFTER  | SGLang's labels for ESamp's /metrics series |
 | parallel_state.init_model_parallel_group              | AROUND | CPU only: no NCCL communicator (TP over gloo) |
 
+Arguments, by hook type (SGLang's ``HookRegistry``), in the same order everywhere below:
+
+- BEFORE: ``hook(*args)``, the wrapped call's own arguments, ``self`` (or ``cls``) first,
+  named here after what it is (``runner``, ``scheduler``, ``manager``);
+- AFTER: ``hook(result, *args)``, the call's return value first, then the same;
+- AROUND: ``hook(original, *args)``, the wrapped function first, which the hook calls itself.
+
 The OpenAI request models also get ``extra="allow"`` so that ``explore`` survives parsing,
 and SGLang's response extension ``SglExt`` so that it can carry ``esamp``.
 """

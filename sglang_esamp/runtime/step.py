@@ -10,6 +10,22 @@ slot, and every later hook of that batch reads and writes this object only:
 3. ``ModelRunner.sample``: the predictions and the row plan, the model's logits before
    SGLang's request processing, the tilt after it, the stratified rows' draw inside
    SGLang's sampler, then the training step.
+
+The hidden states travel outside the Step, in SGLang's own fields, under one contract:
+
+- ``LogitsProcessor._get_hidden_states_to_store`` (``runtime.store_hidden_states``): SGLang
+  keeps the source layer's output, (rows, D), one row per sampled token; for the model's
+  own LogitsProcessor under LAST capture ESamp widens it to (rows, 2D), ``[h1 | h]``, with
+  the LM head's input h, the deep state the distiller predicts.
+- ``ModelRunner.sample`` (``runtime.sample``): reads ``logits_output.hidden_states`` only if
+  it is 2D wide (else the batch samples untilted and trains nothing), splits it into h1 and
+  h, and puts h1 back, so SGLang and its callers see the shape they asked for. The
+  training step gets (h1, h).
+- ``ModelRunner._preprocess_logits`` (``runtime.apply_tilt``) runs inside SGLang's sample
+  and has no batch argument: it finds the Step as ``runtime.active``, which ``sample`` sets
+  for the length of SGLang's sample (and ``forward`` for the model's run) and clears after.
+  With no active Step it leaves the logits alone. ``Sampler._sample_from_probs``
+  (``runtime.stratify``) finds it the same way.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
+import argparse
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import pytest
 
 from sglang_esamp import ESampConfig
+from sglang_esamp.core import config
+from sglang_esamp.runtime import flags
 
 
 def test_defaults_are_the_papers():
@@ -59,6 +64,25 @@ def test_invalid_values_name_the_field(field, value):
 def test_ints_are_accepted_for_floats():
     cfg = ESampConfig(lr=1, max_explore=2)
     assert isinstance(cfg.lr, float) and cfg.max_explore == 2.0
+
+
+def test_a_knobs_type_is_its_annotation_not_its_default(monkeypatch):
+    """A float field declared with an int default (``knob(1, ...)``) is still a float: on the
+    command line and in the config."""
+    @dataclass
+    class Declared:
+        ratio: float = config.knob(1, "A float with an int default.")
+        count: int = config.knob(2, "An int.")
+
+    ratio, count = dataclasses.fields(Declared)
+    assert (config.kind_of(ratio), config.kind_of(count)) == (float, int)
+    monkeypatch.setattr(flags, "ESampConfig", Declared)
+    parser = argparse.ArgumentParser()
+    flags.add_arguments(parser)
+    assert parser.parse_args(["--esamp-ratio", "0.5"]).esamp_ratio == 0.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--esamp-count", "0.5"])
+    assert all(config.kind_of(f) is type(f.default) for f in dataclasses.fields(ESampConfig))  # the real ones agree
 
 
 def test_field_names_cover_every_field():

@@ -247,3 +247,41 @@ def test_in_lockstep_a_prediction_sees_exactly_the_steps_its_staleness_allows(lo
     trainer.drain()
     trainer.close()
     assert all(same) == lockstep, same
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker's death, on purpose
+def test_wait_returns_once_the_worker_has_died():
+    """A worker killed by something it does not catch (here SystemExit) leaves steps that
+    will never finish: waiting for them returns instead of hanging the scheduler."""
+    bank, _, trainer = setup()
+
+    def fatal(*args):
+        raise SystemExit("worker killed")
+
+    bank.train_step = fatal
+    layout = BatchLayout.from_slots([0, 0])
+    for x, y in batches(3, rows=2):
+        trainer.submit(layout, x, y)
+    trainer._worker.join(5.0)
+    assert not trainer._worker.is_alive() and trainer.finished == 1 < trainer.submitted == 3
+    waiter = threading.Thread(target=trainer.drain, daemon=True)
+    waiter.start()
+    waiter.join(5.0)
+    assert not waiter.is_alive()
+
+
+def test_close_finishes_the_queued_steps_first():
+    bank, _, trainer = setup()
+    gate = threading.Event()
+    real_step = bank.train_step
+    bank.train_step = lambda *args: gate.wait() and real_step(*args)
+    layout = BatchLayout.from_slots([0, 0, 1])
+    for x, y in batches(3, rows=3):
+        trainer.submit(layout, x, y)
+    closer = threading.Thread(target=trainer.close, daemon=True)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # three steps are queued or running
+    gate.set()
+    closer.join(5.0)
+    assert not closer.is_alive() and trainer.finished == 3 and bank.step_count.tolist() == [3.0, 3.0]

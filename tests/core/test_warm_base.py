@@ -267,3 +267,32 @@ def test_the_first_fit_logs_its_progress(small_schedule, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "ESamp base distiller: first fit begins, 10 steps on 32 rows, in idle time"
     assert lines[1].startswith("ESamp base distiller: first fit 5/10 steps, about ") and len(lines) == 2
+
+
+@pytest.mark.parametrize("steps, lr", [(0, 2e-3), (150, 1.7218e-3), (300, 1.05e-3), (600, 1e-4), (5000, 1e-4)])
+def test_the_learning_rate_decays_by_a_cosine_over_the_first_fit(steps, lr):
+    """Measured from the weights: Adam's first step moves every weight by the learning rate
+    (m / sqrt(v) is the gradient's sign), so the largest move is it. 2e-3 at the first step,
+    a cosine to 1e-4 at the 600th, 1e-4 for every refresh after it."""
+    base = make_base(steps=steps)
+    base.add(torch.randn(64, D), torch.randn(64, D))
+    before = base.snapshot()
+    base.step()
+    moved = max(float((base.params[k].detach() - before[k]).abs().max()) for k in before)
+    assert moved == pytest.approx(lr, rel=1e-3)
+
+
+def test_a_non_finite_row_in_the_reservoir_never_reaches_the_weights(small_schedule):
+    """One NaN and one inf row among the fitting rows: the minibatches that draw them add
+    nothing, the others still train the base, and nothing it holds turns non-finite."""
+    base = make_base()
+    src, tgt = torch.randn(32, D), torch.randn(32, D)
+    tgt[3, 0], src[17, 5] = float("nan"), float("inf")
+    for i in range(4):
+        base.add(src[8 * i : 8 * i + 8], tgt[8 * i : 8 * i + 8])
+    before = base.snapshot()
+    while base.owed:
+        base.step()
+    for part in (base.params, base.exp_avg, base.exp_avg_sq):
+        assert all(torch.isfinite(v).all() for v in part.values())
+    assert any(not torch.equal(before[k], base.params[k].detach()) for k in before)

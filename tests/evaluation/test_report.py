@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sglang_esamp.evaluation.report import aggregate, compare_table, summary_table, write_report
+from sglang_esamp.evaluation.report import aggregate, compare_table, open_samples, summary_table, write_report
 
 
 def sample(text, answer, correct, nll=1.0, finish="length", tokens=8):
@@ -74,3 +74,15 @@ def test_degenerate_rate_and_a_comparison_across_folders(tmp_path):
     assert "2 problems" in table and "| degenerate | 25.0 | 0.0 | +25.0 [+0.0, +50.0] |" in table
     with pytest.raises(ValueError, match="holds no samples of method 'esamp@1'"):
         compare_table(f"{a}:esamp@1", f"{b}:vanilla")
+
+
+def test_the_archived_runs_samples_are_read_gzipped():
+    """docs/results keeps its runs' samples.jsonl gzipped; the report reads them as they are."""
+    from pathlib import Path
+
+    runs = [p.parent for p in (Path(__file__).resolve().parents[2] / "docs" / "results").rglob("samples.jsonl.gz")]
+    assert len(runs) >= 20
+    for run in runs:
+        with open_samples(run) as f:
+            first = json.loads(next(f))
+        assert {"method", "problem", "samples"} <= first.keys(), run

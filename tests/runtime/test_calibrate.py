@@ -132,6 +132,36 @@ def test_calibrate_takes_esamp_flags_for_the_server_it_starts(monkeypatch):
     assert seen["flags"] == ["--esamp-distiller", "lowrank", "--esamp-rank", "32"]
 
 
+FITTED = {"steps": 600, "owed": 0, "rows": 2110, "fitted": True, "failures": 0, "path": "/b.pt", "saved_steps": None}
+
+
+def test_calibrate_returns_at_once_from_a_server_that_loaded_its_base(monkeypatch, capsys):
+    """A loaded base is fitted but was never saved by this server (saved_steps None): there is
+    nothing to send and nothing to wait for."""
+    from sglang_esamp import cli
+    from sglang_esamp.launch import calibrate
+
+    monkeypatch.setattr(calibrate, "_base", lambda url: FITTED)
+    monkeypatch.setattr(calibrate.requests, "post", lambda *a, **k: pytest.fail(f"a warm server was sent {a}"))
+    monkeypatch.setattr(calibrate.time, "sleep", lambda s: pytest.fail("calibrate waited on a warm server"))
+    cli.main(["calibrate", "--url", "http://127.0.0.1:1"])
+    assert "the server is warm: its base distiller is already fitted (600 steps on 2110 rows)" in capsys.readouterr().out
+
+
+def test_calibrate_sends_chat_prompts_as_text_to_a_model_without_a_chat_template(monkeypatch):
+    from types import SimpleNamespace
+
+    from sglang_esamp.launch import calibrate
+
+    routes = []
+    for status in (200, 400):  # SGLang answers 400 on the chat route for a model without a template
+        answer = SimpleNamespace(status_code=status)
+        monkeypatch.setattr(calibrate.requests, "post", lambda url, answer=answer, **k: routes.append(url) or answer)
+        kinds = [kind for kind, _ in calibrate._prompts("http://s")]
+        assert len(kinds) == 40 and kinds.count("chat") == (28 if status == 200 else 0)
+    assert routes == ["http://s/v1/chat/completions"] * 2
+
+
 def test_calibrate_refuses_server_flags_with_a_url():
     run = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", "calibrate", "--url", "http://127.0.0.1:1", "--model-path", "x"],
                          capture_output=True, text=True, timeout=120)

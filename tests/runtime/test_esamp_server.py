@@ -5,7 +5,7 @@ import time
 import pytest
 import requests
 
-from ..client import error_message, esamp_stats, generate, generate_ok
+from ..client import error_message, esamp_stats, finished, generate, generate_ok, started
 
 pytestmark = pytest.mark.server  # every test here talks to a real server
 
@@ -116,25 +116,12 @@ def test_openai_client_sees_esamp_metadata(esamp_server):
 
 
 def test_abort_mid_group_frees_its_rows(esamp_server):
-    import threading
-
     params = {"max_new_tokens": 400, "ignore_eos": True, "explore": 0.3, "explore_group": "ab"}
-    body = {"text": STORY, "rid": "to-abort", "sampling_params": params}
-    results = {}
-    post = lambda: requests.post(esamp_server.url + "/generate", json=body, timeout=300)
-    t = threading.Thread(target=lambda: results.setdefault("aborted", post()))
-    t.start()
-    time.sleep(2.0)
-    sib = lambda: generate_ok(esamp_server, STORY, max_new_tokens=30, ignore_eos=True, explore=0.3, explore_group="ab")
-    sibling = threading.Thread(target=lambda: results.setdefault("sibling", sib()))
-    sibling.start()
-    time.sleep(1.0)
+    doomed = started(esamp_server, STORY, rid="to-abort", **params)
+    sibling = started(esamp_server, STORY, **params | {"max_new_tokens": 30})  # both decoding in one group now
     requests.post(esamp_server.url + "/abort_request", json={"rid": "to-abort"}, timeout=30)
-    t.join(120)
-    sibling.join(120)
-    aborted = results["aborted"].json()
-    assert aborted["meta_info"]["finish_reason"]["type"] == "abort"
-    assert results["sibling"]["meta_info"]["completion_tokens"] == 30
+    assert finished(doomed)["meta_info"]["finish_reason"]["type"] == "abort"
+    assert finished(sibling)["meta_info"]["completion_tokens"] == 30
     deadline = time.time() + 10
     while esamp_stats(esamp_server)["live_groups"] and time.time() < deadline:
         time.sleep(0.2)
@@ -142,10 +129,11 @@ def test_abort_mid_group_frees_its_rows(esamp_server):
 
 
 def test_server_stats(esamp_server):
-    generate_ok(esamp_server, PROMPT, max_new_tokens=4, explore=0.1)
+    before = esamp_stats(esamp_server)
+    generate_ok(esamp_server, PROMPT, max_new_tokens=4, ignore_eos=True, explore=0.1)
     stats = esamp_stats(esamp_server)
-    assert stats["max_groups"] == 32 and stats["steps_submitted"] > 0
-    assert stats["steps_finished"] <= stats["steps_submitted"] and stats["resets"] == 0
+    assert stats["max_groups"] == 32 and stats["steps_submitted"] - before["steps_submitted"] == 3  # 4 tokens: 3 decode steps
+    assert stats["steps_finished"] == stats["steps_submitted"] and stats["resets"] == 0  # the CPU trains inline
     assert stats["bytes_per_group"] == (2 * 3 * 576 * 384 + 576) * 4 + 4  # SGD: the weights, no moments
     assert stats["tilted_rows"]["dense"] > 0 and set(stats["tilted_rows"]) == {"dense", "plausible", "candidates"}
     assert stats["config"]["init"] == "random" and stats["config"]["tilt"] == "paper" and stats["config"]["max_groups"] == 32
@@ -154,10 +142,15 @@ def test_server_stats(esamp_server):
 def test_explore_keeps_grammar_stop_bias_and_penalties(esamp_server):
     regex = generate_ok(esamp_server, "The year is", max_new_tokens=8, regex="[0-9]{4}", explore=1.0)
     assert len(regex["text"]) == 4 and regex["text"].isdigit()
-    stop = generate_ok(esamp_server, STORY, max_new_tokens=64, stop=[","], explore=0.5, temperature=0.8, top_p=0.9)
-    assert "," not in stop["text"] and stop["meta_info"]["finish_reason"]["type"] in ("stop", "length")
+    # token 28 is ",", pushed up so that it comes within a few tokens
+    stop = generate_ok(esamp_server, STORY, max_new_tokens=64, stop=[","], logit_bias={"28": 5.0}, explore=0.5, temperature=0.8,
+                       top_p=0.9)
+    assert "," not in stop["text"] and stop["meta_info"]["finish_reason"] == {"type": "stop", "matched": ","}, stop
     # token 45 is "=": the bias is applied before the tilt, so min_p's candidates include it
     bias = generate_ok(esamp_server, STORY, max_new_tokens=4, logit_bias={"45": 100.0}, explore=0.5, min_p=0.1)
     assert bias["text"] == "====" and bias["meta_info"]["esamp"]["steps"] >= 1
-    pen = generate_ok(esamp_server, STORY, max_new_tokens=24, frequency_penalty=1.5, presence_penalty=1.0, explore=0.5)
-    assert pen["meta_info"]["completion_tokens"] >= 1
+    # "=" at +100 wins every step; a penalty of 2 per occurrence overtakes it within 50 steps
+    same = dict(max_new_tokens=64, ignore_eos=True, logit_bias={"45": 100.0}, explore=0.5)
+    assert generate_ok(esamp_server, STORY, **same)["text"] == "=" * 64
+    pen = generate_ok(esamp_server, STORY, **same, frequency_penalty=2.0)
+    assert pen["text"].startswith("=" * 40) and pen["text"] != "=" * 64, pen["text"]

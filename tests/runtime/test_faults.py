@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..client import error_message, esamp_stats, generate_ok
+from ..client import error_message, esamp_stats, finished, generate_ok, started
 
 pytestmark = pytest.mark.server
 
@@ -186,27 +186,21 @@ def test_more_named_groups_than_slots(fault_server):
 
 def test_named_groups_are_scoped_by_the_gateway_header(fault_server):
     """The same explore_group under two tenants is two groups; without the header it is refused."""
-    import threading
-
-    def named(headers, route="/generate", tokens=6):
+    def named(headers, route="/generate"):
         if route == "/generate":
-            sampling = {"max_new_tokens": tokens, "ignore_eos": True, "explore": 0.5, "explore_group": "team"}
+            sampling = {"max_new_tokens": 6, "ignore_eos": True, "explore": 0.5, "explore_group": "team"}
             body = {"text": PROMPT, "sampling_params": sampling}
         else:
-            body = {"model": "m", "prompt": PROMPT, "max_tokens": tokens, "explore": 0.5, "explore_group": "team"}
+            body = {"model": "m", "prompt": PROMPT, "max_tokens": 6, "explore": 0.5, "explore_group": "team"}
         return requests.post(fault_server.url + route, json=body, headers=headers, timeout=300)
 
-    long = {}
-    runner = threading.Thread(target=lambda: long.setdefault("r", named(TENANT_A, tokens=400)))
-    runner.start()  # acme's group is running while the others arrive
-    time.sleep(1.0)
+    long = started(fault_server, PROMPT, headers=TENANT_A, tokens=20, max_new_tokens=400, ignore_eos=True, explore=0.5,
+                   explore_group="team")  # acme's group is running, 19 steps in, while the others arrive
     again, other = named(TENANT_A), named(TENANT_B)
-    assert long.get("r") is None  # acme's long request was still running
-    runner.join(120)
-    metas = [r.json()["meta_info"]["esamp"] for r in (long["r"], again, other)]
-    assert all(m["group"] == "team" for m in metas)
-    assert metas[1]["slot"] == metas[0]["slot"] != metas[2]["slot"]
-    assert metas[1]["steps"] > metas[2]["steps"] + 3  # acme's second call joined the running acme group
+    assert finished(long)["meta_info"]["finish_reason"]["type"] == "length"  # it ran all along
+    metas = [r.json()["meta_info"]["esamp"] for r in (again, other)]
+    assert all(m["group"] == "team" for m in metas) and metas[0]["slot"] != metas[1]["slot"]
+    assert metas[0]["steps"] > metas[1]["steps"] + 15  # acme's second call joined the running acme group
     for route in ("/generate", "/v1/completions"):
         r = named({}, route)
         assert r.status_code == 400 and "explore_group needs the X-Tenant header" in error_message(r), r.text

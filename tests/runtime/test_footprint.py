@@ -13,17 +13,39 @@ from sglang_esamp.runtime.runtime import ESampRuntime
 D, V = 32, 500
 
 
-@pytest.mark.parametrize("cfg", [
-    ESampConfig(max_groups=3, intermediate=16),  # mlp, residual tilt, calibrated init
-    ESampConfig(max_groups=5, distiller="lowrank", rank=4, init="random", tilt="paper"),
-    ESampConfig(max_groups=2, init="calibrated+prompt", tilt="paper"),
+REQUESTS = 2 * 65536 * 4 + 2 * 65536 * 8  # per tracked request: the novelty sum and count (4 bytes each), the code and its spent bits (8 each)
+STATS = 8 * 8  # per slot: 8 float64 counters
+RESERVOIR = 8192 * 2 * D * 2  # the base's rows: 8192 (shallow, deep) pairs in bfloat16
+
+
+def base(params: int) -> int:
+    """The base's weights and Adam moments, its reservoir, its last error, and the bank's copy."""
+    return 3 * params * 4 + RESERVOIR + 4 + params * 4
+
+
+MLP_16 = D + 2 * 3 * D * 16  # out_gain, and two blocks of gate, up (D, 16) and down (16, D)
+LOWRANK_4 = 3 * D * 4 + 4 + D  # a, gate, b; gate_bias; out_gain
+MLP_384 = D + 2 * 3 * D * 384
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    (ESampConfig(max_groups=3, intermediate=16),  # mlp, residual tilt, calibrated init
+     {"bank": 3 * (MLP_16 * 4 + 4), "stats": 3 * STATS, "requests": REQUESTS, "head moments": (D * D + 2 * D) * 4,
+      "base": base(MLP_16)}),
+    (ESampConfig(max_groups=5, distiller="lowrank", rank=4, init="random", tilt="paper"),
+     {"bank": 5 * (LOWRANK_4 * 4 + 4), "stats": 5 * STATS, "requests": REQUESTS}),
+    (ESampConfig(max_groups=2, init="calibrated+prompt", tilt="paper"),
+     {"bank": 2 * (MLP_384 * 4 + 4), "stats": 2 * STATS, "requests": REQUESTS, "base": base(MLP_384)}),
 ])
-def test_the_reservation_is_what_the_runtime_holds(cfg):
+def test_the_reservation_is_what_the_runtime_holds(cfg, expected):
+    """Counted by hand from the tensors' shapes: the reservation, the runtime's tensors and
+    what the server reports all come to it."""
     rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", dtype=torch.bfloat16)
     if rt.warm is not None:
         rt.bank.set_base(rt.warm.snapshot())  # the bank's copy of the base, once published
-    assert held_bytes(rt) == reserved_bytes(cfg, D, torch.bfloat16)
-    assert rt.server_stats()["device_bytes"] == held_bytes(rt)
+    assert reserved_bytes(cfg, D, torch.bfloat16) == expected
+    assert held_bytes(rt) == expected
+    assert rt.server_stats()["device_bytes"] == expected
 
 
 @pytest.mark.parametrize("optimizer, mib", [("sgd", 36), ("adam", 108)])

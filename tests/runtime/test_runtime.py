@@ -93,7 +93,8 @@ def test_only_explore_rows_are_tilted_and_trained():
     assert torch.equal(seen["logits"][1], logits[1]) and torch.equal(seen["logits"][2], logits[2])
     assert rt.trainer.submitted == 1
     assert rt.stats.snapshot(reqs[0].esamp.slot)["steps"] == 1 and rt.stats.snapshot(reqs[2].esamp.slot)["steps"] == 1
-    run_step(rt, reqs, decode=False)  # prefill rows are tilted but not trained on
+    logits, seen = run_step(rt, reqs, decode=False)  # prefill rows are tilted but not trained on
+    assert not torch.equal(seen["logits"][0], logits[0]) and torch.equal(seen["logits"][1:], logits[1:])
     assert rt.trainer.submitted == 1
 
 
@@ -160,17 +161,29 @@ def test_guard_keeps_unfiltered_rows_within_plausible_tokens_and_greedy_stays_gr
     assert seen["info"].top_ks.tolist() == [V, 1, V]
 
 
-def test_residual_mode_reaches_the_runtime():
-    paper, resid = make_runtime(tilt="paper"), make_runtime(tilt="residual")
-    outs = []
-    for rt in (paper, resid):
-        req = make_req("a", 1.0, "g:x")
-        rt.attach(req)
-        torch.manual_seed(1)
-        logits, seen = run_step(rt, [req])
-        outs.append((logits, seen["logits"]))
-    assert torch.equal(outs[0][0], outs[1][0])  # same inputs
-    assert not torch.allclose(outs[0][1], outs[1][1])  # different tilts
+def reference_tilt(logits, h, h_hat, w, beta, mode):
+    """The tilt's definition (core/tilt.py) in float64: x + beta t over the whole vocabulary."""
+    lm, d = h.double() @ w.double().T, h_hat.double() @ w.double().T
+    if mode == "paper":
+        return logits.double() + beta * (lm - d)
+    lc, dc = lm - lm.mean(-1, keepdim=True), d - d.mean(-1, keepdim=True)
+    a = ((lc * dc).sum(-1) / (lc * lc).sum(-1)).unsqueeze(-1)  # least squares d ~ a lm + b, per row
+    b = d.mean(-1, keepdim=True) - a * lm.mean(-1, keepdim=True)
+    return logits.double() + beta * (a * lm + b - d)
+
+
+def test_each_tilt_mode_matches_its_float64_definition():
+    torch.manual_seed(1)
+    h, h1 = torch.randn(2, D), torch.randn(2, D)
+    for mode in ("paper", "residual"):
+        rt = make_runtime(tilt=mode, tail_floor=0.0)  # the dense form: every token (test_tilt.py has the plausible form's)
+        rt.trainer.predict = lambda layout, src: 0.7 * src[layout.rows] + 0.2  # a stand-in distiller
+        reqs = [make_req("a", 1.5, "g:x"), make_req("b", 0.5, "g:y")]
+        for r in reqs:
+            rt.attach(r)
+        logits, seen = run_step(rt, reqs, hidden=torch.cat([h1, h], -1))
+        ref = reference_tilt(logits, h, 0.7 * h1 + 0.2, head(rt), torch.tensor([[1.5], [0.5]], dtype=torch.float64), mode)
+        torch.testing.assert_close(seen["logits"].double(), ref, rtol=0, atol=1e-4)
 
 
 def stop_share(logits, stop, keep=None):
@@ -365,3 +378,58 @@ def test_a_prompt_fits_rows_enter_the_bases_reservoir_once():
     rt.attach(req)
     prefill(rt, [req], [6], [0], torch.randn(6, D), torch.randn(6, D))
     assert rt.trainer.submitted == 3 and rt.warm.reservoir.added == 5  # the prompt less its first token
+
+
+def test_a_saved_base_of_another_shape_is_ignored_and_the_base_starts_afresh(tmp_path, caplog):
+    from sglang_esamp.core.distiller import build_architecture, random_init
+    from sglang_esamp.core.warm_base import WarmBase
+    from sglang_esamp.runtime.base import BaseStore
+
+    other = build_architecture("mlp", D + 1, 8, 64)  # a base saved for another hidden size
+    store = BaseStore(tmp_path / "base.pt")
+    store.save(WarmBase(other, D + 1, "cpu", torch.float32, random_init(other.shapes(), 1, torch.Generator(), None), steps=700,
+                        rows=9000))
+    cfg = ESampConfig(max_groups=2, intermediate=8, trainer="inline", init="calibrated")
+    rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", store=store, processor=PROCESSOR)
+    assert f"ignoring the base distiller {store.path}" in caplog.text and "does not fit" in caplog.text
+    assert rt.bank.base is None and (rt.warm.steps, rt.warm.rows, rt.warm.fitted) == (0, 0, False)
+    assert {k: tuple(v.shape) for k, v in rt.warm.params.items()} == {k: (1, *s) for k, s in rt.bank.arch.shapes().items()}
+
+
+def test_the_hidden_state_contract_between_the_hooks():
+    """step.py: the capture hook widens SGLang's (rows, D) to [h1 | h]; sample splits it, puts
+    h1 back and trains on (h1, h); the tilt inside SGLang's sample finds the step as
+    ``active``, set only while it runs."""
+    rt = make_runtime(tail_floor=0.0)  # the dense form moves every token, so the check below sees the tilt
+    req = make_req("a", 1.0, "g:x")
+    rt.attach(req)
+    h1, h = torch.randn(1, D), torch.randn(1, D)
+    info = Info(torch.ones(1, 1), torch.tensor([V]), torch.tensor([1.0]), torch.tensor([0.0]))
+    batch = make_batch([req], True, info)
+    step = batch.esamp
+    with rt.forward(batch):
+        assert rt.active is step
+        stored = rt.store_hidden_states(PROCESSOR, h1, h, None, h, None, metadata(extend=False))
+    assert rt.active is None and torch.equal(stored, torch.cat([h1, h], -1))
+    trained, seen = [], {}
+    rt.trainer.submit = lambda layout, src, tgt, alone=False: trained.append((src, tgt))
+
+    def sample(lo, fb):
+        seen["active"], seen["hidden"] = rt.active, lo.hidden_states
+        before = lo.next_token_logits.clone()
+        rt.apply_tilt(lo)
+        seen["tilted"] = not torch.equal(before, lo.next_token_logits)
+        return lo.next_token_logits.argmax(-1)
+
+    out = SimpleNamespace(hidden_states=stored, next_token_logits=h @ head(rt).T)
+    rt.sample(sample, out, batch)
+    assert seen["active"] is step and torch.equal(seen["hidden"], h1) and seen["tilted"]
+    assert rt.active is None and torch.equal(out.hidden_states, h1)
+    assert len(trained) == 1 and torch.equal(trained[0][0], h1) and torch.equal(trained[0][1], h)
+    logits = torch.randn(1, V)
+    outside = SimpleNamespace(next_token_logits=logits.clone())
+    rt.apply_tilt(outside)  # no active step: nothing to tilt
+    assert torch.equal(outside.next_token_logits, logits)
+    narrow = SimpleNamespace(hidden_states=h1, next_token_logits=h @ head(rt).T)  # not widened: untilted, untrained
+    rt.sample(sample, narrow, make_batch([req], True, info))
+    assert seen["active"] is None and not seen["tilted"] and len(trained) == 1

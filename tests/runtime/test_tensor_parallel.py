@@ -23,8 +23,12 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def tp_server(tiny_model):
     """One retry of the start: once in five local runs a TP 2 start right after another
-    server's shutdown exited with code 3 before answering; the first failure's log tail is
-    printed, so a start that fails twice is still a failure with both logs."""
+    server's shutdown exited with code 3 before answering. Code 3 is uvicorn's start-up
+    failure: binding the HTTP port, picked free long before (in the range the ranks' own
+    connections take their ports from), or SGLang's lifespan. ``ServerProcess.stop`` now
+    waits for every process of the previous server, which may remove the cause; the retry
+    stays until that is shown. The first failure's log tail is printed, so a start that
+    fails twice is still a failure with both logs."""
     args = ["--model-path", str(tiny_model), *ARGS, "--tp-size", "2"]
     try:
         srv = ServerProcess(args).__enter__()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sglang_esamp.evaluation.metrics import paired_diff_ci
-from sglang_esamp.evaluation.report import _per_problem
+from sglang_esamp.evaluation.report import _per_problem, open_samples
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = (HERE, HERE.parent / "quality_creative_heldout_exact")
@@ -19,7 +19,7 @@ KEYS = ("similarity", "vendi", "ppl", "early_stop", "rel_err")
 def rows(folder: Path) -> dict[str, dict]:
     cfg = json.loads((folder / "config.json").read_text())
     out = {}
-    for line in (folder / "samples.jsonl").read_text().splitlines():
+    for line in open_samples(folder):
         rec = json.loads(line)
         if rec["method"] == "esamp@0.5":
             out[rec["problem"]] = _per_problem(rec, cfg["n"], cfg["max_new_tokens"])
