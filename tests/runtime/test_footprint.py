@@ -13,7 +13,7 @@ from sglang_esamp.runtime.runtime import ESampRuntime
 D, V = 32, 500
 
 
-REQUESTS = 2 * 65536 * 4 + 2 * 65536 * 8  # per tracked request: the novelty sum and count (4 bytes each), the code and its spent bits (8 each)
+REQUESTS = 2 * 65536 * 4 + 2 * 65536 * 8  # per tracked request: novelty sum and count (4 bytes each), code and spent bits (8 each)
 STATS = 8 * 8  # per slot: 8 float64 counters
 RESERVOIR = 8192 * 2 * D * 2  # the base's rows: 8192 (shallow, deep) pairs in bfloat16
 
