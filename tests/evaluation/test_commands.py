@@ -20,7 +20,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.mark.server
 def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path):
     out = tmp_path / "run"
-    args = ["eval", "--task", "svamp", "--limit", "2", "--n", "2", "--methods", "vanilla,min_p,fire,edt,esamp",
+    args = ["eval", "--task", "svamp", "--limit", "2", "--n", "2", "--methods", "vanilla,min_p,fire,edt,esamp,matched",
             "--explore", "0.5", "--max-new-tokens", "6", "--concurrency", "2", "--out", str(out), "--url", tiny_esamp_server.url]
     cli(*args)
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
