@@ -34,7 +34,7 @@ def test_esamp_series_move_with_traffic(tiny_esamp_server):
     after = scrape(tiny_esamp_server)
     grew = lambda key, by=1: after.get(key, 0) >= before.get(key, 0) + by  # noqa: E731
     assert grew("sglang:esamp_training_steps_total", 15)
-    assert grew("sglang:esamp_tilted_row_steps_total[form=dense]", 3 * 15)
+    assert grew("sglang:esamp_tilted_row_steps_total[form=plausible]", 3 * 15)
     assert grew("sglang:esamp_tilted_row_steps_total[form=candidates]", 15)
     assert grew("sglang:esamp_training_step_seconds_count", 15) and after["sglang:esamp_training_step_seconds_sum"] > 0
     assert grew("sglang:esamp_group_rel_err_count", len(outs) + 1)
