@@ -134,25 +134,25 @@ def tilt_plausible(
     vals, idx = torch.topk(x, min(k, x.shape[-1]), dim=-1)  # (N, K), the row's top first
     vals = vals.float()
     plausible = vals >= vals[:, :1] + t * math.log(floor)  # (N, K); -inf entries never
-    tilted = vals + _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)
+    tilted = vals + _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)[0]  # a per-row constant changes nothing here
     neg = torch.tensor(float("-inf"), device=x.device)
     keep = torch.logsumexp(torch.where(plausible, vals / t, neg), -1) - torch.logsumexp(torch.where(plausible, tilted / t, neg), -1)
     tilted = torch.where(plausible, tilted + keep.unsqueeze(-1) * t, vals)  # (N, K)
     return x.scatter_(1, idx, tilted.to(x.dtype))
 
 
-def _tilt_at(x, h, h_hat, head: Head, beta, mode: str, moments, lm, idx: torch.Tensor) -> torch.Tensor:
-    """(N, K) float32 beta t at token ids ``idx`` (N, K), up to a per-row constant on a
-    linear head (which no caller needs: it changes no probability within the K tokens)."""
+def _tilt_at(x, h, h_hat, head: Head, beta, mode: str, moments, lm, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """beta t at token ids ``idx`` (N, K): the (N, K) float32 part that varies by token and, on
+    a linear head in the residual mode, the (N, 1) per-row constant (else None)."""
     if _one_product(head, mode, moments):
-        return _linear_tilt(head, h, h_hat, beta, mode, moments, idx)[0]
+        return _linear_tilt(head, h, h_hat, beta, mode, moments, idx)
     lm_k = lm.float().gather(1, idx)
     if mode == "paper":  # a softcapped head: l and d at the K tokens
         t = lm_k - head.logits(h_hat, idx)
     else:  # a softcapped head: the residual's fit reads every token's d
         d = head.logits(h_hat)
         t = direction(lm_k, d.gather(1, idx), mode, affine_fit(lm.float(), d))
-    return t.mul_(beta.float().unsqueeze(-1))
+    return t.mul_(beta.float().unsqueeze(-1)), None
 
 
 def tilt_candidates(
@@ -169,18 +169,9 @@ def tilt_candidates(
     k = max(int(keep.sum(-1).max()), 1)
     idx = torch.topk(x.masked_fill(~keep, float("-inf")), k, dim=-1).indices  # (N, K)
     valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
-    if _one_product(head, mode, moments):
-        varying, constant = _linear_tilt(head, h, h_hat, beta, mode, moments, idx)
-        tilted_k = x.gather(1, idx).float().add_(varying)
-        if constant is not None:
-            tilted_k.add_(constant)
-    else:
-        lm_k = lm.float().gather(1, idx)
-        if mode == "paper":  # a softcapped head: l and d at the kept tokens
-            t = lm_k - head.logits(h_hat, idx)
-        else:  # a softcapped head: the residual's fit reads every token's d
-            d = head.logits(h_hat)
-            t = direction(lm_k, d.gather(1, idx), mode, affine_fit(lm.float(), d))
-        tilted_k = x.gather(1, idx).float().add_(t.mul_(beta.float().unsqueeze(-1)))
+    varying, constant = _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)
+    tilted_k = x.gather(1, idx).float().add_(varying)
+    if constant is not None:
+        tilted_k.add_(constant)
     tilted_k = tilted_k.to(x.dtype).masked_fill(~valid, float("-inf"))
     return torch.full_like(x, float("-inf")).scatter_(1, idx, tilted_k)

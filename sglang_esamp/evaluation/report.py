@@ -86,17 +86,22 @@ def open_samples(out: Path):
     return open(path) if path.is_file() else gzip.open(out / "samples.jsonl.gz", "rt")
 
 
+def records(out: Path):
+    """The run's (method, problem) records; a line cut by an interruption is skipped."""
+    with open_samples(out) as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
 def aggregate(out: Path) -> dict:
     cfg = json.loads((out / "config.json").read_text())
     n, max_tokens = cfg["n"], cfg["max_new_tokens"]
     rows: dict[str, dict[str, dict]] = defaultdict(dict)  # method -> problem -> metrics
-    with open_samples(out) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[rec["method"]][rec["problem"]] = _per_problem(rec, n, max_tokens)
+    for rec in records(out):
+        rows[rec["method"]][rec["problem"]] = _per_problem(rec, n, max_tokens)
     methods = [m["name"] for m in cfg["methods"] if m["name"] in rows]
     common = sorted(set.intersection(*(set(rows[m]) for m in methods))) if methods else []
     results = {"config": cfg, "problems": len(common), "environment": _environment(), "methods": {}}
@@ -238,15 +243,7 @@ def _method_rows(spec: str) -> tuple[str, dict[str, dict]]:
     if not folder or not (out / "config.json").is_file():
         raise ValueError(f"{spec!r} is not FOLDER:METHOD with FOLDER an eval --out folder")
     cfg = json.loads((out / "config.json").read_text())
-    rows = {}
-    with open_samples(out) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec["method"] == method:
-                rows[rec["problem"]] = _per_problem(rec, cfg["n"], cfg["max_new_tokens"])
+    rows = {rec["problem"]: _per_problem(rec, cfg["n"], cfg["max_new_tokens"]) for rec in records(out) if rec["method"] == method}
     if not rows:
         raise ValueError(f"{out} holds no samples of method {method!r}")
     return f"{out.name}:{method}", rows

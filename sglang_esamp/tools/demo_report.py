@@ -130,6 +130,17 @@ def _plot(out: Path, results: dict) -> None:
                         "perplexity under the model (untilted)", legend_size=7)
 
 
+def _side_by_side(prompts: list[str], plain: dict, tilted: dict, key: str, caption) -> list[str]:
+    """One table per prompt: its samples of the plain pass beside the tilted pass's."""
+    lines = []
+    for i, (prompt, a, b) in enumerate(zip(prompts, plain[key], tilted[key]), 1):
+        lines += [f"### {i}. {_cell(prompt)}", "", f"| # | {plain['label']} ({caption(a)}) | {tilted['label']} ({caption(b)}) |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {k} | {_cell(x)} | {_cell(y)} |" for k, (x, y) in enumerate(zip(a["texts"], b["texts"]), 1)]
+        lines.append("")
+    return lines
+
+
 def write_report(out: Path, results: dict) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -152,20 +163,10 @@ def write_report(out: Path, results: dict) -> Report:
         f"## Word problems: best-of-{results['n']} at temperature {results['math_temperature']:g}", "", math_table(results), "",
         "## The continuations, side by side", "",
     ]
-    for i, (opening, a, b) in enumerate(zip(results["openings"], plain["openings"], tilted["openings"]), 1):
-        lines += [f"### {i}. {_cell(opening)}", "",
-                  f"| # | {plain['label']} (similarity {a['similarity']:.3f}) | {tilted['label']} (similarity {b['similarity']:.3f}) |",
-                  "| --- | --- | --- |"]
-        lines += [f"| {k} | {_cell(x)} | {_cell(y)} |" for k, (x, y) in enumerate(zip(a["texts"], b["texts"]), 1)]
-        lines.append("")
+    lines += _side_by_side(results["openings"], plain, tilted, "openings", lambda o: f"similarity {o['similarity']:.3f}")
     plain_chat, tilted_chat = results["chat"]
     lines += ["## The chat answers, side by side", ""]
-    for i, (prompt, a, b) in enumerate(zip(results["chat_prompts"], plain_chat["prompts"], tilted_chat["prompts"]), 1):
-        lines += [f"### {i}. {_cell(prompt)}", "",
-                  f"| # | {plain_chat['label']} ({a['distinct']} distinct) | {tilted_chat['label']} ({b['distinct']} distinct) |",
-                  "| --- | --- | --- |"]
-        lines += [f"| {k} | {_cell(x)} | {_cell(y)} |" for k, (x, y) in enumerate(zip(a["texts"], b["texts"]), 1)]
-        lines.append("")
+    lines += _side_by_side(results["chat_prompts"], plain_chat, tilted_chat, "prompts", lambda o: f"{o['distinct']} distinct")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return Report(path, said)
