@@ -135,8 +135,8 @@ def tilt_plausible(
     vals = vals.float()
     plausible = vals >= vals[:, :1] + t * math.log(floor)  # (N, K); -inf entries never
     tilted = vals + _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)[0]  # a per-row constant changes nothing here
-    neg = torch.tensor(float("-inf"), device=x.device)
-    keep = torch.logsumexp(torch.where(plausible, vals / t, neg), -1) - torch.logsumexp(torch.where(plausible, tilted / t, neg), -1)
+    inf = float("-inf")  # a Python scalar: no tensor made on the host per step
+    keep = torch.logsumexp(torch.where(plausible, vals / t, inf), -1) - torch.logsumexp(torch.where(plausible, tilted / t, inf), -1)
     tilted = torch.where(plausible, tilted + keep.unsqueeze(-1) * t, vals)  # (N, K)
     return x.scatter_(1, idx, tilted.to(x.dtype))
 
