@@ -101,6 +101,10 @@ class ESampConfig:
         "sample into token soup (0: the tilt acts on every token, as published). Unlike --esamp-plausibility, nothing "
         "is cut.",
         low=0.0, below=1.0)
+    tilt_entropy: str = knob(
+        "free", "For the plausible form (--esamp-tail-floor > 0): 'keep' rescales each row's tilted plausible tokens to "
+        "their untilted entropy, so the tilt moves probability among them without sharpening the row (the row's whole "
+        "distribution keeps plain sampling's entropy); 'free': the tilt as it comes.", choices=("free", "keep"))
     shared_prefix_tilt: str = knob(
         "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "
         "until it diverges (such samples share one state, one prediction and one tilt; stratified codes separate them); "

@@ -52,6 +52,7 @@ from .head import Head, VocabMoments
 
 MODES = ("paper", "residual")
 PLAUSIBLE_K = 64  # tokens of a row the plausible form may tilt: its likeliest
+ENTROPY_ITERS = 24  # bisection steps of ``entropy_scale``: log s to within 8 / 2**24
 
 
 def safe_beta(beta: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
@@ -121,12 +122,15 @@ def tilt_dense(
 def tilt_plausible(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
     floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
+    keep_entropy: bool = False,
 ) -> torch.Tensor:
     """The tilt within each row's plausible set, in place on (N, V) ``x``: the tokens among
     its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
     least ``floor`` times the top token's. Their total probability stays what it was
     untilted (one shift of their tilted logits), and every other token keeps exactly its
-    untilted logit, so its probability is plain sampling's, token by token. Arguments as
+    untilted logit, so its probability is plain sampling's, token by token. With
+    ``keep_entropy`` the tilted set is also rescaled to its untilted entropy (``entropy_scale``),
+    so the row's whole distribution keeps plain sampling's entropy. Arguments as
     ``tilt_dense``; on a linear head it gathers the k head rows (N x k x D), no (N, V) product."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
@@ -136,9 +140,37 @@ def tilt_plausible(
     plausible = vals >= vals[:, :1] + t * math.log(floor)  # (N, K); -inf entries never
     tilted = vals + _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)[0]  # a per-row constant changes nothing here
     inf = float("-inf")  # a Python scalar: no tensor made on the host per step
-    keep = torch.logsumexp(torch.where(plausible, vals / t, inf), -1) - torch.logsumexp(torch.where(plausible, tilted / t, inf), -1)
-    tilted = torch.where(plausible, tilted + keep.unsqueeze(-1) * t, vals)  # (N, K)
+    y0 = torch.where(plausible, vals / t, inf)  # (N, K) untilted, at the row's temperature; the rest -inf
+    y = torch.where(plausible, tilted / t, inf)  # (N, K) tilted
+    if keep_entropy:
+        y = y * entropy_scale(y0, y).unsqueeze(-1)
+    keep = torch.logsumexp(y0, -1) - torch.logsumexp(y, -1)  # (N,)
+    tilted = torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals)  # (N, K)
     return x.scatter_(1, idx, tilted.to(x.dtype))
+
+
+def _entropy(y: torch.Tensor) -> torch.Tensor:
+    """(N,) entropy of softmax over the finite entries of (N, K) ``y``."""
+    logp = torch.log_softmax(y, -1)
+    return -torch.where(torch.isfinite(y), logp.exp() * logp, 0.0).sum(-1)
+
+
+def entropy_scale(y0: torch.Tensor, y: torch.Tensor, iters: int = ENTROPY_ITERS) -> torch.Tensor:
+    """(N,) the factor s > 0 for which softmax(s y) has the entropy of softmax(y0), both (N, K)
+    with -inf outside the same set: the tilt then moves probability among the set's tokens
+    without making the row sharper or flatter. The entropy of softmax(s y) falls as s grows,
+    so a bisection on log s over [-4, 4] finds it, a fixed number of steps (no host sync);
+    a row whose tilted set is uniform or holds one token gets whatever the bisection ends on,
+    which changes nothing there."""
+    target = _entropy(y0)  # (N,)
+    lo = torch.full_like(target, -4.0)
+    hi = torch.full_like(target, 4.0)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        flatter = _entropy(y * mid.exp().unsqueeze(-1)) > target  # s too small: sharpen more
+        lo = torch.where(flatter, mid, lo)
+        hi = torch.where(flatter, hi, mid)
+    return ((lo + hi) / 2).exp()
 
 
 def _tilt_at(x, h, h_hat, head: Head, beta, mode: str, moments, lm, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -183,3 +183,40 @@ def test_plausible_is_the_definition(case, kind, mode, floor, k):
     moved = (got - torch.softmax(x.double() / temps.double()[:, None], -1)).abs().amax(-1)
     several = plausible.sum(-1) > 1  # a row with one plausible token has nothing to move
     assert (moved[(beta > 0) & several] > 1e-4).all() and (moved[(beta == 0) | ~several] < 1e-6).all()
+
+
+def entropy64(p: torch.Tensor) -> torch.Tensor:
+    return -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
+
+
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+def test_plausible_keeping_entropy(case, kind, mode):
+    """With keep_entropy the row's distribution is characterised by three facts, checked in
+    float64: it has plain sampling's entropy; within the plausible set its log-probabilities
+    are s times the definition's tilted logits plus a constant, s > 0 (a temperature on the
+    tilt, nothing else); outside the set, and in the set's total, it is plain sampling's."""
+    h, h_hat, beta, head, x, calls = setup(case, kind)
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    floor, k = 0.05, 64
+    _, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k)
+    t = temps.double()[:, None]
+    plain = torch.softmax(x.double() / t, -1)
+    tilted = reference(x, h, h_hat, head, beta, mode) / t
+    for moments, given in calls:
+        out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k, keep_entropy=True)
+        got = torch.softmax(out.double() / t, -1)
+        torch.testing.assert_close(entropy64(got), entropy64(plain), rtol=0, atol=1e-4)
+        torch.testing.assert_close((got * plausible).sum(-1), (plain * plausible).sum(-1), rtol=1e-5, atol=1e-6)
+        assert torch.equal(out[~plausible], x[~plausible])
+        for i in range(N):
+            if plausible[i].sum() < 3:
+                continue
+            y, logq = tilted[i][plausible[i]], torch.log(got[i][plausible[i]])
+            design = torch.stack([y, torch.ones_like(y)], -1)
+            s, c = torch.linalg.lstsq(design, logq[:, None]).solution.flatten()
+            assert s > 0
+            torch.testing.assert_close(s * y + c, logq, rtol=0, atol=1e-3)
+    free = torch.softmax(tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k).double() / t, -1)
+    tilted_rows = (beta > 0) & (plausible.sum(-1) > 2)
+    assert ((entropy64(free) - entropy64(plain)).abs()[tilted_rows] > 1e-3).any()  # without the rule the entropy moves
