@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+GATHER_BYTES = 64 * 2**20  # the most one block of gathered head rows may take, its float32 copy included
+GATHER_BYTES_PER_ELEMENT = 8  # per gathered element: the row in the head's dtype (at most 4 bytes) and in float32
+
 
 @dataclass
 class Head:
@@ -36,7 +39,7 @@ class Head:
             if self.bias is not None:
                 z = z + self.bias.float()
         else:
-            z = torch.einsum("nd,nkd->nk", x.float(), self.weight[idx].float())  # (N, K)
+            z = self.at(x, idx)  # (N, K)
             if self.bias is not None:
                 z = z + self.bias.float()[idx]
         if self.scale is not None:
@@ -52,9 +55,27 @@ class Head:
         if self.scale is not None:
             u = u * self.scale  # (N, D): cheaper than scaling the product
         if idx is not None:
-            return torch.einsum("nd,nkd->nk", u.float(), self.weight[idx].float())
+            return self.at(u, idx)
         z = u.to(self.weight.dtype) @ self.weight.t()
         return z if native else z.float()
+
+    def at(self, x: torch.Tensor, idx: torch.Tensor, budget: int = GATHER_BYTES) -> torch.Tensor:
+        """(N, D) states, (N, K) token ids -> (N, K) float32 products x_n . W[idx_nk]. The head
+        rows are gathered a block of rows and tokens at a time, so that the temporaries stay
+        within ``budget`` bytes whatever N and K are (K reaches the whole vocabulary under a
+        loose top-p). The block count follows from the shapes: no sync."""
+        n, k = idx.shape
+        per_token = GATHER_BYTES_PER_ELEMENT * x.shape[-1]  # bytes of one gathered row and its copies
+        tokens = max(1, min(k, budget // per_token))  # per block
+        rows = max(1, budget // (per_token * tokens))
+        x = x.float()
+        if rows >= n and tokens == k:  # one block
+            return torch.einsum("nd,nkd->nk", x, self.weight[idx].float())
+        out = torch.empty(n, k, dtype=torch.float32, device=x.device)
+        for r in range(0, n, rows):
+            for c in range(0, k, tokens):
+                out[r:r + rows, c:c + tokens] = torch.einsum("nd,nkd->nk", x[r:r + rows], self.weight[idx[r:r + rows, c:c + tokens]].float())
+        return out
 
     def sliced(self, vocab: int) -> Head:
         """The same head over the first ``vocab`` tokens (a padded weight's real rows)."""

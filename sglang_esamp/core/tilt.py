@@ -23,7 +23,8 @@ the paper's pi_ref^(1+beta) / q_dist^beta.
 **Forms.**
 
 - ``tilt_dense``: every token.
-- ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D).
+- ``tilt_candidates``: only the ``keep`` tokens; gathers those head rows (N x K x D, in blocks
+  of at most ``head.GATHER_BYTES``).
 - ``tilt_plausible``: only the row's plausible tokens (its likeliest ones above a min-p
   floor), whose total probability it keeps; every other token keeps its untilted logit
   (``--esamp-tail-floor``). Gathers K head rows, like the candidate form.

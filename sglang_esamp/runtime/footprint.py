@@ -4,8 +4,10 @@ KV-cache budget gives up, ``hooks.kv_cache_budget``), and measured on a built ru
 Both count the same parts: the distiller bank (weights, plus two moments with Adam, for every
 slot, in float32), the per-slot stats, the per-request novelty and code table, the head's moments
 (residual tilt), and with a calibrated init the base distiller (weights, Adam moments, the
-bank's copy) and its row reservoir. Per-step temporaries (the tilted rows' logits) are not
-counted: they live and die within a step, like SGLang's own activations.
+bank's copy) and its row reservoir. Of the per-step temporaries, the gathered head rows
+of the plausible and candidate forms are bounded (``core.head.GATHER_BYTES``) and reserved
+too (``step_bytes``); the tilted rows' logits, the size of SGLang's own logits, are not: they
+live and die within a step, like SGLang's activations.
 
 Usage::
 
@@ -21,6 +23,7 @@ import torch
 
 from ..core.config import ESampConfig
 from ..core.distiller import build_architecture
+from ..core.head import GATHER_BYTES
 from ..core.stats import FIELDS as STATS_FIELDS
 from ..core.warm_base import WarmBase
 from .requests import MAX_TRACKED_REQUESTS
@@ -40,6 +43,11 @@ def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: i
     if tp_size > 1:  # each rank gathers the whole LM head once (runtime.py); bias not counted
         parts["gathered head"] = vocab * hidden * dtype.itemsize
     return parts
+
+
+def step_bytes() -> dict[str, int]:
+    """The bounded per-step temporaries the KV budget also gives up: one block of gathered head rows."""
+    return {"tilt scratch": GATHER_BYTES}
 
 
 def held_bytes(runtime) -> dict[str, int]:

@@ -55,7 +55,7 @@ from sglang.api.v1.api_types import JsonContractError
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from . import flags
-from .footprint import reserved_bytes
+from .footprint import reserved_bytes, step_bytes
 from .metrics import ESampMetrics
 from .params import CUSTOM_KEY, REQUEST_KEYS, SCOPE_KEY, check_custom_params, check_request, parse_request, with_scope
 from .routing import DPRouter
@@ -219,7 +219,7 @@ def kv_cache_budget(original, configurator, *args, **kwargs):
     from sglang.srt.runtime_context import get_parallel
 
     mc = configurator.model_config
-    parts = reserved_bytes(cfg, mc.hidden_size, mc.dtype, get_parallel().tp_size, mc.vocab_size)
+    parts = {**reserved_bytes(cfg, mc.hidden_size, mc.dtype, get_parallel().tp_size, mc.vocab_size), **step_bytes()}
     reserved = sum(parts.values())
     if reserved >= budget:
         raise ValueError(f"ESamp needs {reserved / 2**20:.0f} MiB on the device ({_show(parts)}) but the KV cache's whole budget "

@@ -76,7 +76,8 @@ def test_the_kv_budget_gives_up_what_esamp_holds(tiny_model):
     expected = reserved_bytes(ESampConfig(max_groups=groups, optimizer="adam"), 64, torch.float32)
     assert held.keys() == expected.keys() and held["bank"] == expected["bank"] > 400 * 2**20
     base_copy = (expected["bank"] // groups - 4) // 3  # the bank's copy of the base, made at its first fit
-    assert reserved == pytest.approx((sum(held.values()) + base_copy) / 2**20, abs=0.05)
+    scratch = 64 * 2**20  # one block of gathered head rows (core/head.py), reserved besides what is held
+    assert reserved == pytest.approx((sum(held.values()) + base_copy + scratch) / 2**20, abs=0.05)
     assert before - after == pytest.approx(reserved, abs=0.15)  # three numbers, each rounded to 0.1 MiB
 
 
