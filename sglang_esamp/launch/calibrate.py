@@ -7,7 +7,8 @@ openings through /generate; a model without a chat template gets every prompt th
 /generate) with ``explore = 0``, all at once, round after round until the
 base has the rows it needs (the requests still running then are aborted), then waits while
 the server fits the base in its idle time and saves it. A server whose base is already
-fitted (loaded from its file) is warm: nothing is sent.
+fitted (loaded from its file) is warm: nothing is sent. With --dp-size every rank trains
+its own base from the rows routed to it, and calibrate waits for all of them.
 Every later start on the same model loads the saved base. A server that the project's
 commands start themselves (``server_url``, the programs' backend) is warmed this way when
 its base is not fitted yet.
@@ -31,7 +32,7 @@ import requests
 from tqdm import tqdm
 
 from ..core.warm_base import MIN_ROWS
-from .server import esamp_state
+from .server import esamp_states
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,42 @@ POLL = 0.5  # seconds between two looks at the base's progress
 
 
 def _base(url: str) -> dict:
-    esamp = esamp_state(url)
-    if esamp is None:
+    """The base's counters; with --dp-size, every rank's (each trains its own base), merged."""
+    states = esamp_states(url)
+    if not states or states[0] is None:
         raise SystemExit(f"the server at {url} does not run ESamp; start it with --enable-esamp")
-    if esamp.get("base") is None:
-        raise SystemExit(f"the server at {url} trains no base distiller: its --esamp-init is {esamp['config']['init']!r}, "
+    if states[0].get("base") is None:
+        raise SystemExit(f"the server at {url} trains no base distiller: its --esamp-init is {states[0]['config']['init']!r}, "
                          "not 'calibrated' or 'calibrated+prompt'")
-    return esamp["base"]
+    return merged([state["base"] for state in states])
+
+
+def _trained_base(url: str) -> dict | None:
+    """``_base``, or None when the server trains no base (ESamp off, or a random init)."""
+    states = esamp_states(url)
+    if states[0] is None or states[0].get("base") is None:
+        return None
+    return merged([state["base"] for state in states])
+
+
+def merged(bases: list[dict]) -> dict:
+    """One view of the DP ranks' bases: fitted when every rank is; owing a fit (the steps all
+    ranks still owe) once every rank is fitted or owes one; the fewest rows of any rank; the
+    steps and the saved steps summed. One rank's counters are themselves."""
+    if len(bases) == 1:
+        return bases[0]
+    ready = all(b["fitted"] or b["owed"] for b in bases)
+    return bases[0] | {"fitted": all(b["fitted"] for b in bases), "owed": sum(b["owed"] for b in bases) if ready else 0,
+                       "rows": min(b["rows"] for b in bases), "steps": sum(b["steps"] for b in bases),
+                       "saved_steps": sum(_saved(b) for b in bases), "ranks": len(bases)}
+
+
+def _saved(base: dict) -> int:
+    """The steps of one rank's base that are saved; a base loaded from its file (fitted, never
+    saved by this server) has nothing to save."""
+    if base["saved_steps"] is None:
+        return base["steps"] if base["fitted"] and not base["owed"] else 0
+    return base["saved_steps"]
 
 
 def _chat_works(url: str) -> bool:
@@ -133,8 +163,7 @@ def warm(url: str, max_rounds: int = 8, timeout: float = 1800.0, progress: bool 
 def ensure_warm(url: str, progress: bool = True) -> None:
     """Warm the server's base if it trains one that is not fitted yet (once per model: later
     starts load the saved base)."""
-    esamp = esamp_state(url)
-    base = esamp.get("base") if esamp else None
+    base = _trained_base(url)
     if base is None or base["fitted"]:
         return
     print("Warming ESamp's base distiller on this model (once: later starts load it)...", flush=True)
@@ -144,8 +173,7 @@ def ensure_warm(url: str, progress: bool = True) -> None:
 def warn_if_cold(url: str) -> None:
     """For a server given by URL: say so when its base is not fitted, since its groups then
     start random rather than as ``--esamp-init calibrated`` intends."""
-    esamp = esamp_state(url)
-    base = esamp.get("base") if esamp else None
+    base = _trained_base(url)
     if base is not None and not base["fitted"]:
         logger.warning("the server at %s has not fitted its base distiller yet (%d of %d rows): its ESamp groups start "
                        "random; run sglang-esamp calibrate --url %s first", url, base["rows"], MIN_ROWS, url)

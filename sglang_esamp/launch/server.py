@@ -113,10 +113,16 @@ class ServerProcess:
             return f.read()[-chars:]
 
 
-def esamp_state(url: str) -> dict | None:
-    """The ESamp section of the server's /get_server_info (counters and config); None when off."""
+def esamp_states(url: str) -> list[dict | None]:
+    """The ESamp section of each scheduler's state in /get_server_info (one per DP rank;
+    counters and config), None where ESamp is off."""
     info = requests.get(url.rstrip("/") + "/get_server_info", timeout=30).json()
-    return (info.get("internal_states") or [{}])[0].get("esamp")
+    return [state.get("esamp") for state in info.get("internal_states") or [{}]]
+
+
+def esamp_state(url: str) -> dict | None:
+    """The first rank's ESamp section of /get_server_info; None when off."""
+    return esamp_states(url)[0]
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ What each step of a decode does is in ``runtime.py``.
 | server_args.prepare_server_args                       | AROUND | export the flags' config; refuse spec/pp; TP token sync |
 | api_types.decode_SamplingParams                       | AROUND | /generate: explore checked before a stream starts |
 | TokenizerManager.__init__                             | AFTER  | validate explore, carry it in custom_params |
-| TokenizerManager.generate_request                     | BEFORE | the group's DP rank; the scope header's value |
+| TokenizerManager.generate_request                     | BEFORE | the scope header's value                  |
+| TokenizerManager._create_tokenized_object             | BEFORE | each prompt's group's DP rank             |
 | TokenizerManager._validate_one_request                | BEFORE | token ids outside the vocabulary are a 400 |
 | OpenAIServingCompletion._build_sampling_params        | AFTER  | explore from the /v1/completions body     |
 | ChatCompletionRequest.to_sampling_params              | AFTER  | explore from the /v1/chat body            |
@@ -120,20 +121,24 @@ def tokenizer_manager_init(result, manager, *args, **kwargs):
 
 
 def generate_request(manager, obj, request=None, *args, **kwargs):
-    """With --dp-size > 1, an ESamp request gets the DP rank of its group (``routing.py``).
-    With --esamp-scope-header, the header's value rides in the request's sampling params
+    """With --esamp-scope-header, the header's value rides in the request's sampling params
     (under a key no client can send: /generate's contract refuses unknown keys, the OpenAI
-    routes copy only known ones) to ``make_sampling_params``."""
+    routes copy only known ones) to ``make_sampling_params`` and the DP router."""
     cfg = getattr(manager, "esamp_config", None)
-    if cfg is None or not hasattr(obj, "sampling_params"):
+    if cfg is None or not cfg.scope_header or not hasattr(obj, "sampling_params"):
         return
-    scope = request.headers.get(cfg.scope_header) if cfg.scope_header and request is not None else None
+    scope = request.headers.get(cfg.scope_header) if request is not None else None
+    obj.sampling_params = with_scope(obj.sampling_params, scope)
+
+
+def tokenized_request(manager, obj, input_text, input_ids, *args, **kwargs):
+    """With --dp-size > 1, one prompt of an ESamp request (a batch's entries each on their own)
+    gets its group's DP rank, from its token ids (``routing.py``), before SGLang copies it into
+    its n samples. A rank the client chose (``routed_dp_rank``, or the deprecated spelling that
+    SGLang has mapped to it by now) is kept."""
     router = getattr(manager, "esamp_router", None)
-    chosen = getattr(obj, "routed_dp_rank", 0) is not None or getattr(obj, "data_parallel_rank", None) is not None
-    if router is not None and not chosen:  # a rank the client chose (the deprecated field included) is kept
-        obj.routed_dp_rank = router.dp_rank(obj, scope)
-    if cfg.scope_header:
-        obj.sampling_params = with_scope(obj.sampling_params, scope)
+    if router is not None and getattr(obj, "routed_dp_rank", 0) is None and hasattr(obj, "sampling_params"):
+        obj.routed_dp_rank = router.dp_rank(obj.sampling_params, input_ids)
 
 
 def validate_token_ids(manager, obj, input_ids, *args, **kwargs):
@@ -346,6 +351,7 @@ HOOKS = [
     (S + "managers.tokenizer_manager.TokenizerManager.__init__", tokenizer_manager_init, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.generate_request", generate_request, HookType.BEFORE),
     (S + "managers.tokenizer_manager.TokenizerManager._validate_one_request", validate_token_ids, HookType.BEFORE),
+    (S + "managers.tokenizer_manager.TokenizerManager._create_tokenized_object", tokenized_request, HookType.BEFORE),
     (S + "entrypoints.openai.serving_completions.OpenAIServingCompletion._build_sampling_params", openai_extra_fields,
      HookType.AFTER),
     (S + "entrypoints.openai.protocol.ChatCompletionRequest.to_sampling_params", openai_extra_fields, HookType.AFTER),

@@ -13,8 +13,10 @@ ESamp request that has none, before the expansion, so its n copies inherit it:
 - otherwise (the request is its own group): the ranks in turn, so such groups spread evenly.
 
 A request without ``explore`` or ``explore_group`` keeps SGLang's own balancing, and a
-client's own ``routed_dp_rank`` is kept. A batch request (a list of prompts) is routed as
-one, by its first ESamp entry.
+client's own ``routed_dp_rank`` is kept. The rank is chosen per prompt once its token ids
+are known (``hooks.tokenized_request``): each entry of a batch request by its own group, and
+a prompt sent as text meets the same prompt sent as token ids (the scheduler groups them by
+their ids too).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import itertools
 
 from ..core.config import ESampConfig
-from .params import REQUEST_KEYS
+from .params import REQUEST_KEYS, SCOPE_KEY
 
 
 def _stable(text: str, ranks: int) -> int:
@@ -36,18 +38,14 @@ class DPRouter:
         self.cfg = cfg
         self._turn = itertools.count()
 
-    def dp_rank(self, obj, scope: str | None) -> int | None:
-        """The rank for a GenerateReqInput, or None to leave it to SGLang."""
-        params = obj.sampling_params
-        entries = params if isinstance(params, list) else [params]
-        spec = next((p for p in entries if isinstance(p, dict) and any(k in p for k in REQUEST_KEYS)), None)
-        if spec is None:
+    def dp_rank(self, params, input_ids) -> int | None:
+        """The rank for one prompt's sampling params (a dict, the scope under ``SCOPE_KEY``) and
+        its token ids, or None to leave it to SGLang."""
+        if not isinstance(params, dict) or not any(k in params for k in REQUEST_KEYS):
             return None
-        name = spec.get("explore_group")
+        name = params.get("explore_group")
         if isinstance(name, str) and name.strip():
-            return _stable(f"{scope or ''}\n{name.strip()}", self.ranks)
+            return _stable(f"{params.get(SCOPE_KEY) or ''}\n{name.strip()}", self.ranks)
         if self.cfg.group_by == "prompt":
-            prompt = obj.text if obj.text is not None else obj.input_ids
-            first = prompt[0] if isinstance(prompt, list) and prompt and isinstance(prompt[0], (list, str)) else prompt
-            return _stable(repr(first), self.ranks)
+            return _stable(repr(list(input_ids or [])), self.ranks)
         return next(self._turn) % self.ranks

@@ -189,3 +189,23 @@ def test_the_base_key_is_the_weights_content_not_the_folder_name(tiny_model, tmp
     assert copies[0].name == copies[1].name and len(sizes) == 1
     path = lambda folder: BaseStore.for_model(str(folder), cfg, 64).path  # noqa: E731
     assert path(copies[0]) != path(copies[1]) and path(copies[0]) == path(copies[0])
+
+
+def test_with_data_parallel_calibrate_waits_for_every_ranks_base():
+    """Each DP rank trains its own base: calibrate sends rounds until every rank is fitted or
+    owes its fit, and waits until none owes one and every fit is saved."""
+    from sglang_esamp.launch.calibrate import merged
+
+    cold = {"fitted": False, "owed": 0, "rows": 900, "steps": 0, "saved_steps": None}
+    owes = {"fitted": False, "owed": 600, "rows": 2100, "steps": 0, "saved_steps": None}
+    done = {"fitted": True, "owed": 0, "rows": 2200, "steps": 600, "saved_steps": 600}
+    assert merged([done]) is done
+    view = merged([done, cold])
+    assert not view["fitted"] and view["owed"] == 0 and view["rows"] == 900  # rank 1 still needs rows: another round
+    view = merged([owes, done])
+    assert not view["fitted"] and view["owed"] == 600  # every rank has its rows: wait for rank 0's fit
+    view = merged([done, done | {"saved_steps": 550}])
+    assert view["fitted"] and view["steps"] == 1200 and view["saved_steps"] == 1150  # still saving
+    loaded = {"fitted": True, "owed": 0, "rows": 0, "steps": 600, "saved_steps": None}  # from its file: nothing to save
+    view = merged([loaded, done])
+    assert view["fitted"] and view["saved_steps"] == view["steps"] == 1200
