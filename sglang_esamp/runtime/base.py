@@ -2,7 +2,8 @@
 
 The base is trained by the server itself (``core/warm_base.py``) and saved here, so the
 next start on the same model begins with it. A file is keyed by the model's content (its
-config and a hash of its weight files, read as bytes: no model is loaded), the hidden size,
+config and a hash of its weight files, read as bytes: no model is loaded; a hub id's from
+the local hub cache), the hidden size,
 the distiller's shape, the source layer and the seed. The folder is
 ``$SGLANG_ESAMP_BASE_DIR``, or ``<cache root>/base``. A file that cannot be read is
 reported and ignored: the server then starts its base afresh.
@@ -73,22 +74,44 @@ def weights_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def local_folder(model_path: str, revision: str | None = None) -> Path | None:
+    """The folder that holds a model: ``model_path`` itself, or a hub id's snapshot in the
+    local hub cache (no download is attempted); None if neither."""
+    root = Path(model_path).expanduser()
+    if root.is_dir():
+        return root.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_path, revision=revision, local_files_only=True))
+    except Exception:
+        return None
+
+
 class BaseStore:
     def __init__(self, path: Path):
         self.path = path
 
     @classmethod
-    def for_model(cls, model_path: str, cfg: ESampConfig, hidden: int) -> BaseStore:
-        root = Path(model_path).resolve()
+    def for_model(cls, model_path: str, cfg: ESampConfig, hidden: int, revision: str | None = None) -> BaseStore:
+        """The store of ``model_path``: a folder, or a hub id whose files are read from the
+        local hub cache that SGLang downloaded them to (at ``revision``, default the newest),
+        so a hub model is keyed by its content too."""
+        root = local_folder(model_path, revision)
+        if root is None:
+            logger.warning("ESamp: %s is neither a folder nor in the local hub cache; its base is keyed by the name alone",
+                           model_path)
+            root = Path(model_path)
         ident = {
             "config": (root / "config.json").read_text() if (root / "config.json").is_file() else "",
-            "weights": weights_digest(root) if root.is_dir() else model_path,
+            "weights": weights_digest(root) if root.is_dir() else f"{model_path}@{revision or ''}",
             "hidden": hidden, "layer": cfg.source_layer, "distiller": cfg.distiller, "intermediate": cfg.intermediate,
             "rank": cfg.rank, "seed": cfg.seed, "version": VERSION,
         }
         key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(os.environ[DIR_ENV]).expanduser() if os.environ.get(DIR_ENV) else cache_root() / "base"
-        return cls(folder / f"{root.name}-{cfg.distiller}-{key}.pt")
+        name = root.name if Path(model_path).expanduser().is_dir() else Path(model_path).name  # a hub id: its name
+        return cls(folder / f"{name}-{cfg.distiller}-{key}.pt")
 
     def load(self) -> SavedBase | None:
         if not self.path.is_file():

@@ -151,7 +151,8 @@ class ESampRuntime:
             raise ValueError(f"--esamp-source-layer must be below {num_layers - 1} for this model; got {cfg.source_layer}")
         model.set_eagle3_layers_to_capture([cfg.source_layer])
         hidden = model.config.hidden_size
-        store = BaseStore.for_model(runner.model_config.model_path, cfg, hidden) if cfg.calibrated else None
+        mc = runner.model_config
+        store = BaseStore.for_model(mc.model_path, cfg, hidden, getattr(mc, "revision", None)) if cfg.calibrated else None
         norm = getattr(getattr(model, "model", None), "norm", None)
         processor = model.logits_processor
         weight, bias = model.lm_head.weight, getattr(model.lm_head, "bias", None)

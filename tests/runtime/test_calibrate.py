@@ -209,3 +209,29 @@ def test_with_data_parallel_calibrate_waits_for_every_ranks_base():
     loaded = {"fitted": True, "owed": 0, "rows": 0, "steps": 600, "saved_steps": None}  # from its file: nothing to save
     view = merged([loaded, done])
     assert view["fitted"] and view["saved_steps"] == view["steps"] == 1200
+
+
+def test_a_hub_models_base_is_keyed_by_the_content_in_the_hub_cache(tiny_model, tmp_path, monkeypatch):
+    """A hub id (not a folder) is read from the local hub cache, laid out as huggingface_hub
+    lays it out: its base file is the one its snapshot folder gets, and changes with its weights."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / "models--acme--tiny"
+    paths = []
+    for commit, scale in (("a" * 40, 1.0), ("b" * 40, 2.0)):
+        snap = repo / "snapshots" / commit
+        shutil.copytree(tiny_model, snap)
+        (snap / "model.safetensors").write_bytes((snap / "model.safetensors").read_bytes()[:-8] + bytes([int(scale)] * 8))
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        cfg = ESampConfig(init="calibrated")
+        hub = BaseStore.for_model("acme/tiny", cfg, 64).path
+        key = BaseStore.for_model(str(snap), cfg, 64).path.name.rsplit("-", 1)[1]
+        assert hub.name == f"tiny-mlp-{key}"  # the id's name, and the snapshot's content key
+        paths.append(hub)
+    assert paths[0] != paths[1]  # new weights under the same id: a new base
+    assert BaseStore.for_model("acme/tiny", cfg, 64, revision="a" * 40).path == paths[0]
