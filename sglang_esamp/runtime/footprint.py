@@ -40,9 +40,19 @@ def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: i
         parts["head moments"] = (hidden * hidden + 2 * hidden) * 4
     if cfg.calibrated:
         parts["base"] = WarmBase.bytes_for(params, hidden, dtype) + params * 4
-    if tp_size > 1:  # each rank gathers the whole LM head once (runtime.py); bias not counted
-        parts["gathered head"] = vocab * hidden * dtype.itemsize
+    if tp_size > 1:  # each rank gathers the whole LM head once (runtime.py), padded as SGLang pads it
+        rows = padded_vocab(vocab, tp_size)
+        parts["gathered head"] = rows * (hidden + 1) * dtype.itemsize  # the weight, and a bias if the head has one
     return parts
+
+
+def padded_vocab(vocab: int, tp_size: int, pad_to: int = 64) -> int:
+    """The LM head's rows once SGLang pads the vocabulary: to a multiple of 64, or of 64 x the TP
+    size when the ranks would not split it evenly."""
+    rows = -(-vocab // pad_to) * pad_to
+    if rows % tp_size:
+        rows = -(-vocab // (pad_to * tp_size)) * pad_to * tp_size
+    return rows
 
 
 def step_bytes() -> dict[str, int]:
@@ -66,5 +76,6 @@ def held_bytes(runtime) -> dict[str, int]:
     if runtime.warm is not None:
         parts["base"] = runtime.warm.nbytes + size((bank.base or {}).values())
     if runtime.tp_size > 1:
-        parts["gathered head"] = runtime.tilter.head.weight.nbytes
+        head = runtime.tilter.head
+        parts["gathered head"] = head.weight.nbytes + (0 if head.bias is None else head.bias.nbytes)
     return parts

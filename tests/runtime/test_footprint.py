@@ -88,3 +88,13 @@ def test_a_bank_larger_than_the_kv_budget_is_refused_at_start(tiny_model):
     with pytest.raises(RuntimeError, match="lower --esamp-max-groups"):
         with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", "100000000"], timeout=300):
             pass
+
+
+@pytest.mark.parametrize("vocab, tp, rows", [
+    (49152, 2, 49152),  # a multiple of 64, split evenly
+    (50257, 2, 50304),  # padded to 64: 786 x 64, even
+    (50257, 5, 50560),  # 50304 does not split five ways: padded to 320, 158 x 320
+])
+def test_under_tp_the_gathered_head_is_reserved_as_sglang_pads_it(vocab, tp, rows):
+    parts = reserved_bytes(ESampConfig(init="random"), 4096, torch.bfloat16, tp_size=tp, vocab=vocab)
+    assert parts["gathered head"] == rows * 4096 * 2 + rows * 2  # the padded weight, and room for a bias
