@@ -329,16 +329,18 @@ class ESampRuntime:
     def fit_prompts(self, step: Step, h1: torch.Tensor, h: torch.Tensor) -> None:
         """Queue ``prompt_steps`` training steps for every group of the batch that has not
         fitted its prompt yet, on its requests' prefilled tokens (the last ``PROMPT_ROWS`` of
-        each; not a sequence's first token, which no decode step resembles).
+        each; not a sequence's first token, which no decode step resembles). Under chunked
+        prefill a prompt fits on its final chunk, the tokens nearest its first decode step.
         h1, h: (tokens, D), every token of the batch."""
         lens = step.extend_lens
         starts = step.prefix_lens or [1] * len(lens or ())
         if lens is None or len(lens) != len(step.reqs) or sum(lens) != h.shape[0]:
             return
         rows, row_slots, offset, taken = [], [], 0, {}
-        for state, n, start in zip(step.states, lens, starts):
+        for req, state, n, start in zip(step.reqs, step.states, lens, starts):
             slot = -1 if state is None else state.live_slot
-            if slot in self.prompt_pending:
+            last_chunk = start + n >= len(getattr(req, "origin_input_ids", None) or ())  # chunked prefill: its final part
+            if slot in self.prompt_pending and last_chunk:
                 budget = PROMPT_ROWS - taken.get(slot, 0)  # the bound is per group, whatever its requests
                 first = offset + max(n - budget, 1 if start == 0 else 0)
                 rows += range(first, offset + n)

@@ -433,3 +433,20 @@ def test_the_hidden_state_contract_between_the_hooks():
     narrow = SimpleNamespace(hidden_states=h1, next_token_logits=h @ head(rt).T)  # not widened: untilted, untrained
     rt.sample(sample, narrow, make_batch([req], True, info))
     assert seen["active"] is None and not seen["tilted"] and len(trained) == 1
+
+
+def test_a_chunked_prompt_fits_on_its_final_chunk():
+    """Chunked prefill: a 10-token prompt in chunks of 6 and 4. The first chunk fits nothing
+    and leaves the fit pending; the final chunk's 4 tokens are the rows it fits on."""
+    rt = make_runtime(init="prompt", prompt_steps=1)
+    req = make_req("a", 0.5, "g:x")
+    req.origin_input_ids = list(range(10))
+    rt.attach(req)
+    seen = []
+    real = rt.trainer.submit
+    rt.trainer.submit = lambda layout, src, tgt, repeat=0: (seen.append(src.clone()), real(layout, src, tgt, repeat))
+    h1, h = torch.randn(10, D), torch.randn(10, D)
+    prefill(rt, [req], [6], [0], h1[:6], h[:6])
+    assert seen == [] and rt.prompt_pending == {req.esamp.slot}
+    prefill(rt, [req], [4], [6], h1[6:], h[6:])
+    assert len(seen) == 1 and torch.equal(seen[0], h1[6:]) and rt.prompt_pending == set()
