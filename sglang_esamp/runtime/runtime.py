@@ -43,6 +43,7 @@ from .prefixes import shared_rows
 from .requests import RequestTracker
 from .step import Step
 from .tilting import Tilter, sampling_params_for
+from .trace import StepTrace
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ESampRuntime:
     ):
         self.cfg, self.hidden = cfg, hidden
         self.tp_rank, self.tp_size = tp_rank, tp_size  # tensor parallel: every rank runs the same distillers
+        self.trace = StepTrace(device) if tp_size > 1 else None  # per step, to compare the ranks
         self.processor = processor  # the model's LogitsProcessor, whose hidden states ESamp captures
         self.store = store  # where the base is saved (``calibrated`` inits)
         saved = store.load() if store is not None else None
@@ -279,7 +281,9 @@ class ESampRuntime:
         digest = sum(float(v.double().sum()) for v in self.bank.params.values())  # (G, ...) each, all slots
         base = None if self.warm is None else sum(float(v.detach().double().sum()) for v in self.warm.params.values())
         stats = {"rank": self.tp_rank, "size": self.tp_size, "steps": self.trainer.finished, "digest": digest,
-                 "base_steps": None if self.warm is None else self.warm.steps, "base_digest": base}
+                 "base_steps": None if self.warm is None else self.warm.steps, "base_digest": base,
+                 "traced_steps": self.trace.steps}
+        self.trace.dump(self.tp_rank)
         logger.info("ESamp tensor-parallel rank %d of %d: %d steps, distiller digest %.12e, base %s steps, digest %s",
                     self.tp_rank, self.tp_size, stats["steps"], digest, stats["base_steps"],
                     "-" if base is None else f"{base:.12e}")
@@ -402,6 +406,8 @@ class ESampRuntime:
         own, not yet processed by SGLang."""
         layout = step.batch_layout(h1.device)
         step.h_hat, step.plan = self.trainer.predict(layout, h1), self._plan(step, layout)
+        if self.trace is not None:
+            self.trace.predictions(step.h_hat)
         plan = step.plan
         self.requests.record_novelty(step.states, plan.layout, h, step.h_hat)
         for form in TILTED:
@@ -422,6 +428,8 @@ class ESampRuntime:
                 self.requests.strata.resample(ids, probs, info, step.strata_rows, filtered)
         except Exception:  # the rows keep SGLang's own draw
             self._fault("strata", [])
+        if self.trace is not None:
+            self.trace.tokens(ids)  # this rank's own draws, before SGLang reconciles the ranks
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the DENSE and CANDIDATES rows in place, after SGLang's penalties, grammar and

@@ -1,6 +1,10 @@
 """``--tp-size 2`` on the real CPU runtime (the tiny model, one core per rank, gloo): every
 rank runs the same distillers on the replicated hidden states with the gathered LM head,
-SGLang's sampler gives every rank the same token, and the ranks' distillers stay equal."""
+and the ranks agree at every step: the same predictions and the same tokens drawn by each
+rank before SGLang reconciles them (runtime/trace.py), with the worker-thread trainer, the
+default staleness, --esamp-train-every 2 and metrics on."""
+
+import json
 
 import re
 import sys
@@ -15,13 +19,19 @@ from ..client import generate_ok
 
 STORY = "Once upon a time, in a small village by the sea,"
 ARGS = ["--enable-esamp", "--esamp-max-groups", "4"]
+TP_ARGS = ["--esamp-trainer", "thread", "--esamp-train-every", "2", "--enable-metrics"]
 DIGEST = re.compile(r"ESamp tensor-parallel rank (\d) of 2: (\d+) steps, distiller digest (\S+)")
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
-def tp_server(tiny_model):
+def trace_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tp-trace")
+
+
+@pytest.fixture(scope="module")
+def tp_server(tiny_model, trace_dir):
     """One retry of the start: once in five local runs a TP 2 start right after another
     server's shutdown exited with code 3 before answering. Code 3 is uvicorn's start-up
     failure: binding the HTTP port, picked free long before (in the range the ranks' own
@@ -29,12 +39,13 @@ def tp_server(tiny_model):
     waits for every process of the previous server, which may remove the cause; the retry
     stays until that is shown. The first failure's log tail is printed, so a start that
     fails twice is still a failure with both logs."""
-    args = ["--model-path", str(tiny_model), *ARGS, "--tp-size", "2"]
+    args = ["--model-path", str(tiny_model), *ARGS, *TP_ARGS, "--tp-size", "2"]
+    env = {"SGLANG_ESAMP_TP_TRACE": str(trace_dir)}
     try:
-        srv = ServerProcess(args).__enter__()
+        srv = ServerProcess(args, env=env).__enter__()
     except RuntimeError as exc:
         print(f"TP 2 server start failed once; retrying:\n{str(exc)[-3000:]}", file=sys.stderr)
-        srv = ServerProcess(args).__enter__()
+        srv = ServerProcess(args, env=env).__enter__()
     try:
         yield srv
     finally:
@@ -55,7 +66,7 @@ def rank_digests(server) -> dict[int, tuple[int, str]]:
     return found
 
 
-def test_tp2_runs_esamp_like_one_rank(tp_server, tiny_model):
+def test_tp2_runs_esamp_like_one_rank(tp_server, tiny_model, trace_dir):
     greedy = dict(temperature=0, max_new_tokens=12, explore=0)
     tp2_greedy = generate_ok(tp_server, STORY, **greedy)["text"]
 
@@ -70,6 +81,13 @@ def test_tp2_runs_esamp_like_one_rank(tp_server, tiny_model):
     assert after["steps"] >= start["steps"] + 15 and after["rel_err"] < 0.5 * start["rel_err"], (start, after)
     digests = rank_digests(tp_server)
     assert digests[0] == digests[1], digests  # the same steps, the same weights on both ranks
+    traces = [json.loads((trace_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert traces[0]["steps"] == traces[1]["steps"] >= 60, [t["steps"] for t in traces]
+    steps = list(zip(traces[0]["rows"], traces[1]["rows"]))
+    predicted = [a[1] != b[1] for a, b in steps]
+    drawn = [a[2] != b[2] for a, b in steps]
+    assert sum(predicted) == 0 and sum(drawn) == 0, (sum(predicted), sum(drawn), len(steps))
+    assert sum(a[2] != 0 for a, _ in steps) >= 40 and len({a[1] for a, _ in steps}) >= 40  # real draws, varied steps
 
     with ServerProcess(["--model-path", str(tiny_model), *ARGS]) as single:
         assert generate_ok(single, STORY, **greedy)["text"] == tp2_greedy  # explore=0 samples untilted: TP 1's answer
