@@ -66,8 +66,9 @@ class DistillerBank:
         self.hidden = hidden
         self.device = torch.device(device)
         self.arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
-        self.out_gain = None if out_gain is None else out_gain.detach().float().cpu()
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        home = self.device if self.device.type != "meta" else torch.device("cpu")  # where fresh weights are made
+        self.out_gain = None if out_gain is None else out_gain.detach().float().to(home)
+        self.generator = torch.Generator(device=home).manual_seed(cfg.seed)
         self.lock = threading.Lock()
         self.streams = CudaStreams.for_device(self.device) if streams is None else streams
         self.fences = StreamFences(self.streams)  # reads and writes ordered across streams
@@ -126,7 +127,7 @@ class DistillerBank:
         with self.lock:
             self.fences.before_write()  # after the step still in flight for these slots
             for k in self.params:
-                self.params[k].index_copy_(0, idx, fresh[k].to(self.device))
+                self.params[k].index_copy_(0, idx, fresh[k])
             for moment in (*self.exp_avg.values(), *self.exp_avg_sq.values()):
                 moment.index_fill_(0, idx, 0.0)
             self.step_count.index_fill_(0, idx, 0.0)

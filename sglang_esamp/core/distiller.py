@@ -92,15 +92,17 @@ def build_architecture(kind: str, hidden: int, intermediate: int, rank: int) -> 
 
 def random_init(shapes: dict[str, tuple[int, ...]], g: int, generator: torch.Generator, out_gain: torch.Tensor | None) -> Params:
     """The paper's random init: matrices uniform in +-1/sqrt(fan_in) (as nn.Linear does),
-    biases zero, the output gain at ``out_gain`` (the model's final-norm weight) or ones."""
+    biases zero, the output gain at ``out_gain`` (the model's final-norm weight) or ones.
+    Made on the generator's device: no host copy when it is the bank's."""
+    device = generator.device
     params: Params = {}
     for name, shape in shapes.items():
         if name == "out_gain":
-            gain = out_gain.float() if out_gain is not None else torch.ones(shape)
+            gain = out_gain.float().to(device) if out_gain is not None else torch.ones(shape, device=device)
             params[name] = gain.expand(g, *shape).clone()
         elif len(shape) == 1:
-            params[name] = torch.zeros(g, *shape)
+            params[name] = torch.zeros(g, *shape, device=device)
         else:
             bound = 1.0 / math.sqrt(shape[0])
-            params[name] = (torch.rand(g, *shape, generator=generator) * 2 - 1) * bound
+            params[name] = (torch.rand(g, *shape, generator=generator, device=device) * 2 - 1) * bound
     return params

@@ -1,7 +1,10 @@
 """GroupStats: per-slot counters of the distillers, kept on the device.
 
 Updated by the trainer after every step with index ops (no host reads), read on the host
-only when somebody asks: a finished request's metadata or the server's stats route.
+only when somebody asks: a finished request's metadata or the server's stats route. On CUDA
+the trainer writes them on its side stream and the scheduler clears a slot on its own, so
+every access goes through ``StreamFences`` (a new group's counters are cleared after the
+old group's last step has landed, never before).
 
 Per slot: steps trained, last loss and its moving average, last relative error, the running
 mean novelty ||h - h_hat||, skipped steps and resets. Bank-wide totals of skipped steps and
@@ -16,9 +19,12 @@ Usage::
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from .bank import TrainResult
+from .fences import StreamFences
 
 _EMA = 0.9  # weight of the old value in loss_mean
 
@@ -26,18 +32,29 @@ FIELDS = ("steps", "loss", "loss_mean", "rel_err", "novelty_sum", "novelty_count
 
 
 class GroupStats:
-    def __init__(self, max_groups: int, device: torch.device | str = "cpu"):
+    def __init__(self, max_groups: int, device: torch.device | str = "cpu", streams=None):
+        """``streams``: the stream API the trainer uses (None on a CPU: no fences)."""
         self.table = {name: torch.zeros(max_groups, dtype=torch.float64, device=device) for name in FIELDS}
         self.total_skipped = 0
         self.total_resets = 0
+        self.lock = threading.Lock()
+        self.fences = StreamFences(streams)
+
+    def _write(self, fn) -> None:
+        with self.lock:
+            self.fences.before_write()
+            fn()
+            self.fences.after_write()
 
     def clear(self, slots: list[int]) -> None:
         """Zero the counters of slots handed to a new group."""
         idx = torch.tensor(slots, dtype=torch.int64, device=self.table["steps"].device)
-        for t in self.table.values():
-            t.index_fill_(0, idx, 0.0)
+        self._write(lambda: [t.index_fill_(0, idx, 0.0) for t in self.table.values()])
 
     def record(self, res: TrainResult) -> None:
+        self._write(lambda: self._record(res))
+
+    def _record(self, res: TrainResult) -> None:
         t, s, ok = self.table, res.slots, res.ok
         ok64 = ok.double()
         loss = torch.where(ok, res.loss, 0).double()
@@ -55,13 +72,18 @@ class GroupStats:
     def note_reset(self, slots: list[int]) -> None:
         """Count a reset on slots whose step was skipped as non-finite."""
         idx = torch.tensor(slots, dtype=torch.int64, device=self.table["resets"].device)
-        self.table["resets"].index_add_(0, idx, torch.ones(len(slots), dtype=torch.float64, device=idx.device))
+        ones = torch.ones(len(slots), dtype=torch.float64, device=idx.device)
+        self._write(lambda: self.table["resets"].index_add_(0, idx, ones))
         self.total_resets += len(slots)
         self.total_skipped += len(slots)
 
     def snapshot(self, slot: int) -> dict[str, float | int]:
         """Host copy of one slot's counters (one device read: keep it off the hot path)."""
-        row = dict(zip(self.table, torch.stack([t[slot] for t in self.table.values()]).tolist()))
+        with self.lock:
+            self.fences.before_read()
+            values = torch.stack([t[slot] for t in self.table.values()])
+            self.fences.after_read()
+        row = dict(zip(self.table, values.tolist()))
         count = row.pop("novelty_count")
         novelty = row.pop("novelty_sum") / count if count else 0.0
         return {

@@ -25,8 +25,12 @@ prediction.
 
 With ``every`` k > 1, ``submit`` holds each batch's rows until it has k batches, then
 hands them in as one step (``BatchLayout.stacked``): a group's loss is the mean over all
-its rows of the k decode steps. ``drain`` trains what is held first, so a slot is never
-reset with rows of its old group still waiting.
+its rows of the k decode steps. ``drain`` and ``retire`` train what is held first, so a
+slot is never reset with rows of its old group still waiting.
+
+When a new group moves into a used slot, ``retire`` waits only until the worker has issued
+the old group's steps (usually long done: slots are reused least recently used first); the
+bank's fences order the reset after them on the device, with no host sync.
 
 With a ``WarmBase`` (``--esamp-init calibrated``) every step's rows also feed the base's
 reservoir, and ``idle`` runs the steps the base owes: inline, for a bounded slice of time;
@@ -99,6 +103,7 @@ class AsyncTrainer:
         self._last_trace = -float("inf")  # when a failure's traceback was last logged
         self._cond = threading.Condition()
         self._queue: deque = deque()
+        self._slot_last: dict[int, int] = {}  # slot -> the newest submitted step that trains it
         self._closed = False
         self._streams = bank.streams  # the CUDA stream API, or None on a CPU
         self._stream = self._streams.new_stream() if self._streams is not None else None  # the side stream
@@ -146,6 +151,8 @@ class AsyncTrainer:
         item = (*self._hand_over(layout, src, tgt), feed)
         with self._cond:
             self.submitted += 1
+            for slot in layout.slot_list:
+                self._slot_last[slot] = self.submitted  # the newest step that trains this slot
             if self.mode == "thread":
                 self._queue.append(item)
                 self._cond.notify_all()
@@ -189,6 +196,22 @@ class AsyncTrainer:
         while self.step_seconds:
             out.append(self.step_seconds.popleft())
         return out
+
+    def retire(self, slot: int) -> None:
+        """``slot``'s group leaves and a new one moves in: every step of the old group is issued
+        before this returns (held rows are queued first), so the reset that follows lands after
+        them on the device (the bank's fences order it), and a verdict still pending for the
+        old group no longer resets the slot. The host waits only for the worker to issue
+        those steps (none, when the slot's last step is long done), never for the device."""
+        if any(slot in layout.slot_list for layout, _, _ in self._held):
+            self._queue_step(*self._release())
+        last = self._slot_last.pop(slot, 0)
+        self._allow(last)
+        self.wait(last)
+        with self._cond:
+            if self._verdict is not None and slot in self._verdict[0]:
+                slots, ok, ready = self._verdict
+                self._verdict = (tuple(-1 if s == slot else s for s in slots), ok, ready)  # -1: never reset
 
     def drain(self) -> None:
         """Train the held rows, wait for every step, and re-initialise a group whose last step
@@ -339,7 +362,7 @@ class AsyncTrainer:
         slots, ok, ready = verdict
         if ready is not None:
             ready.synchronize()  # the copy of the flags, issued a step ago
-        bad = [s for s, fine in zip(slots, ok.tolist()) if not fine]
+        bad = [s for s, fine in zip(slots, ok.tolist()) if not fine and s >= 0]
         if bad:
             logger.warning("ESamp distiller step was not finite for slots %s; re-initialising them", bad)
             self.bank.reset(bad)

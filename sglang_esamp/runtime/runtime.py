@@ -79,7 +79,7 @@ class ESampRuntime:
         self.warm = self._warm_base(saved, dtype) if cfg.calibrated else None
         self._saved_at = -float("inf")
         self._saved_steps = None  # the base's steps at its last save by this server
-        self.stats = GroupStats(cfg.max_groups, device)
+        self.stats = GroupStats(cfg.max_groups, device, self.bank.streams)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, cfg.trainer, warm=self.warm, on_fitted=self._save_base,
                                     every=cfg.train_every, lockstep=tp_size > 1)  # TP: predictions by step count, not timing
         # tensor parallel: every rank must free the same slots at the same step, and their wall clocks differ, so
@@ -176,7 +176,7 @@ class ESampRuntime:
         """A new group moves into ``slot``: fresh weights, counters and (with the prompt
         inits) a pending prompt fit."""
         if slot in self.used_slots:
-            self.trainer.drain()  # no queued step of the slot's last group may touch the new one
+            self.trainer.retire(slot)  # no step of the slot's last group may train after the reset
         self.bank.reset([slot])
         self.stats.clear([slot])
         self.used_slots.add(slot)

@@ -80,7 +80,7 @@ def check_trainer_modes(device, hidden: int, steps: int = 12) -> float:
     banks = []
     for mode in ("thread", "inline"):
         bank = DistillerBank(cfg, hidden, device)
-        trainer = AsyncTrainer(bank, GroupStats(cfg.max_groups, device), staleness=0, mode=mode)
+        trainer = AsyncTrainer(bank, GroupStats(cfg.max_groups, device, bank.streams), staleness=0, mode=mode)
         gen = torch.Generator(device="cpu").manual_seed(0)
         layout = BatchLayout.from_slots([0, 0, 1, 1, 1, 3], device)
         for _ in range(steps):
@@ -114,7 +114,7 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     cap = StopCap([model.config.eos_token_id or 2], "probability", device)
     cfg = ESampConfig(max_groups=groups, distiller=distiller)
     bank = DistillerBank(cfg, hidden, device)
-    trainer = AsyncTrainer(bank, GroupStats(groups, device), staleness=1, mode="thread" if device.type == "cuda" else "inline")
+    trainer = AsyncTrainer(bank, GroupStats(groups, device, bank.streams), staleness=1, mode="thread" if device.type == "cuda" else "inline")
     layout = BatchLayout.from_slots([r // n for r in range(rows)], device)
     beta = torch.full((rows,), 0.25, device=device)
 

@@ -12,7 +12,7 @@ The sequence (``scenario``, which tests/core/test_gpu_path.py drives on a CPU st
 CUDA too), on a "forward" stream that is not the one the bank was built on (as under
 SGLang's overlap scheduler): random decode batches of groups of mixed sizes (several size
 buckets), rows without a slot, groups ending and new ones moving into the lowest free slot
-(a reused slot drains first, as the runtime does), a non-finite group now and then, and
+(a reused slot retires its old group first, as the runtime does: its steps issued, not done), a non-finite group now and then, and
 idle turns that hand the bank a new base. Each training step first spins its stream for
 ``--sleep-cycles`` GPU cycles (``torch.cuda._sleep``), so a read that is not ordered after
 the write it needs sees stale weights, a reset that is not ordered after a queued step sees
@@ -70,7 +70,7 @@ def run(device: str, mode: str, steps: int, sleep_cycles: int, hidden: int = 256
     """The predictions of every step, on the host."""
     cfg = ESampConfig(max_groups=GROUPS, intermediate=128, staleness=0, trainer=mode, seed=seed)
     bank = DistillerBank(cfg, hidden, device)
-    stats = GroupStats(cfg.max_groups, device)
+    stats = GroupStats(cfg.max_groups, device, bank.streams)
     trainer = AsyncTrainer(bank, stats, staleness=0, mode=mode)
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda and mode == "inline" else (lambda: None)
@@ -86,10 +86,10 @@ def run(device: str, mode: str, steps: int, sleep_cycles: int, hidden: int = 256
     out = []
     for op, args in scenario(seed, steps, hidden):
         with torch.cuda.stream(forward) if cuda else contextlib.nullcontext():
-            if op == "open":  # as the runtime does it: drain before a reused slot's reset
+            if op == "open":  # as the runtime does it: retire a reused slot's old group before its reset
                 slot, reused = args
                 if reused:
-                    trainer.drain()  # on CUDA: every queued step issued, not done
+                    trainer.retire(slot)  # on CUDA: the old group's steps issued, not done
                 bank.reset([slot])
                 stats.clear([slot])
             elif op == "idle":  # a new base, from slot 0's weights

@@ -70,9 +70,9 @@ class Stream:
             return
         if self.lazy:
             with self.world.lock:
-                self.enqueue(event.synchronize)
+                self.enqueue(event.run)
         else:
-            event.synchronize()
+            event.run()
 
 
 class Event:
@@ -82,9 +82,16 @@ class Event:
     def record(self, stream: Stream) -> None:
         self.stream, self.mark = stream, stream.issued
 
-    def synchronize(self) -> None:
+    def run(self) -> None:
+        """The work before the event is done (what a stream that waits on it sees)."""
         if self.stream is not None and self.stream.lazy:
             self.stream.run(self.mark)
+
+    def synchronize(self) -> None:
+        """The host waits for the event: counted."""
+        if self.stream is not None:
+            self.stream.world.host_waits += 1
+        self.run()
 
 
 class CudaLike(TorchDispatchMode):
@@ -98,6 +105,7 @@ class CudaLike(TorchDispatchMode):
         self.owner: dict[int, Stream] = {}  # storage address -> the stream that allocated it
         self.handed: dict[int, set[Stream]] = {}  # storage address -> streams it was handed over to
         self.poisoned: list[str] = []  # what read a poisoned tensor
+        self.host_waits = 0  # event synchronisations: the host waited for the device
         self._local = threading.local()
 
     # ---- the CudaStreams API ----

@@ -24,7 +24,7 @@ class System:
 
     def __init__(self, cfg: ESampConfig, world: CudaLike | None, mode: str, every: int, lockstep: bool = False):
         self.bank = DistillerBank(cfg, hidden=D, streams=world)
-        self.stats = GroupStats(GROUPS)
+        self.stats = GroupStats(GROUPS, streams=world)
         init = random_init(self.bank.arch.shapes(), 1, torch.Generator().manual_seed(5), None)
         self.warm = wb.WarmBase(self.bank.arch, D, "cpu", torch.float32, init, seed=5)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, mode, warm=self.warm, every=every, lockstep=lockstep)
@@ -32,7 +32,7 @@ class System:
     def open(self, slot: int, reused: bool) -> None:
         """A new group moves into ``slot``, as the runtime does it."""
         if reused:
-            self.trainer.drain()
+            self.trainer.retire(slot)
         self.bank.reset([slot])
         self.stats.clear([slot])
 
@@ -62,16 +62,16 @@ def test_the_gpu_path_matches_a_synchronous_run(monkeypatch, mode, staleness, ev
     lag = staleness if mode == "thread" else 0  # in lockstep the worker is exactly this many steps behind
     late: deque = deque()  # the reference's steps, held back by the lag
 
-    def catch_up():  # the GPU side drains: the reference trains what it held back
-        while late:
+    def catch_up(upto=None):  # the GPU side has issued steps: the reference trains what it held back, as far
+        while late and (upto is None or ref.trainer.submitted < upto):
             ref.trainer.submit(*late.popleft())
 
     with world:
         for step, (op, args) in enumerate(scenario(seed, steps=20, hidden=D)):
             if op == "open":
-                if args[1]:  # a reused slot: the runtime drains first
-                    catch_up()
-                ref.open(*args), gpu.open(*args)
+                gpu.open(*args)  # a reused slot: the old group's steps are issued first, and only those
+                catch_up(gpu.trainer.finished)
+                ref.open(*args)
                 not_finite.discard(args[0])
             elif op == "idle":
                 if ref.warm.owed:  # the base owes steps: the trainer drains before them
@@ -118,3 +118,33 @@ def test_the_stand_in_runs_side_work_late_and_poisons_what_was_not_handed_over()
     assert issued.isnan().all()  # issued, not run yet
     assert late.isnan().all() and len(world.poisoned) == 1  # ``made`` was read after the host may have dropped it
     assert torch.equal(handed, torch.arange(4.0))
+
+
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_a_new_group_in_a_used_slot_waits_for_no_device_work(mode):
+    """Slot 0's group trains, then leaves; its steps are issued but still queued on the side
+    stream when a new group moves in. The host waits for nothing on the device (the reset is
+    ordered after them by events), and the new group starts from fresh weights, untouched
+    by the old group's steps that land after the reset was issued."""
+    cfg = ESampConfig(max_groups=2, distiller="lowrank", rank=4)
+    world = CudaLike(seed=0, progress=0.0)  # the side stream runs only when something waits for it
+    system = System(cfg, world, mode, every=1)
+    twin = DistillerBank(cfg, hidden=D)  # the same seed: its reset draws the weights a reset must give
+    twin.reset([0])
+    g = torch.Generator().manual_seed(0)
+    with world:
+        for _ in range(3):
+            layout = BatchLayout.from_slots([0, 0, 1])
+            system.trainer.predict(layout, torch.randn(3, D, generator=g))
+            system.trainer.submit(layout, torch.randn(3, D, generator=g), torch.randn(3, D, generator=g))
+        system.trainer.wait(system.trainer.submitted)  # issued, not run: the side stream is lazy
+        assert any(side.done < side.issued for side in world.lazy_streams) or mode == "inline"
+        waits = world.host_waits
+        system.open(0, reused=True)
+        assert world.host_waits == waits  # no event synchronised on the host
+        world.synchronize()
+    system.trainer.close()
+    assert not world.poisoned, world.poisoned[:3]
+    for k, v in system.bank.params.items():
+        torch.testing.assert_close(v[0], twin.params[k][0], rtol=0, atol=0, msg=k)  # the new group's weights: fresh
+    assert float(system.stats.table["steps"][0]) == 0 and float(system.stats.table["steps"][1]) == 3
