@@ -1,6 +1,9 @@
-"""``--dp-size 2`` on the real CPU runtime (the tiny model, one core per rank): the requests of
-one exploration group meet on one DP rank, plain requests keep SGLang's round robin, and a
-group's greedy output is the single-replica server's."""
+"""``--dp-size 2`` on the real CPU runtime (the tiny model, one core per rank, grouping by
+prompt): the requests of one exploration group meet on one DP rank (named groups by their
+name, each entry of a batch by its own, unnamed ones by their prompt's token ids, as text or
+as ids), plain requests keep SGLang's round robin, and a group's greedy output is the
+single-replica server's. Unnamed groups taking the ranks in turn (grouping by request) is
+tests/runtime/test_routing.py's."""
 
 import hashlib
 
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def dp_server(tiny_model):
-    with ServerProcess(["--model-path", str(tiny_model), *ARGS, "--dp-size", "2"]) as srv:
+    with ServerProcess(["--model-path", str(tiny_model), *ARGS, "--dp-size", "2", "--esamp-group-by", "prompt"]) as srv:
         assert "SGLANG_CPU_OMP_THREADS_BIND=0|1" in srv.tail(200_000)  # serve gave each rank its core
         yield srv
 
@@ -41,11 +44,8 @@ def test_a_group_is_never_split_over_ranks(dp_server, tiny_model):
     assert len(set(ranks(outs))) == 1 and len({o["meta_info"]["esamp"]["group"] for o in outs}) == 1
     again = generate_ok(dp_server, STORY, n=2, max_new_tokens=4, explore=0.5, explore_group="dp-probe")
     assert set(ranks(again)) == set(ranks(outs))  # a later call naming the group meets it there
-    unnamed = [generate_ok(dp_server, STORY, n=4, max_new_tokens=4, explore=0.5) for _ in range(2)]
-    assert all(len(set(ranks(u))) == 1 for u in unnamed)  # a request's own group: its n samples together
-    assert {ranks(u)[0] for u in unnamed} == {0, 1}  # and such groups take the ranks in turn
-    # the groups held: "dp-equal", "dp-probe" and the two unnamed ones, each on one rank only
-    assert sum(held_slots(dp_server)) == 4
+    # the groups held: "dp-equal" and "dp-probe", each on one rank only
+    assert sum(held_slots(dp_server)) == 2
     with ServerProcess(["--model-path", str(tiny_model), *ARGS]) as single:
         assert generate_ok(single, STORY, **greedy)["text"] == first["text"]
 
@@ -76,22 +76,16 @@ def test_each_entry_of_a_batch_goes_to_its_own_groups_rank(dp_server):
     assert by_group == {first: {0}, second: {1}}
 
 
-@pytest.fixture(scope="module")
-def dp_prompt_server(tiny_model):
-    with ServerProcess(["--model-path", str(tiny_model), *ARGS, "--dp-size", "2", "--esamp-group-by", "prompt"]) as srv:
-        yield srv
-
-
-def test_grouping_by_prompt_meets_the_prompt_on_one_rank_as_text_or_ids(dp_prompt_server):
+def test_grouping_by_prompt_meets_the_prompt_on_one_rank_as_text_or_ids(dp_server):
     """--esamp-group-by prompt under DP: requests without a name join by their prompt's token
     ids, so the text and the ids of one prompt, sent apart, land on one rank in one group."""
     params = dict(n=2, max_new_tokens=3, explore=0.5)
     for prompt in (STORY, "The robot opened the door and"):
-        r = requests.post(dp_prompt_server.url + "/tokenize", json={"prompt": prompt}, timeout=60)
+        r = requests.post(dp_server.url + "/tokenize", json={"prompt": prompt}, timeout=60)
         assert r.status_code == 200, r.text
         ids = r.json()["tokens"]
-        text = generate_ok(dp_prompt_server, prompt, **params)
-        r = requests.post(dp_prompt_server.url + "/generate", json={"input_ids": ids, "sampling_params": params}, timeout=300)
+        text = generate_ok(dp_server, prompt, **params)
+        r = requests.post(dp_server.url + "/generate", json={"input_ids": ids, "sampling_params": params}, timeout=300)
         assert r.status_code == 200, r.text
         outs = text + r.json()
         assert len({o["meta_info"]["esamp"]["group"] for o in outs}) == 1
