@@ -53,23 +53,36 @@ def test_calibrate_trains_and_saves_the_base_in_the_server(calibrated, tiny_mode
     assert BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated"), 128).path != store.path
 
 
+@pytest.fixture(scope="module")
+def cold_start(tiny_model, tmp_path_factory):
+    """A server with no saved base (its own empty folder): its first group starts random, as
+    with ``--esamp-init random`` (the same seed), and the base then gathers rows."""
+    from types import SimpleNamespace
+
+    from sglang_esamp.launch.server import ServerProcess
+
+    folder = tmp_path_factory.mktemp("cold-bases")
+    with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp"], env={"SGLANG_ESAMP_BASE_DIR": str(folder)}) as srv:
+        first = generate_ok(srv, STORY, temperature=0, max_new_tokens=2, explore=0.25)["meta_info"]["esamp"]
+        sampled = generate_ok(srv, STORY, max_new_tokens=8, explore=0.5, n=2)
+        return SimpleNamespace(log=srv.tail(20000), first=first, sampled=sampled, base=esamp_stats(srv)["base"], folder=folder)
+
+
 @pytest.mark.server
-def test_a_restart_loads_the_base_and_groups_start_from_it(calibrated, tiny_model, base_dir, monkeypatch):
+def test_a_restart_loads_the_base_and_groups_start_from_it(calibrated, cold_start, tiny_model, base_dir, monkeypatch):
     from sglang_esamp.launch.server import ServerProcess
 
     monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(base_dir))
     store = BaseStore.for_model(str(tiny_model), ESampConfig(init="calibrated"), hidden=64)
     saved = store.load()
-    first = {}
-    for init in ("calibrated", "random", "calibrated+prompt"):
+    first = {"random": cold_start.first}  # no base yet: a random start
+    for init in ("calibrated", "calibrated+prompt"):
         with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-init", init, "--esamp-prompt-steps", "2"]) as srv:
             first[init] = generate_ok(srv, STORY, temperature=0, max_new_tokens=2, explore=0.25)["meta_info"]["esamp"]
-            base = esamp_stats(srv)["base"]
             if init == "calibrated":
+                base = esamp_stats(srv)["base"]
                 assert "start from the base distiller" in srv.tail(20000)
                 assert base["fitted"] and base["steps"] == saved.steps and base["saved_steps"] is None
-            if init == "random":
-                assert base is None
     assert first["calibrated"]["steps"] == first["random"]["steps"] == 1
     assert first["calibrated+prompt"]["steps"] == 3  # 2 on the prompt's rows during the prefill, then the decode step
     # the first step's error is the initial distiller's: the base's is far below a random one's
@@ -77,19 +90,15 @@ def test_a_restart_loads_the_base_and_groups_start_from_it(calibrated, tiny_mode
 
 
 @pytest.mark.server
-def test_a_cold_server_serves_at_once_and_reports_its_base(tiny_model, tmp_path, monkeypatch):
+def test_a_cold_server_serves_at_once_and_reports_its_base(cold_start):
     """No saved base: the server starts, groups start random, and the base owes nothing
     until it has ``MIN_ROWS`` rows."""
-    from sglang_esamp.launch.server import ServerProcess
-
-    monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(tmp_path))
-    with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp"]) as srv:
-        assert "no base distiller saved for this model yet" in srv.tail(20000)
-        meta = generate_ok(srv, STORY, max_new_tokens=8, explore=0.5, n=2)
-        assert all(m["meta_info"]["esamp"]["steps"] == 7 for m in meta)  # 8 tokens: the prefill's, then 7 decode steps
-        base = esamp_stats(srv)["base"]
-    assert base == {"steps": 0, "owed": 0, "rows": 14, "fitted": False, "failures": 0, "path": base["path"], "saved_steps": None}
-    assert not list(tmp_path.iterdir())  # nothing saved before a fit
+    assert "no base distiller saved for this model yet" in cold_start.log
+    assert all(m["meta_info"]["esamp"]["steps"] == 7 for m in cold_start.sampled)  # 8 tokens: the prefill's, then 7 decode steps
+    base = cold_start.base
+    # the rows of the decode steps with explore: 1 of the greedy request, 2 x 7 of the sampled one
+    assert base == {"steps": 0, "owed": 0, "rows": 15, "fitted": False, "failures": 0, "path": base["path"], "saved_steps": None}
+    assert not list(cold_start.folder.iterdir())  # nothing saved before a fit
 
 
 def test_an_unreadable_base_file_is_ignored_with_a_warning(tiny_model, tmp_path, monkeypatch, caplog):

@@ -1,6 +1,7 @@
 """ESamp's device memory: what the KV-cache budget gives up is what the runtime then holds,
-and a bank that cannot fit is refused at start, naming the flag."""
-
+and a bank that cannot fit is refused at start, naming the flag; on the same server (Adam),
+a training step every second decode step (``--esamp-train-every 2``)."""
+import json
 import re
 
 import pytest
@@ -62,23 +63,55 @@ def reservation(log: str) -> tuple[float, float, float]:
     return tuple(float(x) for x in m.groups())
 
 
-@pytest.mark.server
-def test_the_kv_budget_gives_up_what_esamp_holds(tiny_model):
+GROUPS = 256  # about 450 MiB of distillers (weights and Adam's moments) on the tiny model
+
+
+@pytest.fixture(scope="module")
+def adam_server(tiny_model):
+    """Adam, many slots, and a training step every second decode step (the last does not change
+    what is held)."""
     from sglang_esamp.launch.server import ServerProcess
 
+    args = ["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", str(GROUPS), "--esamp-optimizer", "adam",
+            "--esamp-train-every", "2", "--esamp-group-ttl", "0"]
+    with ServerProcess(args) as srv:
+        yield srv
+
+
+@pytest.mark.server
+def test_the_kv_budget_gives_up_what_esamp_holds(adam_server):
     from ..client import esamp_stats
 
-    groups = 256  # about 450 MiB of distillers (weights and Adam's moments) on the tiny model
-    with ServerProcess(["--model-path", str(tiny_model), "--enable-esamp", "--esamp-max-groups", str(groups),
-                        "--esamp-optimizer", "adam"]) as srv:
-        reserved, before, after = reservation(srv.tail(200_000))
-        held = esamp_stats(srv)["device_bytes"]
-    expected = reserved_bytes(ESampConfig(max_groups=groups, optimizer="adam"), 64, torch.float32)
+    reserved, before, after = reservation(adam_server.tail(200_000))
+    held = esamp_stats(adam_server)["device_bytes"]
+    expected = reserved_bytes(ESampConfig(max_groups=GROUPS, optimizer="adam"), 64, torch.float32)
     assert held.keys() == expected.keys() and held["bank"] == expected["bank"] > 400 * 2**20
-    base_copy = (expected["bank"] // groups - 4) // 3  # the bank's copy of the base, made at its first fit
+    base_copy = (expected["bank"] // GROUPS - 4) // 3  # the bank's copy of the base, made at its first fit
     scratch = 64 * 2**20  # one block of gathered head rows (core/head.py), reserved besides what is held
     assert reserved == pytest.approx((sum(held.values()) + base_copy + scratch) / 2**20, abs=0.05)
     assert before - after == pytest.approx(reserved, abs=0.15)  # three numbers, each rounded to 0.1 MiB
+
+
+@pytest.mark.server
+def test_a_group_trains_every_second_decode_step_with_adam(adam_server, tiny_model):
+    """--esamp-train-every 2 with Adam: a training step every second decode step, the groups'
+    moments held and counted."""
+    from ..client import esamp_stats, generate_ok
+
+    before = esamp_stats(adam_server)
+    assert before["config"]["train_every"] == 2 and before["config"]["optimizer"] == "adam"
+    hidden = json.loads((tiny_model / "config.json").read_text())["hidden_size"]
+    weights = 2 * 3 * hidden * 384 + hidden  # two SwiGLU blocks of width 384, and the output gain
+    assert before["bytes_per_group"] == 3 * weights * 4 + 4  # float32 weights and Adam's two moments, and a step count
+    outs = generate_ok(adam_server, "Once upon a time", n=2, temperature=1.0, max_new_tokens=17, ignore_eos=True,
+                       explore=0.5)
+    metas = [o["meta_info"]["esamp"] for o in outs]
+    assert len({m["slot"] for m in metas}) == 1
+    # 16 decode steps (the first token comes from the prefill): 8 steps, the metadata trailing by at most one
+    assert all(m["steps"] in (7, 8) for m in metas), metas
+    after = esamp_stats(adam_server)
+    assert after["steps_submitted"] - before["steps_submitted"] == 8
+    assert after["trainer_failures"] == 0 and after["tilted_rows"]["plausible"] > 0
 
 
 @pytest.mark.server
