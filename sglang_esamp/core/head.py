@@ -74,7 +74,8 @@ class Head:
         out = torch.empty(n, k, dtype=torch.float32, device=x.device)
         for r in range(0, n, rows):
             for c in range(0, k, tokens):
-                out[r:r + rows, c:c + tokens] = torch.einsum("nd,nkd->nk", x[r:r + rows], self.weight[idx[r:r + rows, c:c + tokens]].float())
+                block = self.weight[idx[r:r + rows, c:c + tokens]].float()  # (rows, tokens, D)
+                out[r:r + rows, c:c + tokens] = torch.einsum("nd,nkd->nk", x[r:r + rows], block)
         return out
 
     def sliced(self, vocab: int) -> Head:

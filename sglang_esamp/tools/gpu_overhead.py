@@ -114,7 +114,8 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
     cap = StopCap([model.config.eos_token_id or 2], "probability", device)
     cfg = ESampConfig(max_groups=groups, distiller=distiller)
     bank = DistillerBank(cfg, hidden, device)
-    trainer = AsyncTrainer(bank, GroupStats(groups, device, bank.streams), staleness=1, mode="thread" if device.type == "cuda" else "inline")
+    mode = "thread" if device.type == "cuda" else "inline"
+    trainer = AsyncTrainer(bank, GroupStats(groups, device, bank.streams), staleness=1, mode=mode)
     layout = BatchLayout.from_slots([r // n for r in range(rows)], device)
     beta = torch.full((rows,), 0.25, device=device)
 

@@ -5,7 +5,6 @@ rank before SGLang reconciles them (runtime/trace.py), with the worker-thread tr
 default staleness, --esamp-train-every 2 and metrics on."""
 
 import json
-
 import re
 import sys
 import time
