@@ -1,20 +1,11 @@
-"""``sglang-esamp eval`` end to end in a tiny mode against the real CPU server."""
+"""``sglang-esamp eval`` end to end in a tiny mode against the real CPU server. The first
+call runs the entry point in a process of its own; the rest call it in this one."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+from ..commands import cli, cli_process
 
 
 @pytest.mark.server
@@ -22,7 +13,7 @@ def test_eval_tiny_run_resumes_and_guards_its_folder(tiny_esamp_server, tmp_path
     out = tmp_path / "run"
     args = ["eval", "--task", "svamp", "--limit", "2", "--n", "2", "--methods", "vanilla,min_p,fire,edt,esamp,matched",
             "--explore", "0.5", "--max-new-tokens", "6", "--concurrency", "2", "--out", str(out), "--url", tiny_esamp_server.url]
-    cli(*args)
+    cli_process(*args)
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     names = ["vanilla", "min_p", "fire", "edt", "esamp@0.5", "matched@0.5"]
     assert sorted((r["method"], r["problem"]) for r in records) == sorted((m, p) for m in names for p in {r["problem"] for r in records})

@@ -12,6 +12,8 @@ import torch
 from sglang_esamp.core import BatchLayout, DistillerBank, ESampConfig
 from sglang_esamp.tools.init_study import parse_variants, replay, summarize
 
+from ..commands import cli
+
 ROOT = Path(__file__).resolve().parents[2]
 D = 8
 
@@ -85,16 +87,10 @@ def test_init_study_command_on_the_tiny_model(tiny_model, tmp_path):
         assert len(curves) == 2 and all(1 <= len(c) <= 5 and all(e >= 0 for e in c) for c in curves)
     assert [len(c) for c in result["inits"]["random"]["curves"]] == [len(c) for c in result["inits"]["prompt x3"]["curves"]]
     assert (out / "rel_err.png").stat().st_size > 0
-    varied = subprocess.run(
-        [sys.executable, "-m", "sglang_esamp.cli", "init-study", "--model-path", str(tiny_model), "--task", "svamp",
-         "--limit", "1", "--n", "2", "--max-new-tokens", "5", "--inits", "random", "--vary", "train_every=1;optimizer=sgd,sgd_lr=0.1",
-         "--out", str(out), "--esamp-intermediate", "16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert varied.returncode == 0, varied.stderr[-3000:]
+    cli("init-study", "--model-path", str(tiny_model), "--task", "svamp", "--limit", "1", "--n", "2", "--max-new-tokens", "5",
+        "--inits", "random", "--vary", "train_every=1;optimizer=sgd,sgd_lr=0.1", "--out", str(out), "--esamp-intermediate", "16")
     result = json.loads((out / "results.json").read_text())
     assert list(result["inits"]) == ["train_every=1", "optimizer=sgd,sgd_lr=0.1"]
     assert result["variants"]["optimizer=sgd,sgd_lr=0.1"]["optimizer"] == "sgd"
-    bad = subprocess.run([sys.executable, "-m", "sglang_esamp.cli", "init-study", "--inits", "magic"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    bad = cli("init-study", "--inits", "magic", check=False)
     assert bad.returncode != 0 and "unknown init 'magic'" in bad.stderr
