@@ -49,7 +49,12 @@ class GroupStats:
     def clear(self, slots: list[int]) -> None:
         """Zero the counters of slots handed to a new group."""
         idx = torch.tensor(slots, dtype=torch.int64, device=self.table["steps"].device)
-        self._write(lambda: [t.index_fill_(0, idx, 0.0) for t in self.table.values()])
+
+        def zero() -> None:
+            for t in self.table.values():
+                t.index_fill_(0, idx, 0.0)
+
+        self._write(zero)
 
     def record(self, res: TrainResult) -> None:
         self._write(lambda: self._record(res))

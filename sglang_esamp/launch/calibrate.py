@@ -43,18 +43,21 @@ POLL = 0.5  # seconds between two looks at the base's progress
 
 
 def _base(url: str) -> dict:
-    """The base's counters; with --dp-size, every rank's (each trains its own base), merged."""
-    states = esamp_states(url)
-    if not states or states[0] is None:
-        raise SystemExit(f"the server at {url} does not run ESamp; start it with --enable-esamp")
-    if states[0].get("base") is None:
-        raise SystemExit(f"the server at {url} trains no base distiller: its --esamp-init is {states[0]['config']['init']!r}, "
+    """The base's counters; with --dp-size, every rank's (each trains its own base), merged.
+    Exits with the reason when the server trains none."""
+    base = _trained_base(url)
+    if base is None:
+        state = esamp_states(url)[0]
+        if state is None:
+            raise SystemExit(f"the server at {url} does not run ESamp; start it with --enable-esamp")
+        raise SystemExit(f"the server at {url} trains no base distiller: its --esamp-init is {state['config']['init']!r}, "
                          "not 'calibrated' or 'calibrated+prompt'")
-    return merged([state["base"] for state in states])
+    return base
 
 
 def _trained_base(url: str) -> dict | None:
-    """``_base``, or None when the server trains no base (ESamp off, or a random init)."""
+    """The base's counters, merged over the DP ranks; None when the server trains no base
+    (ESamp off, or a random init)."""
     states = esamp_states(url)
     if states[0] is None or states[0].get("base") is None:
         return None
