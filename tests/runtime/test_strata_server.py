@@ -30,21 +30,24 @@ def _first_tokens(server, **params):
 
 
 def _within_grid(outs, counts) -> bool:
-    """Each listed token's count within floor/ceil of N times its probability. The n copies
-    may be prefilled in more than one batch, whose bf16 logits differ in their last bits (other
-    matmul shapes), so each copy reports its own distribution: a token's count must lie
+    """Each listed token's count within floor/ceil of N times its probability. A token is one
+    interval of the codes' order (the vocabulary's), so the bound is exact for it; the tokens
+    beyond the listed 40 are many intervals, each rounded on its own, and get no bound. The n
+    copies may be prefilled in more than one batch, whose bf16 logits differ in their last bits
+    (other matmul shapes), so each copy reports its own distribution: a token's count must lie
     between floor(N min_i p_i) and ceil(N max_i p_i) over the copies."""
     tops = [{tok: math.exp(lp) for lp, tok, _ in o["meta_info"]["output_top_logprobs"][0]} for o in outs]
-    listed = set().union(*tops)
-    ok = all(math.floor(N * min(t.get(tok, 0.0) for t in tops) - 1e-3) <= counts.get(tok, 0)
-             <= math.ceil(N * max(t.get(tok, 0.0) for t in tops) + 1e-3) for tok in listed if all(tok in t for t in tops))
-    covered = min(sum(t.values()) for t in tops)
-    rest = N - sum(counts.get(tok, 0) for tok in listed)  # tokens beyond the listed 40
-    return ok and rest <= math.ceil(N * (1 - covered) + 1e-3)
+    shared = set.intersection(*(set(t) for t in tops))
+    assert len(shared) >= 30, "the copies' top 40 should mostly agree"
+    return all(math.floor(N * min(t[tok] for t in tops) - 1e-3) <= counts.get(tok, 0) <= math.ceil(N * max(t[tok] for t in tops) + 1e-3)
+               for tok in shared)
 
 
 def test_stratified_samples_follow_the_grid_of_the_first_token(esamp_server):
-    outs, counts = _first_tokens(esamp_server, stratified=True)
+    """At explore 0: with a tilt, the distiller may train between the batches the copies are
+    prefilled in, which moves each copy's intervals by more than rounding, and the grid holds
+    for one shared distribution only. The tilt itself is checked in test_esamp_server.py."""
+    outs, counts = _first_tokens(esamp_server, stratified=True, explore=0)
     assert all(o["meta_info"]["esamp"]["stratified"] for o in outs)
     assert _within_grid(outs, counts), counts
 
