@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,7 +34,18 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT = 600.0  # a first start on 2 cores may include the model conversion
 
 
-def free_port() -> int:
+def free_port(low: int = 10000, high: int = 21999) -> int:
+    """A free port below both the kernel's ephemeral range (32768 and up, where outgoing
+    connections, the TP ranks' among them, take their ports while the server starts) and the
+    range SGLang draws its own ports from (22000-29999), so that nothing takes it between
+    this check and the server's bind; an ephemeral one if that range is full."""
+    for port in random.Random().sample(range(low, high + 1), 64):  # its own seed: a seeded global state never repeats ports
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -72,7 +84,7 @@ class ServerProcess:
                 except requests.RequestException:
                     pass
                 bar.set_postfix_str(self._stage(), refresh=True)
-                time.sleep(1.0)
+                time.sleep(0.25)
         self.stop()
         raise TimeoutError(f"sglang server did not answer within {self.timeout:.0f} s:\n{self.tail()}")
 
@@ -82,35 +94,49 @@ class ServerProcess:
         return lines[-1].split("] ", 1)[-1][:70] if lines else ""
 
     def stop(self, timeout: float = 30.0) -> None:
-        """End the whole process group and wait until every member has exited (the scheduler
-        ranks outlive the launcher by a moment), so that the next server starts on a quiet
-        machine; SIGKILL for what is left after ``timeout`` seconds."""
+        """End the whole process group and wait until every member has exited, so that the
+        next server starts on a quiet machine. SGLang's launcher sleeps 5 s after its
+        children die (for crash diagnostics): once only it and multiprocessing's helpers are
+        left, SIGKILL ends it, and the helpers clean up and exit when it is gone. After
+        ``timeout`` seconds, SIGKILL ends the whole group."""
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while self._group_alive() and time.monotonic() < deadline:
+        while (members := self._group_members()) and time.monotonic() < deadline:
+            if all(pid == self.proc.pid or _is_helper(pid) for pid in members):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGKILL)
             time.sleep(0.1)
-        if self._group_alive():
+        if self._group_members():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def _group_alive(self) -> bool:
-        """Whether a process of the server's group still runs (Linux's /proc; a zombie waiting
-        to be reaped does not count)."""
+    def _group_members(self) -> set[int]:
+        """The live processes of the server's group (Linux's /proc; a zombie waiting to be
+        reaped does not count)."""
         self.proc.poll()  # reap the launcher
+        members = set()
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError, IndexError):
                 state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (command)"
                 if group == str(self.proc.pid) and state != "Z":
-                    return True
-        return False
+                    members.add(int(stat.parent.name))
+        return members
 
     def tail(self, chars: int = 4000) -> str:
         with open(self.log.name, errors="replace") as f:
             return f.read()[-chars:]
+
+
+def _is_helper(pid: int) -> bool:
+    """Whether ``pid`` is one of multiprocessing's helper processes (its resource tracker)."""
+    try:
+        return b"from multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def esamp_states(url: str) -> list[dict | None]:

@@ -53,9 +53,10 @@ def test_stratified_samples_follow_the_grid_of_the_first_token(esamp_server):
 
 
 def test_independent_draws_are_the_control(esamp_server):
-    """Without codes, four requests of 32 independent draws do not all land on the grid."""
+    """Without codes, two requests of 32 independent draws do not both land on the grid (each
+    did not in 10 of 10 tries)."""
     results = []
-    for _ in range(4):
+    for _ in range(2):
         outs, counts = _first_tokens(esamp_server, stratified=False, explore=0)
         assert not any(o["meta_info"]["esamp"]["stratified"] for o in outs)
         results.append(_within_grid(outs, counts))
