@@ -3,11 +3,13 @@ estimated on any machine, as a share of the model's own decode step.
 
 ESamp's side is counted from its own code: one decode step of G groups of n rows runs the
 bank's prediction and training step (``core/bank.py``; with ``train_every`` k, one step on k
-decode steps' rows, counted as 1/k per decode step) and the dense tilt
-(``core/tilt.py``, through a V x D bf16 head) on meta tensors: shapes without data, so a
+decode steps' rows, counted as 1/k per decode step) and the tilt of a row without filters
+at the server's defaults (``core/tilt.py``: the plausible form, through a V x D bf16 head)
+on meta tensors: shapes without data, so a
 70B shape costs no memory. Every aten op that launches a kernel is counted as reading its
-tensor inputs and writing its outputs (views and allocations move nothing), which is what
-eager PyTorch does without fusion: an upper bound on memory traffic. FLOPs come from torch's
+tensor inputs and writing its outputs (views and allocations move nothing; a gather reads
+only the rows it picks, a scatter writes only the rows it puts), which is what eager
+PyTorch does without fusion: an upper bound on memory traffic. FLOPs come from torch's
 flop formulas (the matmuls).
 
 Time is a roofline on an H100 SXM, per op: the larger of its bytes over 3.35 TB/s and its
@@ -39,11 +41,13 @@ from ..core.bank import DistillerBank
 from ..core.config import ESampConfig
 from ..core.head import Head, VocabMoments
 from ..core.layout import BatchLayout
-from ..core.tilt import tilt_dense
+from ..core.tilt import tilt_dense, tilt_plausible
 
 META = torch.device("meta")
 H100_BYTES_PER_S = 3.35e12
 H100_FLOPS_PER_S = {torch.bfloat16: 989e12, torch.float16: 989e12, torch.float32: 67e12}
+GATHERS = {"index", "gather", "index_select", "embedding", "take"}
+SCATTERS = {"index_put_", "index_put", "index_copy_", "index_copy", "scatter_", "scatter", "scatter_add_", "index_add_"}
 NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "lift_fresh", "detach", "alias", "_unsafe_view"}
 MODELS = {  # decoder shapes from the models' configs: kv_dim = key/value heads x head dim
     "llama-2-7b": dict(hidden=4096, layers=32, vocab=32000, intermediate=11008, kv_dim=4096),
@@ -71,7 +75,7 @@ class _Ops(TorchDispatchMode):
         if func.is_view or func.overloadpacket.__name__ in NO_KERNEL:
             return out
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-        moved = sum(t.numel() * t.element_size() for t in tensors)
+        moved = _moved(func.overloadpacket.__name__, args, out, tensors)
         formula = flop_registry.get(func.overloadpacket)
         flops = formula(*args, **kwargs, out_val=out) if formula is not None else 0
         self.bytes += moved
@@ -79,6 +83,24 @@ class _Ops(TorchDispatchMode):
         self.seconds += roofline(moved, flops, tensors[0].dtype if tensors else torch.float32)
         self.launches += 1
         return out
+
+
+def _nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tree_leaves(tensors) if isinstance(t, torch.Tensor))
+
+
+def _moved(name: str, args, out, tensors) -> int:
+    """Bytes an op reads and writes: every tensor it takes and makes, except that a gather
+    reads only the rows it picks and a scatter writes only the rows it puts (not their whole
+    source or destination)."""
+    if name in GATHERS:  # (source, ..., index): read and write the output, read the index
+        return 2 * _nbytes(out) + _nbytes(args[1:])
+    if name in SCATTERS:  # (destination, ..., index, values): read the values and index, write the rows
+        return 2 * _nbytes(args[-1]) + _nbytes(args[1:-1])
+    if name == "index_fill_":  # (destination, dim, index, value)
+        dest, dim, index = args[:3]
+        return dest.numel() // max(dest.shape[dim], 1) * index.numel() * dest.element_size() + _nbytes(index)
+    return _nbytes(tensors)
 
 
 def count(fn) -> dict:
@@ -98,7 +120,7 @@ def model_step(hidden: int, layers: int, vocab: int, intermediate: int, kv_dim: 
 
 
 def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -> dict:
-    """One decode step of ESamp's own code: predict, dense residual tilt, train (a 1/k share
+    """One decode step of ESamp's own code: predict, the default tilt (``tilt``), train (a 1/k share
     of a step on k decode steps' rows with ``train_every`` k), per part."""
     bank = DistillerBank(cfg, hidden, device=META)
     layout = BatchLayout.from_slots([g for g in range(groups) for _ in range(n)], META)
@@ -116,11 +138,21 @@ def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -
     train = count(lambda: bank.train_step(held, src, tgt))
     parts = {
         "predict": count(lambda: pred.setdefault("h_hat", bank.predict(layout, h1))),
-        "tilt": count(lambda: tilt_dense(logits, h, pred["h_hat"], head, beta, "residual", moments)),
+        "tilt": count(lambda: tilt(logits, h, pred["h_hat"], head, beta, cfg, moments)),
         "train": {key: value / k for key, value in train.items()},
     }
     total = {k: sum(p[k] for p in parts.values()) for k in ("bytes", "flops", "seconds", "launches")}
     return total | {"parts": parts, "bytes_per_group": bank.bytes_per_group}
+
+
+def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMoments):
+    """The tilt a row without top-k/top-p/min-p gets from the server's defaults: the plausible
+    form at ``tail_floor`` (the dense form at 0), at temperature 1."""
+    if cfg.tail_floor > 0:
+        temps = torch.ones(h.shape[0], device=h.device)
+        return tilt_plausible(logits, h, h_hat, head, beta, cfg.tilt, temps, cfg.tail_floor, moments,
+                              keep_entropy=cfg.tilt_entropy == "keep")
+    return tilt_dense(logits, h, h_hat, head, beta, cfg.tilt, moments)
 
 
 def estimate(hidden: int, layers: int, vocab: int, groups: int, n: int, distiller: str = "mlp", intermediate: int | None = None,
