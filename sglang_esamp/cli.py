@@ -98,16 +98,27 @@ def bench(args: argparse.Namespace) -> None:
 
     from .tools.bench import print_table, run_bench
 
-    for flag in ("prompts", "n", "max_new_tokens", "repeats", "hidden", "layers", "vocab", "groups", "context", "train_every"):
-        if getattr(args, flag) < 1:
+    for flag in ("prompts", "n", "max_new_tokens", "repeats", "hidden", "layers", "vocab", "context", "train_every", "intermediate",
+                 "kv_dim"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SystemExit(f"sglang-esamp bench: error: --{flag.replace('_', '-')} must be >= 1")
     if args.estimate:
-        from .tools.estimate import estimate, table
+        from .tools.estimate import MODELS, estimate, table
 
         try:
-            results = [estimate(args.hidden, args.layers, args.vocab, args.groups, args.n, d.strip(), args.intermediate,
-                                args.kv_dim, args.context, train_every=args.train_every, optimizer=args.optimizer)
-                       for d in args.distiller.split(",")]
+            groups = [int(g) for g in args.groups.split(",")]
+        except ValueError:
+            raise SystemExit(f"sglang-esamp bench: error: --groups must be comma-separated integers; got {args.groups!r}") from None
+        models = [m.strip() for m in args.model.split(",")]
+        if min(groups) < 1:
+            raise SystemExit(f"sglang-esamp bench: error: --groups must be >= 1; got {args.groups!r}")
+        if unknown := [m for m in models if m not in MODELS]:
+            raise SystemExit(f"sglang-esamp bench: error: --model must be among {', '.join(MODELS)}; got {', '.join(unknown)}")
+        overrides = {k: getattr(args, k) for k in ("hidden", "layers", "vocab", "intermediate", "kv_dim") if getattr(args, k) is not None}
+        try:
+            results = [estimate(**(MODELS[m] | overrides), groups=g, n=args.n, distiller=d.strip(), context=args.context,
+                                train_every=args.train_every, optimizer=args.optimizer)
+                       for m in models for g in groups for d in args.distiller.split(",")]
         except ValueError as exc:
             raise SystemExit(f"sglang-esamp bench: error: {exc}") from None
         print(json.dumps(results) if args.json else table(results))
@@ -204,14 +215,17 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--url", default=None, help="a running server with --enable-esamp")
     p.add_argument("--estimate", action="store_true",
-                   help="no server: ESamp's bytes and FLOPs per decode step on the shape below, as a share of the model's step")
-    p.add_argument("--hidden", type=int, default=4096, help="--estimate: the model's hidden size")
-    p.add_argument("--layers", type=int, default=32, help="--estimate: decoder layers")
-    p.add_argument("--vocab", type=int, default=32000, help="--estimate: vocabulary")
-    p.add_argument("--groups", type=int, default=32, help="--estimate: groups in the batch, each of --n rows")
+                   help="no server: ESamp's bytes, FLOPs, H100 roofline time and kernel launches per decode step on the "
+                        "shapes below, as a share of the model's step")
+    p.add_argument("--model", default="llama-2-7b",
+                   help="--estimate: comma-separated model shapes: llama-2-7b, qwen2.5-7b, llama-3-70b (the flags below override them)")
+    p.add_argument("--hidden", type=int, default=None, help="--estimate: the model's hidden size")
+    p.add_argument("--layers", type=int, default=None, help="--estimate: decoder layers")
+    p.add_argument("--vocab", type=int, default=None, help="--estimate: vocabulary")
+    p.add_argument("--groups", default="32", help="--estimate: comma-separated group counts, each group of --n rows")
     p.add_argument("--context", type=int, default=128, help="--estimate: tokens of context per row (the KV cache read)")
-    p.add_argument("--intermediate", type=int, default=None, help="--estimate: the model's MLP width (default: Llama's 8/3 hidden)")
-    p.add_argument("--kv-dim", type=int, default=None, help="--estimate: key/value width per layer (default: hidden; less with GQA)")
+    p.add_argument("--intermediate", type=int, default=None, help="--estimate: the model's MLP width")
+    p.add_argument("--kv-dim", type=int, default=None, help="--estimate: key/value width per layer (less than hidden with GQA)")
     p.add_argument("--distiller", default="mlp,lowrank", help="--estimate: comma-separated distiller kinds")
     p.add_argument("--optimizer", default=None, help="--estimate: the groups' optimizer, sgd or adam (default: the server's)")
     p.add_argument("--train-every", type=int, default=1, help="--estimate: decode steps per training step")

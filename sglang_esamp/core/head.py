@@ -59,12 +59,26 @@ class Head:
         z = u.to(self.weight.dtype) @ self.weight.t()
         return z if native else z.float()
 
-    def at(self, x: torch.Tensor, idx: torch.Tensor, budget: int = GATHER_BYTES) -> torch.Tensor:
-        """(N, D) states, (N, K) token ids -> (N, K) float32 products x_n . W[idx_nk]. The head
-        rows are gathered a block of rows and tokens at a time, so that the temporaries stay
-        within ``budget`` bytes whatever N and K are (K reaches the whole vocabulary under a
-        loose top-p). The block count follows from the shapes: no sync."""
+    def dense_is_cheaper(self, n: int, k: int, budget: int = GATHER_BYTES) -> bool:
+        """Whether ``at`` for (n, k) token ids reads and writes fewer bytes as one (n, D) x (D, V)
+        product, gathered after (the head once and n x V float32 products, within ``budget``),
+        than by gathering n x k head rows (each in the head's dtype and in float32)."""
+        vocab, dim = self.weight.shape
+        product = 4 * n * vocab
+        return product <= budget and self.weight.element_size() * vocab * dim + 2 * product < GATHER_BYTES_PER_ELEMENT * n * k * dim
+
+    def at(self, x: torch.Tensor, idx: torch.Tensor, budget: int = GATHER_BYTES, dense: bool | None = None) -> torch.Tensor:
+        """(N, D) states, (N, K) token ids -> (N, K) float32 products x_n . W[idx_nk].
+
+        ``dense`` (default: whichever moves fewer bytes, ``dense_is_cheaper``): one product with
+        the whole head in its dtype (state and product rounded to it, as in the dense tilt), and
+        the (N, K) entries gathered from it. Otherwise the head rows are gathered and multiplied in float32, a block of rows and
+        tokens at a time, so that the temporaries stay within ``budget`` bytes whatever N and K
+        are (K reaches the whole vocabulary under a loose top-p). Both choices follow from the
+        shapes: no sync."""
         n, k = idx.shape
+        if self.dense_is_cheaper(n, k, budget) if dense is None else dense:
+            return (x.to(self.weight.dtype) @ self.weight.t()).float().gather(1, idx)
         per_token = GATHER_BYTES_PER_ELEMENT * x.shape[-1]  # bytes of one gathered row and its copies
         tokens = max(1, min(k, budget // per_token))  # per block
         rows = max(1, budget // (per_token * tokens))

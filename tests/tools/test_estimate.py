@@ -4,9 +4,10 @@ own code on meta tensors, against the model's step for the same shape."""
 import json
 
 import pytest
+import torch
 
 from sglang_esamp.core.distiller import build_architecture
-from sglang_esamp.tools.estimate import estimate, model_step
+from sglang_esamp.tools.estimate import MODELS, count, estimate, model_step
 
 from ..evaluation.test_commands import cli
 
@@ -18,6 +19,47 @@ def test_the_model_step_counts_a_llama_2_7b():
     assert abs(step["weights"] - 6.74e9) < 0.01e9  # Llama-2-7B's parameter count
     assert step["bytes"] == 2 * (step["weights"] + 32 * 2 * 4096 * 128)  # bf16 weights and one row's KV cache
     assert step["flops"] == 2 * step["weights"] + 4 * 32 * 4096 * 128
+
+
+def test_a_decode_step_is_memory_bound_at_one_row_and_its_matmuls_compute_bound_at_many():
+    """H100 SXM: 3.35 TB/s, 989 dense bf16 TFLOP/s. One row reads 13.5 GB of weights in 4.0 ms;
+    at 4096 rows each weight byte serves 4096 FLOPs, above the ridge of 295, and the matmuls
+    take their FLOPs' time."""
+    one = model_step(intermediate=11008, kv_dim=4096, rows=1, context=128, **LLAMA2_7B)
+    assert one["seconds"] == pytest.approx(one["bytes"] / 3.35e12)
+    assert 3.9e-3 < one["seconds"] < 4.2e-3
+    many = model_step(intermediate=11008, kv_dim=4096, rows=4096, context=128, **LLAMA2_7B)
+    kv = 2 * 4096 * 32 * 2 * 4096 * 128  # bf16 bytes of every row's keys and values
+    assert many["seconds"] == pytest.approx(2 * many["weights"] * 4096 / 989e12 + kv / 3.35e12)
+
+
+def test_ops_are_counted_by_their_kernels_bytes_flops_and_roofline():
+    meta = torch.device("meta")
+    a, b = torch.empty(64, 4096, device=meta, dtype=torch.bfloat16), torch.empty(4096, 8192, device=meta, dtype=torch.bfloat16)
+    mm = count(lambda: a @ b)  # one kernel, memory bound at 64 rows
+    assert mm["launches"] == 1 and mm["flops"] == 2 * 64 * 4096 * 8192
+    assert mm["bytes"] == 2 * (64 * 4096 + 4096 * 8192 + 64 * 8192) and mm["seconds"] == pytest.approx(mm["bytes"] / 3.35e12)
+    big = torch.empty(8192, 4096, device=meta)  # fp32: off the tensor cores at 67 TFLOP/s
+    fp32 = count(lambda: big @ big.t())
+    assert fp32["seconds"] == pytest.approx(2 * 8192 * 4096 * 8192 / 67e12)
+    moves = count(lambda: (a.reshape(-1)[:10], torch.empty(5, device=meta), a.t().contiguous()))
+    assert moves["launches"] == 1 and moves["bytes"] == 2 * 2 * 64 * 4096 and moves["flops"] == 0  # views and allocations launch nothing
+    rows = torch.empty(7, dtype=torch.int64, device=meta)
+    picked = count(lambda: b[rows])  # a gather reads the 7 rows it picks, not the whole (4096, 8192) matrix
+    assert picked["bytes"] == 2 * 7 * 8192 * 2 + 7 * 8
+    put = count(lambda: b.index_put_((rows,), torch.empty(7, 8192, device=meta, dtype=torch.bfloat16)))
+    assert put["bytes"] == 2 * 7 * 8192 * 2 + 7 * 8 and put["launches"] == 1  # writes only the rows it puts
+
+
+def test_the_step_times_bound_the_bytes_and_flops_of_every_shape():
+    for name, shape in MODELS.items():
+        est = estimate(groups=8, n=16, **shape)
+        e = est["esamp"]
+        assert est["shape"]["model"] == name
+        assert e["seconds"] >= max(e["bytes"] / 3.35e12, e["flops"] / 989e12)
+        assert e["seconds"] <= e["bytes"] / 3.35e12 + e["flops"] / 67e12
+        assert est["share"]["seconds"] == pytest.approx(e["seconds"] / est["model"]["seconds"])
+        assert e["launches"] == sum(p["launches"] for p in e["parts"].values()) > 50
 
 
 @pytest.mark.parametrize("distiller", ["mlp", "lowrank"])
@@ -33,8 +75,10 @@ def test_esamp_step_counts_its_matmuls_and_the_banks_rows(distiller):
     forward = 2 * rows * matrix
     assert parts["predict"]["flops"] == forward
     assert 2 * forward < parts["train"]["flops"] < 3 * forward
-    # the dense tilt: one (rows, D) x (D, V) head product, plus the residual's D x D fit
-    assert 2 * rows * d * v <= parts["tilt"]["flops"] <= 2 * rows * d * v + 4 * rows * d * d
+    # the plausible tilt (a row without filters, by default): its 64 likeliest tokens' head rows
+    # against one state, and the residual's D x D fit; it reads those bf16 rows and the row's logits
+    assert parts["tilt"]["flops"] == 2 * rows * 64 * d + 2 * rows * d * d
+    assert parts["tilt"]["bytes"] >= rows * 64 * d * 2 + rows * v * 4
     # the step reads every group's weights at least once and updates weights and both moments
     weights = groups * est["esamp"]["bytes_per_group"] // 3
     assert parts["predict"]["bytes"] >= weights and parts["train"]["bytes"] >= 6 * weights
@@ -68,3 +112,14 @@ def test_bench_estimate_prints_json_without_a_server():
     assert 0 < result["share"]["bytes"] and 0 < result["share"]["flops"]
     bad = cli("bench", "--estimate", "--distiller", "conv", check=False)
     assert bad.returncode != 0 and "distiller must be one of mlp, lowrank" in bad.stderr
+    for flags, message in ((["--model", "gpt-5"], "--model must be among llama-2-7b"), (["--groups", "8,x"], "--groups must be comma"),
+                           (["--groups", "0"], "--groups must be >= 1")):
+        bad = cli("bench", "--estimate", *flags, check=False)
+        assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+
+
+def test_bench_estimate_tables_models_and_group_counts():
+    proc = cli("bench", "--estimate", "--model", "llama-2-7b,qwen2.5-7b", "--groups", "8,32", "--distiller", "lowrank")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| llama") or line.startswith("| qwen")]
+    assert [row.split(" | ")[0] + " " + row.split(" | ")[2] for row in rows] == ["| llama-2-7b 8x16", "| llama-2-7b 32x16",
+                                                                                  "| qwen2.5-7b 8x16", "| qwen2.5-7b 32x16"]
