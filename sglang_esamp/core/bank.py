@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ESampConfig
-from .distiller import Params, build_architecture, random_init
+from .distiller import BASE, Params, build_architecture, random_init
 from .fences import StreamFences
 from .layout import BatchLayout
 from .streams import CudaStreams
@@ -88,7 +88,7 @@ class DistillerBank:
         return self.cfg.state_copies * per * 4 + 4
 
     def _check_base(self, base: Params) -> Params:
-        shapes = self.arch.shapes()
+        shapes = self.arch.base_arch.shapes()
         got = {k: tuple(v.shape[1:]) for k, v in base.items()}
         if got != shapes or any(v.shape[0] != 1 for v in base.values()):
             raise ValueError(f"base distiller does not fit this architecture: expected {shapes}, got {got}")
@@ -96,7 +96,9 @@ class DistillerBank:
 
     def set_base(self, base: Params) -> None:
         """From now on new groups start from ``base`` (name -> (1, ...), owned by the bank from
-        here on); slots in use keep their weights. Callable from the trainer's thread and stream."""
+        here on); slots in use keep their weights (with the adapter, which runs on the base,
+        their predictions follow the new base from the next step). Callable from the trainer's
+        thread and stream."""
         checked = self._check_base(base)
         with self.lock:
             self.fences.before_write()
@@ -104,19 +106,38 @@ class DistillerBank:
             self.fences.after_write()
 
     def _fresh(self, g: int) -> Params:
-        """(g, ...) initial weights: copies of the base when there is one, else the paper's random
-        init (on the meta device, shapes only: the cost estimate's bank)."""
+        """(g, ...) initial weights: copies of the base when there is one (an adapter: a fresh
+        block, with the base's output gain), else the paper's random init (on the meta device,
+        shapes only: the cost estimate's bank)."""
         if self.device.type == "meta":
             return {k: torch.empty(g, *shape, device=self.device) for k, shape in self.arch.shapes().items()}
+        gain = self.out_gain
         with self.lock:
             base = self.base
             if base is not None:
                 self.fences.before_read()
                 self.fences.hand_over(base.values())  # made on the trainer's stream, read here
-                fresh = {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
+                if self.shares_base:
+                    gain = base["out_gain"][0].clone()
+                else:
+                    fresh = {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
                 self.fences.after_read()
-                return fresh
-        return random_init(self.arch.shapes(), g, self.generator, self.out_gain)
+                if not self.shares_base:
+                    return fresh
+        return random_init(self.arch.shapes(), g, self.generator, gain, self.arch.zero_init)
+
+    @property
+    def shares_base(self) -> bool:
+        """The groups run on one shared base (the adapter) rather than start from copies of it."""
+        return self.arch.base_arch is not self.arch
+
+    def _shared(self) -> Params:
+        """The shared base's weights under ``base.`` names, for the forward (under the lock,
+        between the fences); empty without a base or for an architecture that copies it."""
+        if not self.shares_base or self.base is None:
+            return {}
+        self.fences.hand_over(self.base.values())  # made on the trainer's stream, read on this one
+        return {BASE + k: v for k, v in self.base.items()}
 
     def reset(self, slots: list[int]) -> None:
         """Give these slots initial weights and a fresh optimizer (a new group moves in)."""
@@ -159,7 +180,7 @@ class DistillerBank:
             win = part.window
             with self.lock:
                 self.fences.before_read()
-                params = self._views(win)[0]
+                params = self._views(win)[0] | self._shared()
                 pred = win.layout.unpack(self.arch.forward(params, win.layout.pack(src.float())))  # (m, D)
                 self.fences.after_read()
             if positions is None:
@@ -192,7 +213,7 @@ class DistillerBank:
             params, exp_avg, exp_avg_sq, steps = self._views(win)
             leaves = {k: v.detach().requires_grad_() for k, v in params.items()}  # same storage
             with torch.enable_grad():
-                sq = (self.arch.forward(leaves, x) - y).pow(2).sum(-1) * mask  # (w, R)
+                sq = (self.arch.forward(leaves | self._shared(), x) - y).pow(2).sum(-1) * mask  # (w, R)
                 loss = sq.sum(-1) / win.layout.group_rows.clamp_min(1.0)  # (w,) 0 for an empty block
                 grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
             sq = sq.detach()

@@ -21,7 +21,7 @@ from dataclasses import Field, dataclass, field, fields
 from .stop_cap import CAPS as STOP_CAPS
 from .tilt import MODES as TILT_MODES
 
-DISTILLER_KINDS = ("mlp", "lowrank")
+DISTILLER_KINDS = ("mlp", "lowrank", "adapter")
 INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
 OPTIMIZERS = ("adam", "sgd")
@@ -57,10 +57,11 @@ def kind_of(f: Field) -> type:
 class ESampConfig:
     source_layer: int = knob(0, "Decoder layer whose output feeds the distiller (0 = the first).", low=0)
     distiller: str = knob(
-        "mlp", "Distiller architecture: 'mlp' (the paper's two residual SwiGLU blocks) or 'lowrank' (rank-r gated residual, cheaper).",
+        "mlp", "Distiller architecture: 'mlp' (the paper's two residual SwiGLU blocks), 'lowrank' (rank-r gated residual, "
+        "cheaper) or 'adapter' (a rank-r gated block per group on one shared, frozen 'mlp' base that the server trains).",
         choices=DISTILLER_KINDS)
-    intermediate: int = knob(384, "SwiGLU width of the 'mlp' distiller (the paper's value).", low=1)
-    rank: int = knob(64, "Rank of the 'lowrank' distiller.", low=1)
+    intermediate: int = knob(384, "SwiGLU width of the 'mlp' distiller and of the 'adapter' distiller's base (the paper's value).", low=1)
+    rank: int = knob(64, "Rank of the 'lowrank' distiller and of the 'adapter' distiller's per-group block.", low=1)
     optimizer: str = knob(
         "sgd", "The groups' optimizer: 'sgd' (plain SGD on the clipped gradient; no moments, so a third of the bank's "
         "memory and of its weight traffic per step, and from the calibrated base it predicts better) or 'adam' (the "

@@ -7,6 +7,13 @@ leading group axis g, so one batched call serves g groups at once: inputs arrive
 
 - ``mlp`` (the paper's default): two residual gated SwiGLU blocks of width ``intermediate``.
 - ``lowrank``: one residual gated block of rank ``rank``, about 6x cheaper than ``mlp``.
+- ``adapter``: a shared ``mlp`` base, one copy for every group and frozen in the bank (the
+  server trains it on its traffic, ``warm_base.py``), with a ``lowrank`` block per group on
+  top of the base's residual stream. A group owns 3 D r + r + D parameters (8% of ``mlp``
+  at D = 4096, r = 64); the base's matrices run once over every row of every group.
+
+Each architecture names the one its base has (``base_arch``: itself, or the adapter's
+``mlp``). The adapter's params carry the shared base under ``base.`` names, (1, ...) each.
 
 Both normalise their input (RMSNorm without gain) and end in an RMSNorm with a learnable
 gain, because the target is itself the output of the model's final RMSNorm. A distiller
@@ -46,6 +53,8 @@ def norm_gain(norm: torch.nn.Module | None) -> torch.Tensor | None:
 class MLPDistiller:
     """x -> x + W_d(silu(W_g n(x)) * W_u n(x)), twice, then RMSNorm * gain."""
 
+    zero_init: tuple[str, ...] = ()
+
     def __init__(self, hidden: int, intermediate: int):
         self.hidden, self.intermediate = hidden, intermediate
 
@@ -56,13 +65,21 @@ class MLPDistiller:
             out |= {f"b{b}.gate": (d, i), f"b{b}.up": (d, i), f"b{b}.down": (i, d)}
         return out
 
-    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
-        # x: (g, R, D) -> (g, R, D)
+    @property
+    def base_arch(self) -> MLPDistiller:
+        return self
+
+    def trunk(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream after both blocks, before the output norm. x: (g, R, D)."""
         for b in range(2):
             n = rms_norm(x)
             act = F.silu(torch.bmm(n, p[f"b{b}.gate"])) * torch.bmm(n, p[f"b{b}.up"])  # (g, R, I)
             x = x + torch.bmm(act, p[f"b{b}.down"])
-        return rms_norm(x) * p["out_gain"].unsqueeze(1)
+        return x
+
+    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        # x: (g, R, D) -> (g, R, D)
+        return rms_norm(self.trunk(p, x)) * p["out_gain"].unsqueeze(1)
 
 
 class LowRankDistiller:
@@ -75,11 +92,46 @@ class LowRankDistiller:
         d, r = self.hidden, self.rank
         return {"a": (d, r), "gate": (d, r), "gate_bias": (r,), "b": (r, d), "out_gain": (d,)}
 
-    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
-        # x: (g, R, D) -> (g, R, D)
+    zero_init: tuple[str, ...] = ()
+
+    @property
+    def base_arch(self) -> LowRankDistiller:
+        return self
+
+    def forward(self, p: Params, x: torch.Tensor, stream: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (g, R, D) -> (g, R, D); ``stream``: the (g, R, D) residual stream the block adds
+        to (default: x itself)."""
         n = rms_norm(x)
         act = torch.bmm(n, p["a"]) * F.silu(torch.bmm(n, p["gate"]) + p["gate_bias"].unsqueeze(1))  # (g, R, r)
-        return rms_norm(x + torch.bmm(act, p["b"])) * p["out_gain"].unsqueeze(1)
+        return rms_norm((x if stream is None else stream) + torch.bmm(act, p["b"])) * p["out_gain"].unsqueeze(1)
+
+
+class AdapterDistiller(LowRankDistiller):
+    """x -> RMSNorm(z + ((n(x) A) * silu(n(x) G + b)) B) * gain, with z the shared base's
+    residual stream (``MLPDistiller.trunk``) and x itself while there is no base. B starts at
+    zero and the gain at the base's, so a new group predicts exactly what the base does."""
+
+    zero_init = ("b",)
+
+    def __init__(self, hidden: int, intermediate: int, rank: int):
+        super().__init__(hidden, rank)
+        self._base = MLPDistiller(hidden, intermediate)
+
+    @property
+    def base_arch(self) -> MLPDistiller:
+        return self._base
+
+    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        # x: (g, R, D) -> (g, R, D); p: the groups' adapters (g, ...) and maybe the base, "base." (1, ...)
+        base = {k[len(BASE):]: v for k, v in p.items() if k.startswith(BASE)}
+        if not base:
+            return super().forward(p, x)
+        g, rows, d = x.shape
+        stream = self._base.trunk(base, x.reshape(1, g * rows, d)).reshape(g, rows, d)  # one pass for every group's rows
+        return super().forward(p, x, stream)
+
+
+BASE = "base."  # the prefix of the shared base's weights among an adapter's params
 
 
 def build_architecture(kind: str, hidden: int, intermediate: int, rank: int) -> MLPDistiller | LowRankDistiller:
@@ -87,20 +139,23 @@ def build_architecture(kind: str, hidden: int, intermediate: int, rank: int) -> 
         return MLPDistiller(hidden, intermediate)
     if kind == "lowrank":
         return LowRankDistiller(hidden, rank)
-    raise ValueError(f"unknown distiller kind {kind!r}; expected 'mlp' or 'lowrank'")
+    if kind == "adapter":
+        return AdapterDistiller(hidden, intermediate, rank)
+    raise ValueError(f"unknown distiller kind {kind!r}; expected 'mlp', 'lowrank' or 'adapter'")
 
 
-def random_init(shapes: dict[str, tuple[int, ...]], g: int, generator: torch.Generator, out_gain: torch.Tensor | None) -> Params:
+def random_init(shapes: dict[str, tuple[int, ...]], g: int, generator: torch.Generator, out_gain: torch.Tensor | None,
+                zero: tuple[str, ...] = ()) -> Params:
     """The paper's random init: matrices uniform in +-1/sqrt(fan_in) (as nn.Linear does),
-    biases zero, the output gain at ``out_gain`` (the model's final-norm weight) or ones.
-    Made on the generator's device: no host copy when it is the bank's."""
+    biases and the ``zero`` matrices zero, the output gain at ``out_gain`` (the model's
+    final-norm weight) or ones. Made on the generator's device: no host copy when it is the bank's."""
     device = generator.device
     params: Params = {}
     for name, shape in shapes.items():
         if name == "out_gain":
             gain = out_gain.float().to(device) if out_gain is not None else torch.ones(shape, device=device)
             params[name] = gain.expand(g, *shape).clone()
-        elif len(shape) == 1:
+        elif len(shape) == 1 or name in zero:
             params[name] = torch.zeros(g, *shape, device=device)
         else:
             bound = 1.0 / math.sqrt(shape[0])

@@ -102,16 +102,17 @@ class BaseStore:
             logger.warning("ESamp: %s is neither a folder nor in the local hub cache; its base is keyed by the name alone",
                            model_path)
             root = Path(model_path)
+        kind = "mlp" if cfg.distiller == "adapter" else cfg.distiller  # the adapter's shared base is an mlp
         ident = {
             "config": (root / "config.json").read_text() if (root / "config.json").is_file() else "",
             "weights": weights_digest(root) if root.is_dir() else f"{model_path}@{revision or ''}",
-            "hidden": hidden, "layer": cfg.source_layer, "distiller": cfg.distiller, "intermediate": cfg.intermediate,
+            "hidden": hidden, "layer": cfg.source_layer, "distiller": kind, "intermediate": cfg.intermediate,
             "rank": cfg.rank, "seed": cfg.seed, "version": VERSION,
         }
         key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(os.environ[DIR_ENV]).expanduser() if os.environ.get(DIR_ENV) else cache_root() / "base"
         name = root.name if Path(model_path).expanduser().is_dir() else Path(model_path).name  # a hub id: its name
-        return cls(folder / f"{name}-{cfg.distiller}-{key}.pt")
+        return cls(folder / f"{name}-{kind}-{key}.pt")
 
     def load(self) -> SavedBase | None:
         if not self.path.is_file():

@@ -30,7 +30,9 @@ from .requests import MAX_TRACKED_REQUESTS
 
 
 def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: int = 1, vocab: int = 0) -> dict[str, int]:
-    params = sum(math.prod(shape) for shape in build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank).shapes().values())
+    arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
+    params = sum(math.prod(shape) for shape in arch.shapes().values())  # per group
+    base = sum(math.prod(shape) for shape in arch.base_arch.shapes().values())
     parts = {
         "bank": cfg.max_groups * (cfg.state_copies * params * 4 + 4),
         "stats": cfg.max_groups * len(STATS_FIELDS) * 8,
@@ -39,7 +41,7 @@ def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: i
     if cfg.tilt == "residual":
         parts["head moments"] = (hidden * hidden + 2 * hidden) * 4
     if cfg.calibrated:
-        parts["base"] = WarmBase.bytes_for(params, hidden, dtype) + params * 4
+        parts["base"] = WarmBase.bytes_for(base, hidden, dtype) + base * 4
     if tp_size > 1:  # each rank gathers the whole LM head once (runtime.py), padded as SGLang pads it
         rows = padded_vocab(vocab, tp_size)
         parts["gathered head"] = rows * (hidden + 1) * dtype.itemsize  # the weight, and a bias if the head has one

@@ -102,9 +102,9 @@ class ESampRuntime:
 
     def _warm_base(self, saved: SavedBase | None, dtype: torch.dtype) -> WarmBase:
         """The base distiller this server trains, from the saved one if there is one."""
-        init = saved.params if saved else random_init(self.bank.arch.shapes(), 1, torch.Generator().manual_seed(self.cfg.seed),
-                                                       self.bank.out_gain)
-        warm = WarmBase(self.bank.arch, self.hidden, self.bank.device, dtype, init, steps=saved.steps if saved else 0,
+        arch = self.bank.arch.base_arch
+        init = saved.params if saved else random_init(arch.shapes(), 1, torch.Generator().manual_seed(self.cfg.seed), self.bank.out_gain)
+        warm = WarmBase(arch, self.hidden, self.bank.device, dtype, init, steps=saved.steps if saved else 0,
                         rows=saved.rows if saved else 0, seed=self.cfg.seed)
         if saved:
             logger.info("ESamp: new groups start from the base distiller %s (%d steps on %d rows)", self.store.path,

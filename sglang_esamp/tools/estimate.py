@@ -39,6 +39,7 @@ from torch.utils.flop_counter import flop_registry
 
 from ..core.bank import DistillerBank
 from ..core.config import ESampConfig
+from ..core.distiller import build_architecture
 from ..core.head import Head, VocabMoments
 from ..core.layout import BatchLayout
 from ..core.tilt import tilt_dense, tilt_plausible
@@ -122,7 +123,9 @@ def model_step(hidden: int, layers: int, vocab: int, intermediate: int, kv_dim: 
 def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -> dict:
     """One decode step of ESamp's own code: predict, the default tilt (``tilt``), train (a 1/k share
     of a step on k decode steps' rows with ``train_every`` k), per part."""
-    bank = DistillerBank(cfg, hidden, device=META)
+    arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
+    base = {k: torch.empty(1, *shape, device=META) for k, shape in arch.base_arch.shapes().items()}  # a calibrated server's
+    bank = DistillerBank(cfg, hidden, device=META, base=base)
     layout = BatchLayout.from_slots([g for g in range(groups) for _ in range(n)], META)
     rows = groups * n
     h1, h = torch.empty(rows, hidden, device=META, dtype=torch.bfloat16), torch.empty(rows, hidden, device=META, dtype=torch.bfloat16)
