@@ -110,24 +110,27 @@ def test_a_group_owns_a_few_percent_of_an_mlp():
 
 
 class BaseProducts(TorchDispatchMode):
-    """Counts the matrix products that take one of the base's weights."""
+    """The output shapes of the matrix products that take one of the base's weights."""
 
     def __init__(self, weights):
         super().__init__()
-        self.ptrs, self.count = {w.data_ptr() for w in weights}, 0
+        self.ptrs, self.shapes = {w.data_ptr() for w in weights}, []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.aten.bmm, torch.ops.aten.mm, torch.ops.aten.matmul):
-            self.count += any(isinstance(a, torch.Tensor) and a.data_ptr() in self.ptrs for a in args)
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket in (torch.ops.aten.bmm, torch.ops.aten.mm) and any(a.data_ptr() in self.ptrs for a in args):
+            self.shapes.append(tuple(out.shape))
+        return out
 
 
 @pytest.mark.parametrize("groups", [1, 3])
 def test_the_base_runs_once_over_every_groups_rows(groups):
+    """Two blocks of three matrices: six products whatever the number of groups, each over all
+    of the groups' rows at once (a batch of one, not one per group)."""
     bank, _ = bank_with_base()
     with BaseProducts([v for k, v in bank.base.items() if k != "out_gain"]) as seen:
         bank.predict(BatchLayout.from_slots([s for s in range(groups) for _ in range(4)]), torch.randn(4 * groups, D))
-    assert seen.count == 6  # two blocks of three matrices, whatever the number of groups
+    assert len(seen.shapes) == 6 and all(shape[0] == 1 and shape[1] == 4 * groups for shape in seen.shapes), seen.shapes
 
 
 def test_a_base_of_the_adapters_own_shape_is_refused():
