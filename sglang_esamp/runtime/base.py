@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -97,22 +97,23 @@ class BaseStore:
         """The store of ``model_path``: a folder, or a hub id whose files are read from the
         local hub cache that SGLang downloaded them to (at ``revision``, default the newest),
         so a hub model is keyed by its content too."""
+        if cfg.distiller == "adapter":  # its shared base is the default mlp server's base: one file for both
+            cfg = replace(cfg, distiller="mlp", rank=ESampConfig().rank)
         root = local_folder(model_path, revision)
         if root is None:
             logger.warning("ESamp: %s is neither a folder nor in the local hub cache; its base is keyed by the name alone",
                            model_path)
             root = Path(model_path)
-        kind = "mlp" if cfg.distiller == "adapter" else cfg.distiller  # the adapter's shared base is an mlp
         ident = {
             "config": (root / "config.json").read_text() if (root / "config.json").is_file() else "",
             "weights": weights_digest(root) if root.is_dir() else f"{model_path}@{revision or ''}",
-            "hidden": hidden, "layer": cfg.source_layer, "distiller": kind, "intermediate": cfg.intermediate,
+            "hidden": hidden, "layer": cfg.source_layer, "distiller": cfg.distiller, "intermediate": cfg.intermediate,
             "rank": cfg.rank, "seed": cfg.seed, "version": VERSION,
         }
         key = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(os.environ[DIR_ENV]).expanduser() if os.environ.get(DIR_ENV) else cache_root() / "base"
         name = root.name if Path(model_path).expanduser().is_dir() else Path(model_path).name  # a hub id: its name
-        return cls(folder / f"{name}-{kind}-{key}.pt")
+        return cls(folder / f"{name}-{cfg.distiller}-{key}.pt")
 
     def load(self) -> SavedBase | None:
         if not self.path.is_file():

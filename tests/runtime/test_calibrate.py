@@ -244,3 +244,13 @@ def test_a_hub_models_base_is_keyed_by_the_content_in_the_hub_cache(tiny_model, 
         paths.append(hub)
     assert paths[0] != paths[1]  # new weights under the same id: a new base
     assert BaseStore.for_model("acme/tiny", cfg, 64, revision="a" * 40).path == paths[0]
+
+
+def test_the_adapter_reads_the_default_mlp_servers_base(tmp_path, monkeypatch):
+    """The adapter's shared base is an mlp: whatever its own rank, it finds the file a default
+    mlp server saved, and a lowrank server's is another."""
+    monkeypatch.setenv("SGLANG_ESAMP_BASE_DIR", str(tmp_path / "bases"))
+    (tmp_path / "config.json").write_text("{}")
+    path = lambda **cfg: BaseStore.for_model(str(tmp_path), ESampConfig(init="calibrated", **cfg), hidden=64).path  # noqa: E731
+    assert path(distiller="adapter", rank=16) == path(distiller="adapter") == path()
+    assert path(distiller="lowrank") != path()
