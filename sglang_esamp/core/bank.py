@@ -111,7 +111,7 @@ class DistillerBank:
         shapes only: the cost estimate's bank)."""
         if self.device.type == "meta":
             return {k: torch.empty(g, *shape, device=self.device) for k, shape in self.arch.shapes().items()}
-        gain = self.out_gain
+        gain, copies = self.out_gain, None
         with self.lock:
             base = self.base
             if base is not None:
@@ -120,11 +120,9 @@ class DistillerBank:
                 if self.shares_base:
                     gain = base["out_gain"][0].clone()
                 else:
-                    fresh = {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
+                    copies = {k: v.expand(g, *v.shape[1:]).clone() for k, v in base.items()}
                 self.fences.after_read()
-                if not self.shares_base:
-                    return fresh
-        return random_init(self.arch.shapes(), g, self.generator, gain, self.arch.zero_init)
+        return copies if copies is not None else random_init(self.arch.shapes(), g, self.generator, gain, self.arch.zero_init)
 
     @property
     def shares_base(self) -> bool:

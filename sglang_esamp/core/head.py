@@ -72,10 +72,10 @@ class Head:
 
         ``dense`` (default: whichever moves fewer bytes, ``dense_is_cheaper``): one product with
         the whole head in its dtype (state and product rounded to it, as in the dense tilt), and
-        the (N, K) entries gathered from it. Otherwise the head rows are gathered and multiplied in float32, a block of rows and
-        tokens at a time, so that the temporaries stay within ``budget`` bytes whatever N and K
-        are (K reaches the whole vocabulary under a loose top-p). Both choices follow from the
-        shapes: no sync."""
+        the (N, K) entries gathered from it. Otherwise the head rows are gathered and multiplied
+        in float32, a block of rows and tokens at a time, so that the temporaries stay within
+        ``budget`` bytes whatever N and K are (K reaches the whole vocabulary under a loose
+        top-p). Both choices follow from the shapes: no sync."""
         n, k = idx.shape
         if self.dense_is_cheaper(n, k, budget) if dense is None else dense:
             return (x.to(self.weight.dtype) @ self.weight.t()).float().gather(1, idx)
