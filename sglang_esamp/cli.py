@@ -37,13 +37,15 @@ from .launch import cpu
 from .launch.calibrate import warn_if_cold
 from .launch.model_cache import AssetMissingError, embedded_model_path
 from .launch.server import server_url
+from .runtime.launcher import FORK_ENV
 
 logger = logging.getLogger(__name__)
 
 
 def serve(argv: list[str]) -> None:
     """Replace this process with ``python -m sglang.launch_server`` and the filled-in args."""
-    cpu.setup()
+    if cpu.setup():
+        os.environ.setdefault(FORK_ENV, "1")  # the launcher forks its children: no second import of SGLang
     if not any(a == "--model-path" or a.startswith("--model-path=") for a in argv):
         argv = ["--model-path", str(embedded_model_path())] + argv
     argv = argv + cpu.cli_defaults(argv)

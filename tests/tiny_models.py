@@ -5,7 +5,7 @@ transformers configs and saved as safetensors with the embedded model's tokenize
 | --- | --- | --- |
 | ``llama`` | LlamaForCausalLM, tied, 49,152 tokens | the embedded model's family (the suite's fast server) |
 | ``llama_untied`` | LlamaForCausalLM, separate head | a head that is not the embedding |
-| ``gemma3`` | Gemma3ForCausalLM, tied, 262,144 tokens, final-logit softcap 10 | a large vocabulary beyond the tokenizer's, softcapping |
+| ``gemma3`` | Gemma3ForCausalLM, tied, 65,536 tokens, final-logit softcap 10 | a large vocabulary beyond the tokenizer's, softcapping |
 | ``qwen3`` | Qwen3ForCausalLM, separate head, q/k norms | a third decoder family |
 
 ``init_range`` scales the random weights: at transformers' default (0.02) every logit is
@@ -34,7 +34,7 @@ def config_of(kind: str, init_range: float):
     if kind == "llama_untied":
         return tf.LlamaConfig(vocab_size=49152, tie_word_embeddings=False, rope_theta=10000.0, **common)
     if kind == "gemma3":
-        return tf.Gemma3TextConfig(vocab_size=262144, head_dim=16, tie_word_embeddings=True, sliding_window=64,
+        return tf.Gemma3TextConfig(vocab_size=65536, head_dim=16, tie_word_embeddings=True, sliding_window=64,
                                    final_logit_softcapping=10.0, **common)
     if kind == "qwen3":
         return tf.Qwen3Config(vocab_size=49152, head_dim=16, tie_word_embeddings=False, **common)

@@ -7,7 +7,7 @@ it).
 
 SGLang's ServerArgs is a sealed msgspec struct, so the flags are added to its argparse
 parser (for ``--help`` and parsing) and their values travel to the scheduler process in
-the ``SGLANG_ESAMP_CONFIG`` environment variable, which ``spawn`` children inherit. Unset
+the ``SGLANG_ESAMP_CONFIG`` environment variable, which child processes inherit. Unset
 means ESamp is off.
 
 Usage::

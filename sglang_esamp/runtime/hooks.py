@@ -9,6 +9,7 @@ What each step of a decode does is in ``runtime.py``.
 | ----------------------------------------------------- | ------ | ---------------------------------------- |
 | server_args.ServerArgs.add_cli_args                   | AFTER  | --enable-esamp and --esamp-* flags        |
 | server_args.prepare_server_args                       | AROUND | export the flags' config; refuse spec/pp; TP token sync |
+| entrypoints.engine._set_envs_and_config                | AFTER  | CPU ``serve``: fork the children, not spawn |
 | api_types.decode_SamplingParams                       | AROUND | /generate: explore checked before a stream starts |
 | TokenizerManager.__init__                             | AFTER  | validate explore, carry it in custom_params |
 | TokenizerManager.generate_request                     | BEFORE | the scope header's value                  |
@@ -57,6 +58,7 @@ from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from . import flags
 from .footprint import reserved_bytes, step_bytes
+from .launcher import FORK_ENV, fork_children
 from .metrics import ESampMetrics
 from .params import CUSTOM_KEY, REQUEST_KEYS, SCOPE_KEY, check_custom_params, check_request, parse_request, with_scope
 from .routing import DPRouter
@@ -82,6 +84,11 @@ def prepare_server_args(original, argv):
     flags.check_server_args(server_args, cfg)
     flags.sync_tp_tokens(server_args.tp_size, cfg)
     return server_args
+
+
+def set_envs_and_config(result, server_args):
+    if fork_children(server_args.device):
+        logger.info("CPU launcher: SGLang's child processes are forked, not spawned (%s=1)", FORK_ENV)
 
 
 # ---- tokenizer manager and API routes: the request parameters ----
@@ -347,6 +354,7 @@ S = "sglang.srt."
 HOOKS = [
     (S + "server_args.ServerArgs.add_cli_args", add_cli_args, HookType.AFTER),
     (S + "server_args.prepare_server_args", prepare_server_args, HookType.AROUND),
+    (S + "entrypoints.engine._set_envs_and_config", set_envs_and_config, HookType.AFTER),
     ("sglang.api.v1.api_types.decode_SamplingParams", decode_sampling_params, HookType.AROUND),
     (S + "managers.tokenizer_manager.TokenizerManager.__init__", tokenizer_manager_init, HookType.AFTER),
     (S + "managers.tokenizer_manager.TokenizerManager.generate_request", generate_request, HookType.BEFORE),

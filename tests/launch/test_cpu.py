@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from sglang_esamp.launch import cpu
+from sglang_esamp.runtime.launcher import FORK_ENV, fork_children
 
 
 def test_setup_prepares_this_process_and_children():
@@ -49,3 +50,33 @@ def test_cuda_machine_is_left_alone(monkeypatch):
     monkeypatch.delenv("SGLANG_USE_CPU_ENGINE", raising=False)
     assert cpu.setup() is False
     assert "SGLANG_USE_CPU_ENGINE" not in os.environ
+
+
+MARK = []  # appended to after import: a forked child sees it, a spawned one re-imports this module
+
+
+def _report_mark(queue):
+    queue.put(len(MARK))
+
+
+def test_the_launcher_forks_only_on_the_cpu_and_when_asked(monkeypatch):
+    import multiprocessing
+
+    old = multiprocessing.get_start_method(allow_none=True)
+    monkeypatch.delenv(FORK_ENV, raising=False)
+    try:
+        multiprocessing.set_start_method("spawn", force=True)  # what SGLang's launcher sets
+        assert not fork_children("cpu")  # not asked: an in-process engine's host
+        monkeypatch.setenv(FORK_ENV, "1")
+        assert not fork_children("cuda")
+        assert multiprocessing.get_start_method() == "spawn"
+        assert fork_children("cpu")
+        MARK.append(1)
+        queue = multiprocessing.Queue()
+        child = multiprocessing.Process(target=_report_mark, args=(queue,))
+        child.start()
+        assert queue.get(timeout=60) == 1  # the child has this process's memory: it was forked
+        child.join(60)
+    finally:
+        MARK.clear()
+        multiprocessing.set_start_method(old, force=True)

@@ -1,22 +1,38 @@
-"""Every program in programs/, and ``sglang-esamp demo``, end to end in a fast mode: the real
-interpreter against the real CPU server (the tiny model), a few problems, n=2."""
+"""Every program in programs/, and ``sglang-esamp demo``, end to end in a fast mode against
+the real CPU server (the tiny model), a few problems, n=2. The programs run as scripts in this
+process (``__main__``, their own argv; no second import of sglang); two smoke tests start
+them as processes of their own."""
 
+import io
 import json
 import re
+import runpy
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+
+from ..commands import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--n", "2", "--max-new-tokens", "6"]
 
 
-def run(args: list[str]) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+def run(program: str, args: list[str]) -> str:
+    """``python programs/PROGRAM ARGS`` in this process; its stdout."""
+    path = str(ROOT / "programs" / program)
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = [path, *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        assert not exc.code, f"{program} exited with {exc.code}: {err.getvalue()[-3000:]}"
+    finally:
+        sys.argv = argv
+    return out.getvalue()
 
 
 def table_rows(out: str) -> dict[str, list[str]]:
@@ -42,7 +58,7 @@ def table_rows(out: str) -> dict[str, list[str]]:
 @pytest.mark.server
 def test_program_runs_both_passes(tiny_esamp_server, program, extra):
     explore = [] if program == "creative_writing.py" else ["--explore", "0.5"]  # creative writing's default is 0.5
-    out = run([f"programs/{program}", "--url", tiny_esamp_server.url, *explore, *FAST, *extra])
+    out = run(program, ["--url", tiny_esamp_server.url, *explore, *FAST, *extra])
     rows = table_rows(out)
     assert set(rows) == {"vanilla", "explore=0.5"}, out[-2000:]
     for cells in rows.values():
@@ -55,7 +71,7 @@ def test_program_runs_both_passes(tiny_esamp_server, program, extra):
 
 @pytest.mark.server
 def test_best_of_n_marks_each_attempt(tiny_esamp_server):
-    out = run(["programs/best_of_n.py", "--url", tiny_esamp_server.url, "--task", "svamp", "--limit", "2", *FAST, "--no-vanilla"])
+    out = run("best_of_n.py", ["--url", tiny_esamp_server.url, "--task", "svamp", "--limit", "2", *FAST, "--no-vanilla"])
     marks = re.findall(r"^  svamp/\S+\s+([✓·]{2})  (\d)/2$", out, flags=re.M)
     assert len(marks) == 2 and all(m.count("✓") == int(c) for m, c in marks)
     assert "vanilla" not in table_rows(out)
@@ -74,9 +90,9 @@ def _demo_rows(out: str, labels: tuple[str, str]) -> list[list[str]]:
 
 @pytest.mark.server
 def test_demo_prints_both_tables_and_writes_the_report(tiny_esamp_server, tmp_path):
-    out = run(["-m", "sglang_esamp.cli", "demo", "--url", tiny_esamp_server.url, "--stories", "2", "--story-tokens", "6",
-               "--chats", "2", "--chat-tokens", "6", "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1",
-               "--out", str(tmp_path)])
+    out = cli("demo", "--url", tiny_esamp_server.url, "--stories", "2", "--story-tokens", "6", "--chats", "2",
+              "--chat-tokens", "6", "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1",
+              "--out", str(tmp_path)).stdout
     rows = _demo_rows(out, ("plain T=1", "explore=0.5"))
     stories, chats = rows[:2], rows[2:4]
     maths = _demo_rows(out, ("plain T=1", "explore=0.25"))
