@@ -62,7 +62,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
     try:
         explore = [float(x) for x in args.explore.split(",") if x.strip()]
-        methods = parse_methods(args.methods, explore, args.min_p)
+        methods = parse_methods(args.methods, explore, args.min_p, args.temperature, args.top_p)
     except ValueError as exc:
         raise SystemExit(f"sglang-esamp eval: error: {exc}") from None
     if args.n < 1 or args.concurrency < 1:
@@ -187,6 +187,9 @@ def _add_eval_parsers(sub) -> None:
     p.add_argument("--methods", default="vanilla,min_p,esamp,matched", help=f"comma-separated, from {', '.join(BASE_METHODS)}")
     p.add_argument("--explore", default="0.5", help="comma-separated beta values for 'esamp'")
     p.add_argument("--min-p", type=float, default=0.0, help="a min-p floor for every method (0: none)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="the temperature of every method that samples at 1 (matched@B: this / (1 + B); top_p keeps 0.8)")
+    p.add_argument("--top-p", type=float, default=1.0, help="a top-p ceiling for every method (1: none)")
     p.add_argument("--n", type=int, default=16, help="samples per problem")
     p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 for math and code, 96 for creative, 64 for chat")

@@ -33,6 +33,27 @@ def test_min_p_floor_reaches_every_method():
         parse_methods("vanilla", [], min_p=1.0)
 
 
+def test_the_papers_word_problem_setting_reaches_every_method():
+    """--temperature 0.8 --top-p 0.95: T 0.8 wherever the table says 1, each top-p at most 0.95."""
+    methods = {m.name: m for m in parse_methods("vanilla,top_p,min_p,fire,edt,stratified,esamp,esamp_iid,matched", [0.25],
+                                               temperature=0.8, top_p=0.95)}
+    sampling = {name: m.sampling for name, m in methods.items()}
+    assert sampling["vanilla"] == {"temperature": 0.8, "top_p": 0.95}
+    assert sampling["top_p"] == {"temperature": 0.8, "top_p": 0.95}
+    assert sampling["min_p"] == {"temperature": 0.8, "min_p": 0.1, "top_p": 0.95}
+    assert sampling["stratified"] == {"temperature": 0.8, "stratified": True, "top_p": 0.95}
+    assert sampling["esamp@0.25"] == {"temperature": 0.8, "explore": 0.25, "top_p": 0.95}
+    assert sampling["esamp_iid@0.25"] == {"temperature": 0.8, "explore": 0.25, "stratified": False, "top_p": 0.95}
+    assert sampling["matched@0.25"] == {"temperature": 0.64, "top_p": 0.95}  # 0.8 / 1.25
+    # FIRE: later tokens at 0.8, the first still at 3 (its processor scales by 0.8 / 3, the sampler divides by 0.8)
+    assert sampling["fire"] == {"temperature": 0.8, "top_p": 0.95, "custom_params": {"temperature": 0.8, "first_temperature": 3.0}}
+    assert sampling["edt"]["custom_params"] == {"temperature": 0.8, "t0": 0.8, "base": 0.8, "theta": 1.0}
+    assert parse_methods("top_p", [], top_p=0.99)[0].sampling["top_p"] == 0.95  # a ceiling, not a value
+    for bad, message in (({"temperature": 0.0}, "--temperature must be in"), ({"top_p": 1.5}, "--top-p must be in")):
+        with pytest.raises(ValueError, match=message):
+            parse_methods("vanilla", [], **bad)
+
+
 @pytest.mark.parametrize("spec, explore, message", [
     ("vanilla,bogus", [0.25], "unknown method 'bogus'"),
     ("esamp", [], "needs at least one --explore"),
