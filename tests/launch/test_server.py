@@ -1,9 +1,9 @@
 """The real SGLang server on CPU with the embedded model: single, n>1, concurrent, OpenAI."""
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -44,23 +44,11 @@ def test_openai_completions(server):
     assert out["usage"]["completion_tokens"] >= 1
 
 
-def _children(pid: int) -> dict[int, str]:
-    """The live child processes of ``pid`` and their names (Linux's /proc)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError):
-            text = stat.read_text()
-            state, ppid = text.rsplit(")", 1)[1].split()[:2]
-            if ppid == str(pid) and state != "Z":
-                out[int(stat.parent.name)] = text[text.index("(") + 1:text.rindex(")")]
-    return out
-
-
 def test_the_cpu_launcher_forks_its_scheduler(server):
     """A forked child shares with its launcher every page the launcher wrote before the fork
     (copy-on-write) until one of them writes it again: the kernel counts those as
     ``Shared_Dirty``. A spawned child is a fresh interpreter that shares no written page
     with anyone (measured: 0 kB, against 486 MB forked)."""
-    scheduler = next(pid for pid, name in _children(server.proc.pid).items() if name.startswith("sglang::sched"))
-    rollup = dict(line.split(":", 1) for line in Path(f"/proc/{scheduler}/smaps_rollup").read_text().splitlines()[1:])
+    scheduler = next(p for p in psutil.Process(server.proc.pid).children() if p.name().startswith("sglang::sched"))
+    rollup = dict(line.split(":", 1) for line in Path(f"/proc/{scheduler.pid}/smaps_rollup").read_text().splitlines()[1:])
     assert int(rollup["Shared_Dirty"].split()[0]) > 100_000  # kB
