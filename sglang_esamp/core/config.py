@@ -19,6 +19,7 @@ import re
 from dataclasses import Field, dataclass, field, fields
 
 from .stop_cap import CAPS as STOP_CAPS
+from .tilt import ENTROPY_RULES
 from .tilt import MODES as TILT_MODES
 
 DISTILLER_KINDS = ("mlp", "lowrank", "adapter")
@@ -105,7 +106,9 @@ class ESampConfig:
     tilt_entropy: str = knob(
         "free", "For the plausible form (--esamp-tail-floor > 0): 'keep' rescales each row's tilted plausible tokens to "
         "their untilted entropy, so the tilt moves probability among them without sharpening the row (the row's whole "
-        "distribution keeps plain sampling's entropy); 'free': the tilt as it comes.", choices=("free", "keep"))
+        "distribution keeps plain sampling's entropy); 'local' removes from the tilt its least-squares component along the "
+        "row's own plausible logits (weighted by probability), so it moves probability among them without sharpening or "
+        "flattening them to first order; 'free': the tilt as it comes.", choices=ENTROPY_RULES)
     shared_prefix_tilt: str = knob(
         "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "
         "until it diverges (such samples share one state, one prediction and one tilt; stratified codes separate them); "

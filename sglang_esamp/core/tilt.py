@@ -54,6 +54,7 @@ from .head import Head, VocabMoments
 MODES = ("paper", "residual")
 PLAUSIBLE_K = 64  # tokens of a row the plausible form may tilt: its likeliest
 ENTROPY_ITERS = 24  # bisection steps of ``entropy_scale``: log s to within 8 / 2**24
+ENTROPY_RULES = ("free", "keep", "local")  # what the plausible form does to its set's sharpness
 
 
 def safe_beta(beta: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
@@ -123,31 +124,53 @@ def tilt_dense(
 def tilt_plausible(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
     floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
-    keep_entropy: bool = False,
+    entropy: str = "free",
 ) -> torch.Tensor:
     """The tilt within each row's plausible set, in place on (N, V) ``x``: the tokens among
     its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
     least ``floor`` times the top token's. Their total probability stays what it was
     untilted (one shift of their tilted logits), and every other token keeps exactly its
-    untilted logit, so its probability is plain sampling's, token by token. With
-    ``keep_entropy`` the tilted set is also rescaled to its untilted entropy (``entropy_scale``),
-    so the row's whole distribution keeps plain sampling's entropy. Arguments as
-    ``tilt_dense``; on a linear head it gathers the k head rows (N x k x D), no (N, V) product."""
+    untilted logit, so its probability is plain sampling's, token by token. ``entropy`` (one
+    of ``ENTROPY_RULES``) says what becomes of the set's sharpness: ``free``, the tilt as it
+    comes; ``keep``, the tilted set rescaled to its untilted entropy (``entropy_scale``), so
+    the row's whole distribution keeps plain sampling's entropy; ``local``, the tilt less its
+    component along the set's own logits (``detrend``), so it neither sharpens nor flattens
+    the set to first order. Arguments as ``tilt_dense``; on a linear head it gathers the k
+    head rows (N x k x D), no (N, V) product."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
     t = temps.float().clamp_min(1e-6).unsqueeze(-1)  # (N, 1)
     vals, idx = torch.topk(x, min(k, x.shape[-1]), dim=-1)  # (N, K), the row's top first
     vals = vals.float()
     plausible = vals >= vals[:, :1] + t * math.log(floor)  # (N, K); -inf entries never
-    tilted = vals + _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)[0]  # a per-row constant changes nothing here
+    if entropy not in ENTROPY_RULES:
+        raise ValueError(f"unknown entropy rule {entropy!r}; expected one of {', '.join(ENTROPY_RULES)}")
+    push = _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)[0]  # (N, K); a per-row constant changes nothing here
+    if entropy == "local":
+        push = detrend(push, vals / t, plausible)
+    tilted = vals + push
     inf = float("-inf")  # a Python scalar: no tensor made on the host per step
     y0 = torch.where(plausible, vals / t, inf)  # (N, K) untilted, at the row's temperature; the rest -inf
     y = torch.where(plausible, tilted / t, inf)  # (N, K) tilted
-    if keep_entropy:
+    if entropy == "keep":
         y = y * entropy_scale(y0, y).unsqueeze(-1)
     keep = torch.logsumexp(y0, -1) - torch.logsumexp(y, -1)  # (N,)
     tilted = torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals)  # (N, K)
     return x.scatter_(1, idx, tilted.to(x.dtype))
+
+
+def detrend(push: torch.Tensor, y0: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(N, K) ``push`` less its least-squares fit on the (N, K) scaled logits ``y0`` over the
+    ``inside`` tokens, each weighted by its untilted probability there: what is left has no
+    component along the row's own logits, so adding it changes the set's temperature by
+    nothing to first order. A row with fewer than two distinct logits inside keeps ``push``."""
+    w = torch.softmax(torch.where(inside, y0, float("-inf")), -1)  # (N, K); 0 outside
+    y = torch.where(inside, y0, 0.0)
+    yc = y - (w * y).sum(-1, keepdim=True)  # (N, K)
+    pc = push - (w * push).sum(-1, keepdim=True)
+    var = (w * yc * yc).sum(-1, keepdim=True)  # (N, 1)
+    slope = torch.where(var > 1e-12, (w * yc * pc).sum(-1, keepdim=True) / var.clamp_min(1e-12), 0.0)
+    return push - slope * y
 
 
 def _entropy(y: torch.Tensor) -> torch.Tensor:

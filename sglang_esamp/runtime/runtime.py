@@ -86,7 +86,7 @@ class ESampRuntime:
         # the ttl is not applied (a clock that stands still); idle groups leave when another needs the slot
         self.requests = RequestTracker(cfg, device, self._open_slot, clock=_still if tp_size > 1 else time.monotonic)
         self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), cfg.tail_floor,
-                             cfg.tilt_entropy == "keep")
+                             cfg.tilt_entropy)
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way

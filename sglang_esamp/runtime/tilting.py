@@ -41,9 +41,9 @@ class Pending:
 
 
 class Tilter:
-    def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0, keep_entropy: bool = False):
+    def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0, entropy: str = "free"):
         self.mode, self.head, self.stop_cap = mode, head, stop_cap
-        self.tail_floor, self.keep_entropy = tail_floor, keep_entropy  # the PLAUSIBLE form's floor and entropy rule
+        self.tail_floor, self.entropy = tail_floor, entropy  # the PLAUSIBLE form's floor and entropy rule
         # the residual fit over the whole vocabulary for candidate rows, in D dimensions
         self.moments = VocabMoments.of(head) if mode == "residual" and head.linear else None
 
@@ -94,7 +94,7 @@ class Tilter:
             else:  # in place, on a copy of SGLang's logits
                 tilted = tilt_plausible(x.clone() if whole else x, pending.h[r], pending.h_hat[idx], head, beta, self.mode,
                                         temps.view(-1), self.tail_floor, self.moments, pending.model_logits[form],
-                                        keep_entropy=self.keep_entropy)
+                                        entropy=self.entropy)
             writes.append((None if whole else r, self.stop_cap.apply(tilted, ref, temps)))
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:

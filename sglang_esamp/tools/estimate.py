@@ -154,7 +154,7 @@ def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMom
     if cfg.tail_floor > 0:
         temps = torch.ones(h.shape[0], device=h.device)
         return tilt_plausible(logits, h, h_hat, head, beta, cfg.tilt, temps, cfg.tail_floor, moments,
-                              keep_entropy=cfg.tilt_entropy == "keep")
+                              entropy=cfg.tilt_entropy)
     return tilt_dense(logits, h, h_hat, head, beta, cfg.tilt, moments)
 
 

@@ -192,7 +192,7 @@ def entropy64(p: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("mode", ["paper", "residual"])
 def test_plausible_keeping_entropy(case, kind, mode):
-    """With keep_entropy the row's distribution is characterised by three facts, checked in
+    """With the entropy rule ``keep`` the row's distribution is characterised by three facts, checked in
     float64: it has plain sampling's entropy; within the plausible set its log-probabilities
     are s times the definition's tilted logits plus a constant, s > 0 (a temperature on the
     tilt, nothing else); outside the set, and in the set's total, it is plain sampling's."""
@@ -204,7 +204,7 @@ def test_plausible_keeping_entropy(case, kind, mode):
     plain = torch.softmax(x.double() / t, -1)
     tilted = reference(x, h, h_hat, head, beta, mode) / t
     for moments, given in calls:
-        out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k, keep_entropy=True)
+        out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k, entropy="keep")
         got = torch.softmax(out.double() / t, -1)
         torch.testing.assert_close(entropy64(got), entropy64(plain), rtol=0, atol=1e-4)
         torch.testing.assert_close((got * plausible).sum(-1), (plain * plausible).sum(-1), rtol=1e-5, atol=1e-6)
@@ -220,3 +220,43 @@ def test_plausible_keeping_entropy(case, kind, mode):
     free = torch.softmax(tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k).double() / t, -1)
     tilted_rows = (beta > 0) & (plausible.sum(-1) > 2)
     assert ((entropy64(free) - entropy64(plain)).abs()[tilted_rows] > 1e-3).any()  # without the rule the entropy moves
+
+
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+def test_plausible_local_rule_removes_the_sharpening(case, kind, mode):
+    """With the entropy rule ``local`` the plausible set's log-probabilities move by the
+    definition's tilt less its weighted least-squares fit on the row's own scaled logits
+    (weights: untilted probabilities; lstsq in float64), so the move has zero
+    probability-weighted covariance with those logits; the set's total and the rest are
+    plain sampling's."""
+    h, h_hat, beta, head, x, calls = setup(case, kind)
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    floor, k = 0.05, 64
+    _, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k)
+    t = temps.double()[:, None]
+    plain = torch.softmax(x.double() / t, -1)
+    move = (reference(x, h, h_hat, head, beta, mode) - x.double()) / t  # (N, V) the definition's tilt, scaled
+    for moments, given in calls:
+        out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k, entropy="local")
+        got = torch.softmax(out.double() / t, -1)
+        torch.testing.assert_close((got * plausible).sum(-1), (plain * plausible).sum(-1), rtol=1e-5, atol=1e-6)
+        assert torch.equal(out[~plausible], x[~plausible])
+        for i in range(N):
+            inside = plausible[i]
+            if inside.sum() < 3:
+                continue
+            y, m = x[i][inside].double() / t[i], move[i][inside]
+            w = (plain[i][inside] / plain[i][inside].sum()).sqrt()[:, None]
+            design = torch.stack([y, torch.ones_like(y)], -1)
+            slope = torch.linalg.lstsq(design * w, m[:, None] * w).solution[0]
+            want = y + m - slope * y  # up to a constant per row
+            logq = torch.log(got[i][inside])
+            torch.testing.assert_close(logq - logq.mean(), want - want.mean(), rtol=0, atol=2e-3)
+            p = plain[i][inside] / plain[i][inside].sum()
+            shift = logq - torch.log(p)
+            cov = (p * (y - (p * y).sum()) * (shift - (p * shift).sum())).sum()
+            assert abs(float(cov)) < 1e-3
+    tilted_rows = (beta > 0) & (plausible.sum(-1) > 2)
+    moved = (got - plain).abs().amax(-1)
+    assert (moved[tilted_rows] > 1e-4).all()  # what is left of the tilt still moves the set
