@@ -11,7 +11,7 @@ from .slots import GroupTable
 from .stats import GroupStats
 from .stop_cap import StopCap
 from .strata import Strata
-from .tilt import tilt_candidates, tilt_dense, tilt_plausible
+from .tilt import plausible_tilt, tilt_candidates, tilt_dense, tilt_plausible
 from .trainer import AsyncTrainer
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "VocabMoments",
     "tilt_candidates",
     "tilt_dense",
+    "plausible_tilt",
     "tilt_plausible",
 ]

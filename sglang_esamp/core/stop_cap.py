@@ -16,7 +16,10 @@ A row within its budget is returned as it is; only stop logits ever move, and on
 
 The untilted row's side (``reference``) is read before the tilt, so the tilt may then write
 into the very logits it read, and the tilted side after it (``apply``). Each side makes one
-(n, V) float32 scratch tensor and works in it in place: no other row-sized temporaries.
+(n, V) float32 scratch tensor and works in it in place: no other row-sized temporaries. A
+tilt that changes only K tokens of a row and keeps the row's total (the plausible form)
+needs no tilted row at all: ``plausible`` reads both sides from the untilted row in one
+pass and the K changed values, and returns the S stop logits to write.
 
 Usage::
 
@@ -24,6 +27,7 @@ Usage::
     ref = cap.reference(untilted, temperatures, keep)   # before tilting
     cap.apply(tilted, ref, temperatures)                # after, in place
     cap(tilted, untilted, temperatures, keep)           # both at once
+    stops = cap.plausible(untilted, idx, before, after, temperatures)  # (n, S), K tokens changed
 
 Shapes: n rows, V vocabulary, S stop ids.
 """
@@ -60,23 +64,44 @@ def stop_odds(logits: torch.Tensor, stop_ids: torch.Tensor, t: torch.Tensor, kee
     return StopOdds(stops, rest)
 
 
-def _bound_odds(tilted: torch.Tensor, ref: StopOdds, stop_ids: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The ``logit`` cap on (n, V) ``tilted`` (in place), at (n, 1) temperatures."""
-    now = stop_odds(tilted, stop_ids, t)
+def _bound_odds(now: StopOdds, ref: StopOdds) -> torch.Tensor:
+    """The ``logit`` cap: (n, S) the stop ids' scaled logits after it."""
     shift = (now.rest - ref.rest).masked_fill(now.rest == float("-inf"), float("inf"))  # only stops left: no bound
     bound = ref.stops + torch.nan_to_num(shift, nan=float("inf")).unsqueeze(-1)  # (n, S), scaled
-    tilted[:, stop_ids] = (torch.minimum(now.stops, bound) * t).to(tilted.dtype)
-    return tilted
+    return torch.minimum(now.stops, bound)
 
 
-def _bound_mass(tilted: torch.Tensor, ref: StopOdds, stop_ids: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The ``probability`` cap on (n, V) ``tilted`` (in place), at (n, 1) temperatures."""
-    now = stop_odds(tilted, stop_ids, t)
+def _bound_mass(now: StopOdds, ref: StopOdds) -> torch.Tensor:
+    """The ``probability`` cap: (n, S) the stop ids' scaled logits after it."""
     budget = torch.logsumexp(ref.stops, -1) - ref.rest  # log-odds of stopping before
     odds = torch.logsumexp(now.stops, -1) - now.rest
-    drop = torch.nan_to_num((odds - budget).clamp_min(0.0), nan=0.0, posinf=0.0) * t.squeeze(-1)  # (n,)
-    tilted[:, stop_ids] -= drop.to(tilted.dtype).unsqueeze(-1)
-    return tilted
+    drop = torch.nan_to_num((odds - budget).clamp_min(0.0), nan=0.0, posinf=0.0)  # (n,)
+    return now.stops - drop.unsqueeze(-1)
+
+
+def plausible_odds(x: torch.Tensor, idx: torch.Tensor, before: torch.Tensor, after: torch.Tensor, stop_ids: torch.Tensor,
+                   t: torch.Tensor) -> tuple[StopOdds, StopOdds]:
+    """Both sides of the cap for a row set that changes only at (n, K) token ids ``idx``,
+    from ``before`` to ``after`` (the plausible form), without the tilted (n, V) row: the
+    untilted ``x`` (n, V) at (n, 1) temperatures ``t``. One pass over V sums every token
+    neither at ``idx`` nor a stop id (the same on both sides); the K changed tokens and the
+    S stop ids are added to it per side, so no side subtracts one large sum from another."""
+    work = torch.div(x, t, out=torch.empty(x.shape, dtype=torch.float32, device=x.device))  # (n, V)
+    top = work.amax(-1, keepdim=True)  # (n, 1)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    work.scatter_(1, idx, float("-inf")).index_fill_(1, stop_ids, float("-inf"))
+    outside = work.sub_(top).exp_().sum(-1)  # (n,) the unchanged non-stop mass, shifted by the row's top
+    at_stop = idx.unsqueeze(-1) == stop_ids  # (n, K, S): a changed token that is a stop id
+    is_stop = at_stop.any(-1)  # (n, K)
+    stops0 = x[:, stop_ids].float() / t  # (n, S) untilted
+    moved = torch.where(at_stop, after.float().unsqueeze(-1), float("-inf")).amax(1) / t  # (n, S): -inf where not changed
+    stops1 = torch.where(at_stop.any(1), moved, stops0)
+
+    def side(vals: torch.Tensor, stops: torch.Tensor) -> StopOdds:
+        inside = torch.where(is_stop, 0.0, (vals.float() / t - top).exp()).sum(-1)  # (n,) the changed non-stop mass
+        return StopOdds(stops, (outside + inside).log() + top.squeeze(-1))
+
+    return side(before, stops0), side(after, stops1)
 
 
 def _scale(temps: torch.Tensor) -> torch.Tensor:
@@ -101,7 +126,28 @@ class StopCap:
         """Cap (n, V) ``tilted`` (in place; -inf outside the kept set) against ``ref``."""
         if ref is None:
             return tilted
-        return self.bound(tilted, ref, self.stop_ids, _scale(temps))
+        t = _scale(temps)
+        tilted[:, self.stop_ids] = self._capped(stop_odds(tilted, self.stop_ids, t), ref, tilted[:, self.stop_ids], t)
+        return tilted
+
+    def plausible(self, x: torch.Tensor, idx: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
+                  temps: torch.Tensor) -> torch.Tensor | None:
+        """(n, S) the stop ids' logits after the cap, for rows of ``x`` (n, V) whose tilt
+        changed only the (n, K) tokens ``idx`` from ``before`` to ``after`` (``plausible_odds``);
+        None without stop ids. A stop id among ``idx`` gets its ``after`` value, capped."""
+        if not self.stop_ids.numel():
+            return None
+        t = _scale(temps)
+        ref, now = plausible_odds(x, idx, before, after, self.stop_ids, t)
+        at_stop = idx.unsqueeze(-1) == self.stop_ids  # (n, K, S)
+        logits = torch.where(at_stop.any(1), torch.where(at_stop, after.unsqueeze(-1), 0).sum(1), x[:, self.stop_ids])
+        return self._capped(now, ref, logits, t)
+
+    def _capped(self, now: StopOdds, ref: StopOdds, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(n, S) the stop ids' ``logits`` after the cap: each one the cap lowers at its scaled
+        value times ``t``, every other one exactly as it was."""
+        capped = self.bound(now, ref)  # (n, S), scaled
+        return torch.where(capped < now.stops, capped * t, logits.float()).to(logits.dtype)
 
     def __call__(self, tilted: torch.Tensor, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None):
         """(n, V) tilted logits capped (in place) against ``before`` (n, V), the untilted ones, at

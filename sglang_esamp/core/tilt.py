@@ -27,7 +27,8 @@ the paper's pi_ref^(1+beta) / q_dist^beta.
   of at most ``head.GATHER_BYTES``).
 - ``tilt_plausible``: only the row's plausible tokens (its likeliest ones above a min-p
   floor), whose total probability it keeps; every other token keeps its untilted logit
-  (``--esamp-tail-floor``). Gathers K head rows, like the candidate form.
+  (``--esamp-tail-floor``). Gathers K head rows, like the candidate form. ``plausible_tilt``
+  gives the K changed values without writing them, for a caller that writes them itself.
 
 On a linear head (bias and logit scale allowed) t needs neither l nor d in full: it is the
 head's linear part on one state, s W (a h - h_hat), plus s (a - 1) c + b, with the
@@ -121,12 +122,12 @@ def tilt_dense(
     return torch.add(x, direction(lm.float(), head.logits(h_hat), mode).mul_(beta.float().unsqueeze(-1)))
 
 
-def tilt_plausible(
+def plausible_tilt(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
     floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
     entropy: str = "free",
-) -> torch.Tensor:
-    """The tilt within each row's plausible set, in place on (N, V) ``x``: the tokens among
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tilt within each row's plausible set, without touching (N, V) ``x``: the tokens among
     its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
     least ``floor`` times the top token's. Their total probability stays what it was
     untilted (one shift of their tilted logits), and every other token keeps exactly its
@@ -136,7 +137,11 @@ def tilt_plausible(
     the row's whole distribution keeps plain sampling's entropy; ``local``, the tilt less its
     component along the set's own logits (``detrend``), so it neither sharpens nor flattens
     the set to first order. Arguments as ``tilt_dense``; on a linear head it gathers the k
-    head rows (N x k x D), no (N, V) product."""
+    head rows (N x k x D), no (N, V) product.
+
+    Returns (N, K) each: the token ids, their untilted logits (float32) and their tilted ones
+    (x's dtype; the untilted value outside the plausible set). The row's total is kept, so
+    writing the tilted values at the ids is the whole tilt (``tilt_plausible``)."""
     beta = safe_beta(beta, h_hat)
     h_hat = torch.nan_to_num(h_hat, nan=0.0, posinf=0.0, neginf=0.0)  # its row has beta 0 now
     t = temps.float().clamp_min(1e-6).unsqueeze(-1)  # (N, 1)
@@ -155,8 +160,13 @@ def tilt_plausible(
     if entropy == "keep":
         y = y * entropy_scale(y0, y).unsqueeze(-1)
     keep = torch.logsumexp(y0, -1) - torch.logsumexp(y, -1)  # (N,)
-    tilted = torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals)  # (N, K)
-    return x.scatter_(1, idx, tilted.to(x.dtype))
+    return idx, vals, torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals).to(x.dtype)
+
+
+def tilt_plausible(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``plausible_tilt`` written into (N, V) ``x`` in place; arguments as there."""
+    idx, _, tilted = plausible_tilt(x, *args, **kwargs)
+    return x.scatter_(1, idx, tilted)
 
 
 def detrend(push: torch.Tensor, y0: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:

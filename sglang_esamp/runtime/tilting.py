@@ -8,8 +8,9 @@ Two moments of SGLang's sampling step:
   the states, core/tilt.py);
 - ``after_processing`` (after it): ``x + beta t`` on the DENSE rows over the whole vocabulary,
   on the PLAUSIBLE rows within their plausible tokens, whose total probability stays
-  (``tilt_plausible``), and on the CANDIDATES rows within the tokens their filters (or the
-  guard) keep from these very logits; then the stop cap against the untilted ``x``.
+  (``plausible_tilt``; only those tokens and the stop ids are written), and on the
+  CANDIDATES rows within the tokens their filters (or the guard) keep from these very
+  logits; then the stop cap against the untilted ``x``.
 
 ``sampling_params_for`` gives the SamplingBatchInfo SGLang samples with: the CANDIDATES
 rows already carry -inf outside their kept set, so their filters are made neutral (greedy
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import Head, StopCap, VocabMoments, tilt_candidates, tilt_dense, tilt_plausible
+from ..core import Head, StopCap, VocabMoments, plausible_tilt, tilt_candidates, tilt_dense
 from .filters import filter_mask
 from .plan import TILTED, Form, RowPlan
 
@@ -75,27 +76,34 @@ class Tilter:
     def after_processing(self, pending: Pending, logits: torch.Tensor) -> None:
         """Tilt the DENSE, PLAUSIBLE and CANDIDATES rows of the processed ``logits`` (rows, V). All forms
         are computed aside and written into ``logits`` last, so that a fault on the way leaves
-        every row as SGLang made it: the rows then sample untilted."""
+        every row as SGLang made it: the rows then sample untilted. A PLAUSIBLE row changes at
+        its K plausible tokens and its stop ids only, and only those are written."""
         plan, info = pending.plan, pending.info
         head = self.head if logits.shape[-1] == self.vocab else self.head.sliced(logits.shape[-1])
-        writes = []  # (batch rows, or None for all of them; (n, V) tilted and capped)
-        for form in (Form.DENSE, Form.PLAUSIBLE):
-            picked = self._select(plan, form, logits.device)
-            if picked is None:
-                continue
+        writes = []  # (batch rows or None for all of them, (n, C) token ids or None for all of them, (n, C or V) values)
+        picked = self._select(plan, Form.DENSE, logits.device)
+        if picked is not None:
             part, idx, r, beta = picked
             whole = len(part) == logits.shape[0]  # every batch row takes this form (layout rows ascend): rows 0..n-1
             x = logits if whole else logits[r]  # the batch itself when every row takes it: no gather
             temps = info.temperatures[r]
             ref = self.stop_cap.reference(x, temps)
-            if form is Form.DENSE:
-                tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
-                                    pending.model_logits[form])
-            else:  # in place, on a copy of SGLang's logits
-                tilted = tilt_plausible(x.clone() if whole else x, pending.h[r], pending.h_hat[idx], head, beta, self.mode,
-                                        temps.view(-1), self.tail_floor, self.moments, pending.model_logits[form],
-                                        entropy=self.entropy)
-            writes.append((None if whole else r, self.stop_cap.apply(tilted, ref, temps)))
+            tilted = tilt_dense(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, self.moments,
+                                pending.model_logits[Form.DENSE])
+            writes.append((None if whole else r, None, self.stop_cap.apply(tilted, ref, temps)))
+        picked = self._select(plan, Form.PLAUSIBLE, logits.device)
+        if picked is not None:
+            part, idx, r, beta = picked
+            whole = len(part) == logits.shape[0]
+            x = logits if whole else logits[r]
+            temps = info.temperatures[r].view(-1)
+            ids, before, after = plausible_tilt(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, temps,
+                                                self.tail_floor, self.moments, pending.model_logits[Form.PLAUSIBLE],
+                                                entropy=self.entropy)
+            stops = self.stop_cap.plausible(x, ids, before, after, temps)  # (n, S) or None
+            writes.append((None if whole else r, ids, after))
+            if stops is not None:  # after the K values: a stop id among them takes its capped value
+                writes.append((None if whole else r, self.stop_cap.stop_ids.expand(len(part), -1), stops))
         picked = self._select(plan, Form.CANDIDATES, logits.device)
         if picked is not None:
             part, idx, r, beta = picked
@@ -103,12 +111,17 @@ class Tilter:
             keep = self._keep(plan, part, r, x, info)
             tilted = tilt_candidates(x, pending.h[r], pending.h_hat[idx], head, beta, keep, self.mode, self.moments,
                                      pending.model_logits[Form.CANDIDATES])
-            writes.append((r, self.stop_cap(tilted, x, info.temperatures[r], keep)))
-        for rows, tilted in writes:
-            if rows is None:
-                logits.copy_(tilted)
+            writes.append((r, None, self.stop_cap(tilted, x, info.temperatures[r], keep)))
+        for rows, cols, values in writes:
+            if cols is not None:
+                if rows is None:
+                    logits.scatter_(1, cols, values)
+                else:
+                    logits[rows.unsqueeze(-1), cols] = values
+            elif rows is None:
+                logits.copy_(values)
             else:
-                logits[rows] = tilted
+                logits[rows] = values
 
     @staticmethod
     def _keep(plan: RowPlan, part: list[int], r: torch.Tensor, logits: torch.Tensor, info) -> torch.Tensor:

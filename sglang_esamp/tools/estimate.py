@@ -4,7 +4,8 @@ estimated on any machine, as a share of the model's own decode step.
 ESamp's side is counted from its own code: one decode step of G groups of n rows runs the
 bank's prediction and training step (``core/bank.py``; with ``train_every`` k, one step on k
 decode steps' rows, counted as 1/k per decode step) and the tilt of a row without filters
-at the server's defaults (``core/tilt.py``: the plausible form, through a V x D bf16 head)
+at the server's defaults with its stop cap (``core/tilt.py``: the plausible form, through a
+V x D bf16 head; ``core/stop_cap.py``)
 on meta tensors: shapes without data, so a
 70B shape costs no memory. Every aten op that launches a kernel is counted as reading its
 tensor inputs and writing its outputs (views and allocations move nothing; a gather reads
@@ -42,7 +43,8 @@ from ..core.config import ESampConfig
 from ..core.distiller import build_architecture
 from ..core.head import Head, VocabMoments
 from ..core.layout import BatchLayout
-from ..core.tilt import tilt_dense, tilt_plausible
+from ..core.stop_cap import StopCap
+from ..core.tilt import plausible_tilt, tilt_dense
 
 META = torch.device("meta")
 H100_BYTES_PER_S = 3.35e12
@@ -148,14 +150,22 @@ def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -
     return total | {"parts": parts, "bytes_per_group": bank.bytes_per_group}
 
 
-def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMoments):
-    """The tilt a row without top-k/top-p/min-p gets from the server's defaults: the plausible
-    form at ``tail_floor`` (the dense form at 0), at temperature 1."""
+def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMoments, cap: StopCap | None = None):
+    """The tilt a row without top-k/top-p/min-p gets from the server's defaults, with its stop
+    cap (``cap``, or one stop id), as the sampler's hook runs it (runtime/tilting.py): the
+    plausible form at ``tail_floor``, written at its changed tokens, or the dense form at 0,
+    at temperature 1. In place on ``logits``."""
+    temps = torch.ones(h.shape[0], device=h.device)
+    cap = cap or StopCap([0], cfg.stop_cap, h.device)
     if cfg.tail_floor > 0:
-        temps = torch.ones(h.shape[0], device=h.device)
-        return tilt_plausible(logits, h, h_hat, head, beta, cfg.tilt, temps, cfg.tail_floor, moments,
-                              entropy=cfg.tilt_entropy)
-    return tilt_dense(logits, h, h_hat, head, beta, cfg.tilt, moments)
+        ids, before, after = plausible_tilt(logits, h, h_hat, head, beta, cfg.tilt, temps, cfg.tail_floor, moments,
+                                            entropy=cfg.tilt_entropy)
+        stops = cap.plausible(logits, ids, before, after, temps)
+        logits.scatter_(1, ids, after)
+        logits[:, cap.stop_ids] = stops
+        return logits
+    ref = cap.reference(logits, temps)
+    return logits.copy_(cap.apply(tilt_dense(logits, h, h_hat, head, beta, cfg.tilt, moments), ref, temps))
 
 
 def estimate(hidden: int, layers: int, vocab: int, groups: int, n: int, distiller: str = "mlp", intermediate: int | None = None,

@@ -9,10 +9,12 @@ It does three things:
 1. Checks the CUDA trainer path: the side-stream ``thread`` trainer must end with the same
    distiller weights as the ``inline`` one on the same batches.
 2. Times each ESamp piece alone: distiller predict, dense tilt (paper and residual),
-   candidate tilt (residual, top-k 50), the stop cap, train step.
+   candidate tilt (residual, top-k 50), the stop cap over whole rows, the default tilt with
+   its cap as the runtime runs it (the plausible form written at its changed tokens,
+   ``estimate.tilt``), train step.
 3. Times whole decode steps for each batch shape, and prints the overhead fraction:
-   plain against ESamp (predict, the dense residual tilt with the probability stop cap,
-   submit to the side-stream trainer).
+   plain against ESamp (predict, the default tilt with its cap, submit to the side-stream
+   trainer).
 
 ``--tiny`` shrinks the model so the script runs on a CPU in seconds (the test suite uses it);
 ``--shape smollm2 --dtype bfloat16`` times the embedded model's shape on a CPU, in milliseconds.
@@ -38,6 +40,7 @@ from sglang_esamp.core import (
     tilt_candidates,
     tilt_dense,
 )
+from sglang_esamp.tools.estimate import tilt as default_tilt
 
 SHAPE_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=32)
@@ -46,7 +49,7 @@ SHAPE_SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, 
 SHAPE_TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4)
 HEADER = (f"{'distiller':>9} {'batch':>8} {'decode ms':>10} {'esamp ms':>9} {'overhead':>9} "
-          f"{'predict':>8} {'tilt':>8} {'cand':>8} {'cap':>8} {'train':>8}  (pieces: % of decode)")
+          f"{'predict':>8} {'tilt':>8} {'cand':>8} {'cap':>8} {'default':>8} {'train':>8}  (pieces: % of decode)")
 
 
 def table_row(distiller: str, spec: str, case: dict) -> str:
@@ -54,7 +57,7 @@ def table_row(distiller: str, spec: str, case: dict) -> str:
     return (
         f"{distiller:>9} {spec:>8} {case['decode_step_s'] * 1e3:>10.2f} {case['esamp_step_s'] * 1e3:>9.2f} {case['overhead']:>9.1%} "
         f"{frac['predict']:>8.2%} {frac['tilt_dense_residual']:>8.2%} {frac['tilt_candidates_top50']:>8.2%} {frac['stop_cap']:>8.2%} "
-        f"{frac['train_step']:>8.2%}"
+        f"{frac['tilt_default_with_cap']:>8.2%} {frac['train_step']:>8.2%}"
     )
 
 
@@ -134,8 +137,7 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         logits = model.lm_head(h).float()  # (rows, V)
         if form == "esamp":
             h_hat = trainer.predict(layout, h1)  # (rows, D)
-            ref = cap.reference(logits, temps)  # as the runtime: the cap's untilted side, the tilt aside, one write
-            logits.copy_(cap.apply(tilt_dense(logits, h, h_hat, head, beta, "residual", moments), ref, temps))
+            default_tilt(logits, h, h_hat, head, beta, cfg, moments, cap)  # as the runtime, at the server's defaults
         token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
         if form == "esamp":
             trainer.submit(layout, h1, h)
@@ -169,6 +171,7 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         "tilt_dense_residual": timed(lambda: tilt_dense(logits, h, h_hat, head, beta, "residual", moments), device, steps),
         "tilt_candidates_top50": timed(lambda: tilt_candidates(logits, h, h_hat, head, beta, keep, "residual", moments), device, steps),
         "stop_cap": timed(lambda: cap(tilted.clone(), logits, temps), device, steps),
+        "tilt_default_with_cap": timed(lambda: default_tilt(logits.clone(), h, h_hat, head, beta, cfg, moments, cap), device, steps),
         "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
     }
     trainer.close()

@@ -88,3 +88,47 @@ def test_the_budget_is_read_within_the_kept_set():
 def test_no_stop_ids_no_cap():
     tilted = torch.randn(2, 5)
     assert StopCap([], "logit", "cpu")(tilted, tilted - 1, torch.ones(2)) is tilted
+
+
+@pytest.mark.parametrize("mode", ["probability", "logit"])
+def test_the_plausible_path_caps_from_the_changed_tokens_alone(mode):
+    """``StopCap.plausible`` sees only the untilted rows and the K changed values. Its stop
+    logits, written over the tilted row, must give what the cap's definition gives on the whole
+    tilted row, checked in float64: rows where a stop id is among the changed tokens and
+    gains, where the stops sit outside them and gain from the others' loss, and where they lose."""
+    torch.manual_seed(5)
+    stop, n, v, k = [2, 7], 6, 16, 4
+    x = torch.randn(n, v)
+    x[0, 2] = x[1, 7] = 4.0  # a stop id among the K likeliest tokens of rows 0 and 1
+    x[3, 7], x[3, 2] = 3.5, 3.4  # both in row 3's
+    x[2, stop] = -3.0  # neither in row 2's
+    temp = torch.tensor([1.0, 0.6, 1.0, 1.4, 1.0, 0.8])
+    t = temp[:, None]
+    before, idx = x.topk(k, -1)
+    move = torch.randn(n, k) * 1.5
+    move[0] = torch.tensor([2.0, -1.0, -1.0, -1.0])  # row 0: its stop (the top) gains
+    move[1] = torch.tensor([-2.0, 1.0, 1.0, 1.0])  # row 1: its stop loses, the rest of the set gains
+    move[3] = torch.tensor([1.0, 1.5, -1.0, -1.0])  # row 3: both stops gain
+    after = before / t + move
+    after = (after - after.logsumexp(-1, keepdim=True) + (before / t).logsumexp(-1, keepdim=True)) * t  # the set's total kept
+    tilted = x.clone().scatter_(1, idx, after)
+    stops = StopCap(stop, mode, "cpu").plausible(x, idx, before, after, temp)
+    out = tilted.clone()
+    out[:, stop] = stops
+    p_before, p_tilted, p_out = (stop_prob(y.double(), stop, temp.double()) for y in (x, tilted, out))
+    lse = [(y.double() / t).logsumexp(-1) for y in (x, tilted)]
+    torch.testing.assert_close(lse[1], lse[0])  # the row's total is kept, as the plausible form keeps it
+    assert p_tilted[0] > p_before[0] * 1.05 and p_tilted[3] > p_before[3] * 1.05  # the cases the test is for
+    assert p_tilted[1] < p_before[1] and ((idx[2] != 2) & (idx[2] != 7)).all()
+    others = torch.ones(v, dtype=torch.bool)
+    others[stop] = False
+    assert torch.equal(out[:, others], tilted[:, others])
+    over = p_tilted > p_before
+    assert torch.equal(out[~over], tilted[~over])  # within budget: nothing moves
+    if mode == "probability":
+        torch.testing.assert_close(p_out, torch.minimum(p_before, p_tilted), rtol=1e-5, atol=1e-7)
+        drop = tilted[:, stop] - out[:, stop]
+        torch.testing.assert_close(drop[:, 0], drop[:, 1])
+    else:
+        assert (odds(out.double(), stop, temp.double()) <= odds(x.double(), stop, temp.double()) + 1e-5).all()
+        assert (p_out <= p_before + 1e-6).all()

@@ -312,8 +312,8 @@ def test_a_groups_prompt_fit_is_bounded_whatever_its_requests(monkeypatch):
 
 
 def test_a_tilt_fault_leaves_every_row_untilted(monkeypatch):
-    """A fault anywhere in the tilt (here: in the stop cap after the dense tilt, and in the
-    candidate rows' tilt after the dense rows') leaves the batch's logits as SGLang made them:
+    """A fault anywhere in the tilt (here: in the stop cap after the tilt, and in the
+    candidate rows' tilt after the plausible rows') leaves the batch's logits as SGLang made them:
     the rows sample untilted, not tilted without their cap."""
     from sglang_esamp.runtime import tilting
 
@@ -325,7 +325,8 @@ def test_a_tilt_fault_leaves_every_row_untilted(monkeypatch):
         rt = make_runtime(stop_ids=[0, 1])
         with monkeypatch.context() as patch:
             if where == "cap":
-                patch.setattr(rt.tilter.stop_cap, "apply", broken)
+                patch.setattr(rt.tilter.stop_cap, "apply", broken)  # the dense and candidate forms' cap
+                patch.setattr(rt.tilter.stop_cap, "plausible", broken)  # the plausible form's
             else:
                 patch.setattr(tilting, "tilt_candidates", broken)
             for r in reqs:

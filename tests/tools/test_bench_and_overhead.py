@@ -40,4 +40,5 @@ def test_gpu_overhead_script_smoke_on_cpu(tmp_path):
     for c in result["cases"]:
         assert c["steps_trained"] > 0 and c["decode_step_s"] > 0
         assert abs(c["overhead"] - (c["esamp_step_s"] / c["decode_step_s"] - 1)) < 1e-9
-        assert set(c["pieces_s"]) == {"predict", "tilt_dense", "tilt_dense_residual", "tilt_candidates_top50", "stop_cap", "train_step"}
+        assert set(c["pieces_s"]) == {"predict", "tilt_dense", "tilt_dense_residual", "tilt_candidates_top50", "stop_cap",
+                                      "tilt_default_with_cap", "train_step"}
