@@ -80,28 +80,28 @@ def _bound_mass(now: StopOdds, ref: StopOdds) -> torch.Tensor:
 
 
 def plausible_odds(x: torch.Tensor, idx: torch.Tensor, before: torch.Tensor, after: torch.Tensor, stop_ids: torch.Tensor,
-                   t: torch.Tensor) -> tuple[StopOdds, StopOdds]:
+                   t: torch.Tensor) -> tuple[StopOdds, StopOdds, torch.Tensor]:
     """Both sides of the cap for a row set that changes only at (n, K) token ids ``idx``,
     from ``before`` to ``after`` (the plausible form), without the tilted (n, V) row: the
     untilted ``x`` (n, V) at (n, 1) temperatures ``t``. One pass over V sums every token
     neither at ``idx`` nor a stop id (the same on both sides); the K changed tokens and the
-    S stop ids are added to it per side, so no side subtracts one large sum from another."""
+    S stop ids are added to it per side, so no side subtracts one large sum from another.
+    Also returns the (n, S) stop ids' tilted logits (their ``after`` value where changed)."""
     work = torch.div(x, t, out=torch.empty(x.shape, dtype=torch.float32, device=x.device))  # (n, V)
     top = work.amax(-1, keepdim=True)  # (n, 1)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     work.scatter_(1, idx, float("-inf")).index_fill_(1, stop_ids, float("-inf"))
     outside = work.sub_(top).exp_().sum(-1)  # (n,) the unchanged non-stop mass, shifted by the row's top
-    at_stop = idx.unsqueeze(-1) == stop_ids  # (n, K, S): a changed token that is a stop id
+    at_stop = idx.unsqueeze(-1) == stop_ids  # (n, K, S): a changed token that is a stop id (ids are distinct)
     is_stop = at_stop.any(-1)  # (n, K)
-    stops0 = x[:, stop_ids].float() / t  # (n, S) untilted
-    moved = torch.where(at_stop, after.float().unsqueeze(-1), float("-inf")).amax(1) / t  # (n, S): -inf where not changed
-    stops1 = torch.where(at_stop.any(1), moved, stops0)
+    untilted = x[:, stop_ids]  # (n, S)
+    tilted = torch.where(at_stop.any(1), torch.where(at_stop, after.unsqueeze(-1), 0).sum(1), untilted)
 
     def side(vals: torch.Tensor, stops: torch.Tensor) -> StopOdds:
         inside = torch.where(is_stop, 0.0, (vals.float() / t - top).exp()).sum(-1)  # (n,) the changed non-stop mass
-        return StopOdds(stops, (outside + inside).log() + top.squeeze(-1))
+        return StopOdds(stops.float() / t, (outside + inside).log() + top.squeeze(-1))
 
-    return side(before, stops0), side(after, stops1)
+    return side(before, untilted), side(after, tilted), tilted
 
 
 def _scale(temps: torch.Tensor) -> torch.Tensor:
@@ -138,10 +138,8 @@ class StopCap:
         if not self.stop_ids.numel():
             return None
         t = _scale(temps)
-        ref, now = plausible_odds(x, idx, before, after, self.stop_ids, t)
-        at_stop = idx.unsqueeze(-1) == self.stop_ids  # (n, K, S)
-        logits = torch.where(at_stop.any(1), torch.where(at_stop, after.unsqueeze(-1), 0).sum(1), x[:, self.stop_ids])
-        return self._capped(now, ref, logits, t)
+        ref, now, tilted = plausible_odds(x, idx, before, after, self.stop_ids, t)
+        return self._capped(now, ref, tilted, t)
 
     def _capped(self, now: StopOdds, ref: StopOdds, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(n, S) the stop ids' ``logits`` after the cap: each one the cap lowers at its scaled

@@ -189,6 +189,16 @@ def entropy64(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
 
 
+def rule_case(x, h, h_hat, head, beta, mode):
+    """The entropy rules' case: per-row temperatures, the default floor and k, the plausible
+    set of the definition, the (N, 1) float64 temperatures and plain sampling's distribution."""
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    floor, k = 0.05, 64
+    _, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k)
+    t = temps.double()[:, None]
+    return temps, floor, k, plausible, t, torch.softmax(x.double() / t, -1)
+
+
 @pytest.mark.parametrize("kind", HEADS)
 @pytest.mark.parametrize("mode", ["paper", "residual"])
 def test_plausible_keeping_entropy(case, kind, mode):
@@ -197,11 +207,7 @@ def test_plausible_keeping_entropy(case, kind, mode):
     are s times the definition's tilted logits plus a constant, s > 0 (a temperature on the
     tilt, nothing else); outside the set, and in the set's total, it is plain sampling's."""
     h, h_hat, beta, head, x, calls = setup(case, kind)
-    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
-    floor, k = 0.05, 64
-    _, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k)
-    t = temps.double()[:, None]
-    plain = torch.softmax(x.double() / t, -1)
+    temps, floor, k, plausible, t, plain = rule_case(x, h, h_hat, head, beta, mode)
     tilted = reference(x, h, h_hat, head, beta, mode) / t
     for moments, given in calls:
         out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k, entropy="keep")
@@ -231,11 +237,7 @@ def test_plausible_local_rule_removes_the_sharpening(case, kind, mode):
     probability-weighted covariance with those logits; the set's total and the rest are
     plain sampling's."""
     h, h_hat, beta, head, x, calls = setup(case, kind)
-    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
-    floor, k = 0.05, 64
-    _, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k)
-    t = temps.double()[:, None]
-    plain = torch.softmax(x.double() / t, -1)
+    temps, floor, k, plausible, t, plain = rule_case(x, h, h_hat, head, beta, mode)
     move = (reference(x, h, h_hat, head, beta, mode) - x.double()) / t  # (N, V) the definition's tilt, scaled
     for moments, given in calls:
         out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, floor, moments, given, k=k, entropy="local")
