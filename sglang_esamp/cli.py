@@ -231,7 +231,7 @@ def _add_tool_parsers(sub) -> None:
     p.add_argument("--context", type=int, default=128, help="--estimate: tokens of context per row (the KV cache read)")
     p.add_argument("--intermediate", type=int, default=None, help="--estimate: the model's MLP width")
     p.add_argument("--kv-dim", type=int, default=None, help="--estimate: key/value width per layer (less than hidden with GQA)")
-    p.add_argument("--distiller", default="mlp,lowrank", help="--estimate: comma-separated distiller kinds")
+    p.add_argument("--distiller", default="tail,mlp", help="--estimate: comma-separated distiller kinds")
     p.add_argument("--optimizer", default=None, help="--estimate: the groups' optimizer, sgd or adam (default: the server's)")
     p.add_argument("--train-every", type=int, default=1, help="--estimate: decode steps per training step")
     p = sub.add_parser("calibrate", help="warm a server's base distiller (--esamp-init calibrated) with the shipped prompts")

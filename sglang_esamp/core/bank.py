@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import ESampConfig
-from .distiller import BASE, Params, build_architecture, random_init
+from .distiller import BASE, Params, TailDistiller, build_architecture, random_init, rms_norm
 from .fences import StreamFences
 from .layout import BatchLayout
 from .streams import CudaStreams
@@ -65,13 +65,15 @@ class DistillerBank:
         self.cfg = cfg
         self.hidden = hidden
         self.device = torch.device(device)
-        self.arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
+        self.arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank, cfg.tail_units or None)
         home = self.device if self.device.type != "meta" else torch.device("cpu")  # where fresh weights are made
         self.out_gain = None if out_gain is None else out_gain.detach().float().to(home)
         self.generator = torch.Generator(device=home).manual_seed(cfg.seed)
         self.lock = threading.Lock()
         self.streams = CudaStreams.for_device(self.device) if streams is None else streams
         self.fences = StreamFences(self.streams)  # reads and writes ordered across streams
+        if base is None and getattr(self.arch, "needs_base", False):  # until the server's own: a random one
+            base = random_init(self.arch.base_arch.shapes(), 1, self.generator, self.out_gain)
         self.base = None if base is None else self._check_base(base)  # name -> (1, ...): warm start
         g = cfg.max_groups
         init = self._fresh(g)
@@ -209,26 +211,63 @@ class DistillerBank:
         with self.lock:
             self.fences.before_write()
             params, exp_avg, exp_avg_sq, steps = self._views(win)
-            leaves = {k: v.detach().requires_grad_() for k, v in params.items()}  # same storage
-            with torch.enable_grad():
-                sq = (self.arch.forward(leaves | self._shared(), x) - y).pow(2).sum(-1) * mask  # (w, R)
-                loss = sq.sum(-1) / win.layout.group_rows.clamp_min(1.0)  # (w,) 0 for an empty block
-                grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
-            sq = sq.detach()
-            loss = loss.detach()
-            norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=-1) for g in grads])  # (tensors, w)
-            grad_norm = torch.linalg.vector_norm(norms, dim=0)  # (w,)
-            ok = torch.isfinite(loss) & torch.isfinite(grad_norm) & (win.layout.group_rows > 0)
-            clip = (self.cfg.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
-            if self.cfg.optimizer == "adam":
-                self._adam(params, exp_avg, exp_avg_sq, steps, grads, clip, ok)
+            if self.factored:
+                sq, loss, ok = self._tail_sgd(params, steps, x, y, mask, win.layout.group_rows)
             else:
-                self._sgd(params, steps, grads, clip, ok)
+                leaves = {k: v.detach().requires_grad_() for k, v in params.items()}  # same storage
+                with torch.enable_grad():
+                    sq = (self.arch.forward(leaves | self._shared(), x) - y).pow(2).sum(-1) * mask  # (w, R)
+                    loss = sq.sum(-1) / win.layout.group_rows.clamp_min(1.0)  # (w,) 0 for an empty block
+                    grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+                sq = sq.detach()
+                loss = loss.detach()
+                norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=-1) for g in grads])  # (tensors, w)
+                ok, clip = self._verdict(loss, torch.linalg.vector_norm(norms, dim=0), win.layout.group_rows)
+                if self.cfg.optimizer == "adam":
+                    self._adam(params, exp_avg, exp_avg_sq, steps, grads, clip, ok)
+                else:
+                    self._sgd(params, steps, grads, clip, ok)
             self.fences.after_write()
         live = win.live
         rel_err = sq.sum(-1) / (y.pow(2).sum(-1) * mask).sum(-1).clamp_min(1e-12)
         novelty = (sq.sqrt() * mask).sum(-1) / win.layout.group_rows
         return TrainResult(layout.slot_list, layout.slots, loss[live], rel_err[live], novelty[live], ok[live])
+
+    def _verdict(self, loss: torch.Tensor, grad_norm: torch.Tensor, group_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ok, clip), each (w,): the step is applied where it is finite and has rows; clip scales
+        the gradient to global norm at most ``grad_clip``."""
+        ok = torch.isfinite(loss) & torch.isfinite(grad_norm) & (group_rows > 0)
+        return ok, (self.cfg.grad_clip / (grad_norm + 1e-6)).clamp(max=1.0)
+
+    @property
+    def factored(self) -> bool:
+        """The tail with SGD trains without its delta's gradient ever written (``_tail_sgd``)."""
+        return isinstance(self.arch, TailDistiller) and self.cfg.optimizer == "sgd"
+
+    def _tail_sgd(self, params: Params, steps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                  group_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tail's SGD step with its delta's gradient left as the product it is: with a the
+        delta's input (w, R, u) and e the loss's gradient at the stream (w, R, D), the gradient
+        is a^T e, its squared norm sum((a a^T) * (e e^T)) (R x R Gram matrices), and the update
+        one batched a^T e' added in place, e' being e times each slot's -lr * clip. The delta
+        is read once and written once; no (w, u, D) tensor is made. Returns (sq, loss, ok)."""
+        with torch.no_grad():
+            act, z = self.arch.stream(params | self._shared(), x)  # (w, R, u), (w, R, D)
+        z.requires_grad_()
+        gain = params["out_gain"].detach().requires_grad_()  # (w, D), the bank's storage
+        with torch.enable_grad():
+            sq = (rms_norm(z) * gain.unsqueeze(1) - y).pow(2).sum(-1) * mask  # (w, R)
+            loss = sq.sum(-1) / group_rows.clamp_min(1.0)  # (w,)
+            g_gain, g_z = torch.autograd.grad(loss.sum(), [gain, z])
+        with torch.no_grad():
+            down_sq = (torch.bmm(act, act.transpose(1, 2)) * torch.bmm(g_z, g_z.transpose(1, 2))).sum((1, 2))  # (w,)
+            ok, clip = self._verdict(loss, (g_gain.pow(2).sum(-1) + down_sq).sqrt(), group_rows)
+            rate = torch.where(ok, clip, torch.zeros_like(clip)) * -self.cfg.sgd_lr  # (w,), 0 where not ok
+            params["out_gain"].addcmul_(torch.nan_to_num_(g_gain), rate.unsqueeze(1))
+            step = torch.nan_to_num_(g_z).mul_(rate.view(-1, 1, 1))  # (w, R, D)
+            params["down"].baddbmm_(torch.nan_to_num(act).transpose(1, 2), step)
+            steps.copy_(torch.where(ok, steps + 1, steps))
+        return sq.detach(), loss.detach(), ok
 
     @torch.no_grad()
     def _adam(self, params: Params, exp_avg: Params, exp_avg_sq: Params, steps: torch.Tensor, grads, clip, ok) -> None:

@@ -22,7 +22,7 @@ from .stop_cap import CAPS as STOP_CAPS
 from .tilt import ENTROPY_RULES
 from .tilt import MODES as TILT_MODES
 
-DISTILLER_KINDS = ("mlp", "lowrank", "adapter")
+DISTILLER_KINDS = ("mlp", "lowrank", "adapter", "tail")
 INIT_KINDS = ("random", "calibrated", "prompt", "calibrated+prompt")
 TRAINER_MODES = ("auto", "thread", "inline")
 OPTIMIZERS = ("adam", "sgd")
@@ -58,11 +58,15 @@ def kind_of(f: Field) -> type:
 class ESampConfig:
     source_layer: int = knob(0, "Decoder layer whose output feeds the distiller (0 = the first).", low=0)
     distiller: str = knob(
-        "mlp", "Distiller architecture: 'mlp' (the paper's two residual SwiGLU blocks), 'lowrank' (rank-r gated residual, "
-        "cheaper) or 'adapter' (a rank-r gated block per group on one shared, frozen 'mlp' base that the server trains).",
-        choices=DISTILLER_KINDS)
-    intermediate: int = knob(384, "SwiGLU width of the 'mlp' distiller and of the 'adapter' distiller's base (the paper's value).", low=1)
+        "mlp", "Distiller architecture: 'mlp' (the paper's two residual SwiGLU blocks, a full copy per group), 'tail' (one "
+        "shared, frozen 'mlp' base that the server trains, with a per-group delta on its last down projection: a twelfth "
+        "of an 'mlp' per group), 'lowrank' (rank-r gated residual, cheaper) or 'adapter' (a rank-r gated block per group "
+        "on the shared base).", choices=DISTILLER_KINDS)
+    intermediate: int = knob(384, "SwiGLU width of the 'mlp' distiller and of the shared base of 'tail' and 'adapter' "
+                                   "(the paper's value).", low=1)
     rank: int = knob(64, "Rank of the 'lowrank' distiller and of the 'adapter' distiller's per-group block.", low=1)
+    tail_units: int = knob(0, "Intermediate units of the base's last block whose down projection a 'tail' group owns a "
+                           "delta of: 0 for half of --esamp-intermediate, else at most --esamp-intermediate.", low=0)
     optimizer: str = knob(
         "sgd", "The groups' optimizer: 'sgd' (plain SGD on the clipped gradient; no moments, so a third of the bank's "
         "memory and of its weight traffic per step, and from the calibrated base it predicts better) or 'adam' (the "
@@ -137,6 +141,8 @@ class ESampConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             _check(self, f.name, kind_of(f), f.metadata["knob"])
+        if self.tail_units > self.intermediate:
+            raise ValueError(f"ESampConfig.tail_units ({self.tail_units}) must be at most intermediate ({self.intermediate})")
         if self.named_groups == "deny" and self.group_by == "prompt":
             raise ValueError("ESampConfig.group_by 'prompt' joins clients who send the same prompt; "
                              "it cannot be used with named_groups 'deny'")

@@ -11,6 +11,10 @@ leading group axis g, so one batched call serves g groups at once: inputs arrive
   server trains it on its traffic, ``warm_base.py``), with a ``lowrank`` block per group on
   top of the base's residual stream. A group owns 3 D r + r + D parameters (8% of ``mlp``
   at D = 4096, r = 64); the base's matrices run once over every row of every group.
+- ``tail``: the same shared, frozen ``mlp`` base, with a per-group delta on the down
+  projection of the base's last block, over its first ``units`` intermediate units, and a
+  per-group output gain. A group owns (units + 1) D parameters (8% of ``mlp`` at
+  ``units`` 192); its gradient needs no backward through the base.
 
 Each architecture names the one its base has (``base_arch``: itself, or the adapter's
 ``mlp``). The adapter's params carry the shared base under ``base.`` names, (1, ...) each.
@@ -69,12 +73,16 @@ class MLPDistiller:
     def base_arch(self) -> MLPDistiller:
         return self
 
+    @staticmethod
+    def activation(p: Params, b: int, x: torch.Tensor) -> torch.Tensor:
+        """(g, R, D) -> (g, R, I): block b's gated activation, the input of its down projection."""
+        n = rms_norm(x)
+        return F.silu(torch.bmm(n, p[f"b{b}.gate"])) * torch.bmm(n, p[f"b{b}.up"])
+
     def trunk(self, p: Params, x: torch.Tensor) -> torch.Tensor:
         """The residual stream after both blocks, before the output norm. x: (g, R, D)."""
         for b in range(2):
-            n = rms_norm(x)
-            act = F.silu(torch.bmm(n, p[f"b{b}.gate"])) * torch.bmm(n, p[f"b{b}.up"])  # (g, R, I)
-            x = x + torch.bmm(act, p[f"b{b}.down"])
+            x = x + torch.bmm(self.activation(p, b, x), p[f"b{b}.down"])
         return x
 
     def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
@@ -131,17 +139,61 @@ class AdapterDistiller(LowRankDistiller):
         return super().forward(p, x, stream)
 
 
+class TailDistiller:
+    """x -> RMSNorm(z + act_u Δ_g) * gain_g: z is the shared base's residual stream
+    (``MLPDistiller.trunk``), act_u the first ``units`` units of its last block's SwiGLU
+    activation, Δ_g a group's (units, D) delta on that block's down projection. Δ starts at
+    zero and the gain at the base's, so a new group predicts exactly what the base does.
+    It cannot run without a base: the bank gives it a random one until the server has its own."""
+
+    zero_init = ("down",)
+    needs_base = True
+
+    def __init__(self, hidden: int, intermediate: int, units: int):
+        if not 1 <= units <= intermediate:
+            raise ValueError(f"the tail's units must be in [1, intermediate = {intermediate}], got {units}")
+        self.hidden, self.units = hidden, units
+        self._base = MLPDistiller(hidden, intermediate)
+
+    @property
+    def base_arch(self) -> MLPDistiller:
+        return self._base
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"down": (self.units, self.hidden), "out_gain": (self.hidden,)}
+
+    def stream(self, p: Params, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (g, R, D) -> (act_u (g, R, units), z (g, R, D)): the input of the groups' deltas
+        and the residual stream before the output norm. p: the deltas (g, ...) and the base."""
+        g, rows, d = x.shape
+        base = {k[len(BASE):]: v for k, v in p.items() if k.startswith(BASE)}
+        x = x.reshape(1, g * rows, d)  # the base runs once over every group's rows
+        x = x + torch.bmm(MLPDistiller.activation(base, 0, x), base["b0.down"])
+        act = MLPDistiller.activation(base, 1, x)  # (1, gR, I)
+        act_u = act[..., : self.units].reshape(g, rows, self.units)
+        z = (x + torch.bmm(act, base["b1.down"])).reshape(g, rows, d) + torch.bmm(act_u, p["down"])
+        return act_u, z
+
+    def forward(self, p: Params, x: torch.Tensor) -> torch.Tensor:
+        # x: (g, R, D) -> (g, R, D)
+        return rms_norm(self.stream(p, x)[1]) * p["out_gain"].unsqueeze(1)
+
+
 BASE = "base."  # the prefix of the shared base's weights among an adapter's params
 
 
-def build_architecture(kind: str, hidden: int, intermediate: int, rank: int) -> MLPDistiller | LowRankDistiller:
+def build_architecture(kind: str, hidden: int, intermediate: int, rank: int,
+                       units: int | None = None) -> MLPDistiller | LowRankDistiller | TailDistiller:
+    """``units``: the tail's (default: half the intermediate width)."""
     if kind == "mlp":
         return MLPDistiller(hidden, intermediate)
     if kind == "lowrank":
         return LowRankDistiller(hidden, rank)
     if kind == "adapter":
         return AdapterDistiller(hidden, intermediate, rank)
-    raise ValueError(f"unknown distiller kind {kind!r}; expected 'mlp', 'lowrank' or 'adapter'")
+    if kind == "tail":
+        return TailDistiller(hidden, intermediate, max(1, intermediate // 2) if units is None else units)
+    raise ValueError(f"unknown distiller kind {kind!r}; expected 'mlp', 'lowrank', 'adapter' or 'tail'")
 
 
 def random_init(shapes: dict[str, tuple[int, ...]], g: int, generator: torch.Generator, out_gain: torch.Tensor | None,

@@ -97,7 +97,7 @@ class BaseStore:
         """The store of ``model_path``: a folder, or a hub id whose files are read from the
         local hub cache that SGLang downloaded them to (at ``revision``, default the newest),
         so a hub model is keyed by its content too."""
-        if cfg.distiller == "adapter":  # its shared base is the default mlp server's base: one file for both
+        if cfg.distiller in ("adapter", "tail"):  # their shared base is the mlp server's base: one file for all three
             cfg = replace(cfg, distiller="mlp", rank=ESampConfig().rank)
         root = local_folder(model_path, revision)
         if root is None:

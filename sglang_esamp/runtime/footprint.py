@@ -30,7 +30,7 @@ from .requests import MAX_TRACKED_REQUESTS
 
 
 def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: int = 1, vocab: int = 0) -> dict[str, int]:
-    arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
+    arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank, cfg.tail_units or None)
     params = sum(math.prod(shape) for shape in arch.shapes().values())  # per group
     base = sum(math.prod(shape) for shape in arch.base_arch.shapes().values())
     parts = {

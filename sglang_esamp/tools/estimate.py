@@ -25,7 +25,7 @@ time is the roofline of its matmuls plus that of its attention.
 
 Usage::
 
-    est = estimate(hidden=4096, layers=32, vocab=32000, groups=32, n=16, distiller="mlp")
+    est = estimate(hidden=4096, layers=32, vocab=32000, groups=32, n=16, distiller="tail")
     est["esamp"]["bytes"] / est["model"]["bytes"]      # the byte share of one step
     est["share"]["seconds"]                              # the H100 roofline time share
     print(table([estimate(groups=32, n=16, **MODELS["qwen2.5-7b"])]))
@@ -125,7 +125,7 @@ def model_step(hidden: int, layers: int, vocab: int, intermediate: int, kv_dim: 
 def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -> dict:
     """One decode step of ESamp's own code: predict, the default tilt (``tilt``), train (a 1/k share
     of a step on k decode steps' rows with ``train_every`` k), per part."""
-    arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank)
+    arch = build_architecture(cfg.distiller, hidden, cfg.intermediate, cfg.rank, cfg.tail_units or None)
     base = {k: torch.empty(1, *shape, device=META) for k, shape in arch.base_arch.shapes().items()}  # a calibrated server's
     bank = DistillerBank(cfg, hidden, device=META, base=base)
     layout = BatchLayout.from_slots([g for g in range(groups) for _ in range(n)], META)
@@ -168,13 +168,13 @@ def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMom
     return logits.copy_(cap.apply(tilt_dense(logits, h, h_hat, head, beta, cfg.tilt, moments), ref, temps))
 
 
-def estimate(hidden: int, layers: int, vocab: int, groups: int, n: int, distiller: str = "mlp", intermediate: int | None = None,
+def estimate(hidden: int, layers: int, vocab: int, groups: int, n: int, distiller: str | None = None, intermediate: int | None = None,
              kv_dim: int | None = None, context: int = 128, cfg: ESampConfig | None = None, train_every: int = 1,
              optimizer: str | None = None) -> dict:
     """ESamp's step and the model's, for one shape; ``cfg`` defaults to the server's defaults
-    with this distiller, optimizer, ``train_every`` and ``groups`` slots."""
+    with this distiller (default: the server's), optimizer, ``train_every`` and ``groups`` slots."""
     intermediate = intermediate or 256 * -(-8 * hidden // (3 * 256))  # Llama's rounding: 11008 at 4096
-    cfg = cfg or ESampConfig(distiller=distiller, max_groups=groups, train_every=train_every,
+    cfg = cfg or ESampConfig(distiller=distiller or ESampConfig().distiller, max_groups=groups, train_every=train_every,
                              optimizer=optimizer or ESampConfig().optimizer)
     model = model_step(hidden, layers, vocab, intermediate, kv_dim or hidden, groups * n, context)
     esamp = esamp_step(hidden, vocab, groups, n, cfg)

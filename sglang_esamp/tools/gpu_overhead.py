@@ -192,7 +192,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
                         help="the model's dtype (default: bfloat16 on a GPU, float32 on a CPU)")
     parser.add_argument("--shapes", default="8x16,32x16", help="groups x n per batch, comma-separated")
-    parser.add_argument("--distillers", default="mlp,lowrank", help="distiller kinds to time, comma-separated")
+    parser.add_argument("--distillers", default="tail,mlp", help="distiller kinds to time, comma-separated")
     parser.add_argument("--ctx", type=int, default=128, help="tokens already in each row's KV cache")
     parser.add_argument("--steps", type=int, default=10, help="timed repetitions per measurement")
     parser.add_argument("--json", default=None, help="also write the results to this file")

@@ -66,9 +66,10 @@ def scenario(seed: int, steps: int, hidden: int, groups: int = GROUPS) -> Iterat
             yield "idle", ()
 
 
-def run(device: str, mode: str, steps: int, sleep_cycles: int, hidden: int = 256, seed: int = 0) -> list[torch.Tensor]:
+def run(device: str, mode: str, steps: int, sleep_cycles: int, hidden: int = 256, seed: int = 0,
+        distiller: str = "mlp") -> list[torch.Tensor]:
     """The predictions of every step, on the host."""
-    cfg = ESampConfig(max_groups=GROUPS, intermediate=128, staleness=0, trainer=mode, seed=seed)
+    cfg = ESampConfig(distiller=distiller, max_groups=GROUPS, intermediate=128, staleness=0, trainer=mode, seed=seed)
     bank = DistillerBank(cfg, hidden, device)
     stats = GroupStats(cfg.max_groups, device, bank.streams)
     trainer = AsyncTrainer(bank, stats, staleness=0, mode=mode)
@@ -92,9 +93,10 @@ def run(device: str, mode: str, steps: int, sleep_cycles: int, hidden: int = 256
                     trainer.retire(slot)  # on CUDA: the old group's steps issued, not done
                 bank.reset([slot])
                 stats.clear([slot])
-            elif op == "idle":  # a new base, from slot 0's weights
+            elif op == "idle":  # a new base: slot 0's weights, or (a shared base, which running groups read) the current one scaled
                 trainer.drain()
-                bank.set_base(bank.read(torch.tensor([0], device=device))[0])
+                bank.set_base({k: v * 1.01 for k, v in bank.base.items()} if bank.shares_base
+                              else bank.read(torch.tensor([0], device=device))[0])
             else:
                 row_slots, src, tgt, _ = args
                 layout = BatchLayout.from_slots(row_slots, device)
@@ -113,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sglang_esamp.tools.gpu_stream_check")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--distiller", default="mlp", choices=["mlp", "tail", "lowrank", "adapter"])
     parser.add_argument("--sleep-cycles", type=int, default=20_000_000, help="GPU cycles each training step waits first")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
         return 2
-    reference = run(args.device, "inline", args.steps, 0)
-    threaded = run(args.device, "thread", args.steps, args.sleep_cycles)
+    reference = run(args.device, "inline", args.steps, 0, distiller=args.distiller)
+    threaded = run(args.device, "thread", args.steps, args.sleep_cycles, distiller=args.distiller)
     diffs = [float((a - b).abs().max()) for a, b in zip(reference, threaded)]
     bad = [i for i, d in enumerate(diffs) if not d <= 1e-4]  # NaN included
     print(json.dumps({"device": args.device, "steps": args.steps, "sleep_cycles": args.sleep_cycles,

@@ -160,9 +160,27 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+FIRST_STEPS = 64  # decode steps of each group's mean error in the paired comparison
+
+
+def group_means(curves: list[list[float]], steps: int = FIRST_STEPS) -> list[float]:
+    """Each group's mean relative error over its first ``steps`` decode steps."""
+    return [sum(c[:steps]) / len(c[:steps]) for c in curves]
+
+
 def table(result: dict) -> str:
+    """Mean error per window, each group's mean over its first 64 steps, and each variant's
+    paired difference to the first one (a 95% bootstrap interval over prompts)."""
+    from ..evaluation.metrics import paired_diff_ci
+
     windows = list(next(iter(result["inits"].values()))["rel_err"])
-    lines = ["| variant | " + " | ".join(windows) + " |", "| --- |" + " --- |" * len(windows)]
+    first, *_ = result["inits"]
+    reference = group_means(result["inits"][first]["curves"])
+    lines = ["| variant | " + " | ".join(windows) + f" | mean of steps 0-{FIRST_STEPS - 1} | paired difference to `{first}` |",
+             "| --- |" + " --- |" * (len(windows) + 2)]
     for init, data in result["inits"].items():
-        lines.append(f"| {init} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in data["rel_err"].values()) + " |")
+        means = group_means(data["curves"])
+        diff = "-" if init == first else "{:+.3f} [{:+.3f}, {:+.3f}]".format(*paired_diff_ci(means, reference))
+        cells = ["-" if v is None else f"{v:.3f}" for v in data["rel_err"].values()] + [f"{sum(means) / len(means):.3f}", diff]
+        lines.append(f"| {init} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

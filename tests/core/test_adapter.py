@@ -49,20 +49,28 @@ def f64(params, i=0):
     return {k: v[i].double() for k, v in params.items()}
 
 
-def test_a_new_group_predicts_what_the_base_does():
-    bank, base = bank_with_base()
+def check_a_new_group_predicts_the_base(bank, base):
     x = torch.randn(5, D)
     want = rms(base_stream(f64(base), x.double())) * base["out_gain"][0].double()  # the mlp base's own prediction
     torch.testing.assert_close(bank.predict(BatchLayout.from_slots([2] * 5), x).double(), want, rtol=1e-5, atol=1e-5)
 
 
-def test_the_adapter_is_its_definition_after_training():
-    bank, base = bank_with_base(sgd_lr=0.5)
-    layout = BatchLayout.from_slots([0, 0, 0, 1, 1])
+def test_a_new_group_predicts_what_the_base_does():
+    check_a_new_group_predicts_the_base(*bank_with_base())
+
+
+def train_two_groups(bank, slots):
+    """Three steps on random rows: three of group ``slots[0]``, two of ``slots[1]``; their weights."""
+    layout = BatchLayout.from_slots([slots[0]] * 3 + [slots[1]] * 2)
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
         bank.train_step(layout, torch.randn(5, D, generator=g), torch.randn(5, D, generator=g))
-    params, _ = bank.read(torch.tensor([0, 1]))
+    return layout, g, bank.read(torch.tensor(slots))[0]
+
+
+def test_the_adapter_is_its_definition_after_training():
+    bank, base = bank_with_base(sgd_lr=0.5)
+    layout, g, params = train_two_groups(bank, [0, 1])
     assert params["b"].abs().sum() > 0  # the blocks have moved off zero
     x = torch.randn(5, D, generator=g)
     want = torch.cat([adapter(f64(params, 0), f64(base), x[:3].double()), adapter(f64(params, 1), f64(base), x[3:].double())])
@@ -79,8 +87,9 @@ def test_without_a_base_it_is_a_lowrank_block_on_the_input():
     torch.testing.assert_close(bank.predict(layout, x).double(), adapter(f64(params), None, x.double()), rtol=1e-5, atol=1e-5)
 
 
-def test_an_sgd_step_trains_the_block_only_as_torch_sgd_does():
-    bank, base = bank_with_base(sgd_lr=0.5, grad_clip=0.05)
+def check_sgd_steps_on_a_frozen_base(bank, base, forward):
+    """Three steps of slot 1 against torch.optim.SGD (lr 0.5, clip 0.05, which must act) on
+    ``forward(params, base, x)`` in float64; the shared base never trains."""
     frozen = {k: v.clone() for k, v in bank.base.items()}
     layout = BatchLayout.from_slots([1, 1, 1, 1])
     ref = {k: torch.nn.Parameter(v) for k, v in f64(bank.read(torch.tensor([1]))[0]).items()}
@@ -90,14 +99,18 @@ def test_an_sgd_step_trains_the_block_only_as_torch_sgd_does():
         x, y = torch.randn(4, D, generator=g), torch.randn(4, D, generator=g)
         bank.train_step(layout, x, y)
         opt.zero_grad()
-        ((adapter(ref, f64(base), x.double()) - y.double()) ** 2).sum(-1).mean().backward()
+        ((forward(ref, f64(base), x.double()) - y.double()) ** 2).sum(-1).mean().backward()
         assert torch.nn.utils.clip_grad_norm_(ref.values(), 0.05) > 0.05  # the clip acted
         opt.step()
     got, steps = bank.read(torch.tensor([1]))
     assert steps.tolist() == [3.0]
     for k in ref:
         torch.testing.assert_close(got[k][0].double(), ref[k].detach(), rtol=1e-4, atol=1e-5)
-    assert all(torch.equal(bank.base[k], frozen[k]) for k in frozen)  # the base never trains in the bank
+    assert all(torch.equal(bank.base[k], frozen[k]) for k in frozen)
+
+
+def test_an_sgd_step_trains_the_block_only_as_torch_sgd_does():
+    check_sgd_steps_on_a_frozen_base(*bank_with_base(sgd_lr=0.5, grad_clip=0.05), adapter)
 
 
 def test_a_group_owns_a_few_percent_of_an_mlp():

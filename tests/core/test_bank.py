@@ -39,7 +39,7 @@ def test_loss_falls_by_90_percent(kind, optimizer, lr, steps):
 
 
 def test_one_step_matches_torch_adam_with_clipping():
-    cfg = ESampConfig(max_groups=3, intermediate=24, optimizer="adam", lr=1e-2, grad_clip=0.05)
+    cfg = ESampConfig(distiller="mlp", max_groups=3, intermediate=24, optimizer="adam", lr=1e-2, grad_clip=0.05)
     bank = DistillerBank(cfg, hidden=D)
     layout = BatchLayout.from_slots([1, 1, 1, 1, 1])
     sample = make_problem(2, rows=5)
@@ -62,7 +62,7 @@ def test_one_step_matches_torch_adam_with_clipping():
 
 
 def test_sgd_step_matches_torch_sgd_with_clipping_and_holds_no_moments():
-    cfg = ESampConfig(max_groups=3, intermediate=24, optimizer="sgd", sgd_lr=0.5, grad_clip=0.05)
+    cfg = ESampConfig(distiller="mlp", max_groups=3, intermediate=24, optimizer="sgd", sgd_lr=0.5, grad_clip=0.05)
     bank = DistillerBank(cfg, hidden=D)
     assert bank.exp_avg == {} and bank.exp_avg_sq == {}
     weights = sum(v[0].numel() for v in bank.params.values())
@@ -90,7 +90,7 @@ def test_sgd_step_matches_torch_sgd_with_clipping_and_holds_no_moments():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_a_groups_update_never_touches_another_group(optimizer):
-    cfg = ESampConfig(max_groups=4, intermediate=16, optimizer=optimizer)
+    cfg = ESampConfig(distiller="mlp", max_groups=4, intermediate=16, optimizer=optimizer)
     bank = DistillerBank(cfg, hidden=D)
     before = {k: v.clone() for k, v in bank.params.items()}
     sample = make_problem(3, rows=6)
@@ -112,7 +112,7 @@ def test_steps_work_on_the_banks_own_rows_without_gathering_them():
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
-    bank = DistillerBank(ESampConfig(max_groups=4, intermediate=16, optimizer="adam"), hidden=D)
+    bank = DistillerBank(ESampConfig(distiller="mlp", max_groups=4, intermediate=16, optimizer="adam"), hidden=D)
     storages = {t.untyped_storage().data_ptr() for part in (bank.params, bank.exp_avg, bank.exp_avg_sq) for t in part.values()}
 
     class Touches(TorchDispatchMode):
@@ -135,7 +135,7 @@ def test_steps_work_on_the_banks_own_rows_without_gathering_them():
 
 def test_group_result_depends_only_on_its_own_rows():
     """Training slot 0 alone, or beside slot 1 in one batch, gives slot 0 the same weights."""
-    cfg = ESampConfig(max_groups=2, intermediate=16)
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=16)
     x, y = make_problem(4, rows=6)()
     alone, mixed = DistillerBank(cfg, hidden=D), DistillerBank(cfg, hidden=D)
     alone.train_step(BatchLayout.from_slots([0, 0, 0, -1, -1, -1]), x, y)
@@ -144,15 +144,20 @@ def test_group_result_depends_only_on_its_own_rows():
         torch.testing.assert_close(alone.params[k][0], mixed.params[k][0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_a_non_finite_step_leaves_that_group_as_it_was(optimizer):
-    """Weights, moments and step count of the group with a NaN target stay as they were; its
-    neighbour in the same step trains."""
-    bank = DistillerBank(ESampConfig(max_groups=2, intermediate=16, optimizer=optimizer, sgd_lr=0.5), hidden=D)
+@pytest.mark.parametrize("distiller,optimizer,bad", [("mlp", "adam", "target"), ("mlp", "sgd", "target"),
+                                                     ("tail", "sgd", "target"), ("tail", "sgd", "source")])
+def test_a_non_finite_step_leaves_that_group_as_it_was(distiller, optimizer, bad):
+    """Weights, moments and step count of the group with a NaN target (or an infinite source
+    row) stay as they were; its neighbour in the same step trains."""
+    cfg = ESampConfig(max_groups=2, intermediate=16, optimizer=optimizer, sgd_lr=0.5, distiller=distiller, tail_units=8)
+    bank = DistillerBank(cfg, hidden=D)
     layout = BatchLayout.from_slots([0, 0, 1, 1])
     bank.train_step(layout, *make_problem(4, rows=4)())  # moments that are not zero
     x, y = make_problem(5, rows=4)()
-    y[0, 0] = float("nan")
+    if bad == "target":
+        y[0, 0] = float("nan")
+    else:
+        x[1, 2] = float("inf")
     before = [{k: v.clone() for k, v in part.items()} for part in (bank.params, bank.exp_avg, bank.exp_avg_sq)]
     assert bank.train_step(layout, x, y).ok.tolist() == [False, True]
     for part, old in zip((bank.params, bank.exp_avg, bank.exp_avg_sq), before):
@@ -162,7 +167,7 @@ def test_a_non_finite_step_leaves_that_group_as_it_was(optimizer):
 
 
 def test_reset_restores_the_base_and_a_fresh_optimizer():
-    cfg = ESampConfig(max_groups=2, intermediate=16, optimizer="adam")
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=16, optimizer="adam")
     shapes = DistillerBank(cfg, hidden=D).arch.shapes()
     g = torch.Generator().manual_seed(9)
     base = {k: torch.randn(1, *shape, generator=g) for k, shape in shapes.items()}
@@ -177,7 +182,7 @@ def test_reset_restores_the_base_and_a_fresh_optimizer():
 
 
 def test_a_base_of_the_wrong_shape_is_refused():
-    cfg = ESampConfig(max_groups=2, intermediate=16)
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=16)
     wrong = {k: torch.zeros(1, *shape) for k, shape in DistillerBank(cfg, hidden=D + 1).arch.shapes().items()}
     with pytest.raises(ValueError, match="base distiller does not fit this architecture"):
         DistillerBank(cfg, hidden=D, base=wrong)
@@ -189,19 +194,19 @@ def test_a_base_of_the_wrong_shape_is_refused():
 
 def test_output_gain_starts_at_the_models_final_norm():
     gain = torch.linspace(0.5, 2.0, D)
-    bank = DistillerBank(ESampConfig(max_groups=1, intermediate=8), hidden=D, out_gain=gain)
+    bank = DistillerBank(ESampConfig(distiller="mlp", max_groups=1, intermediate=8), hidden=D, out_gain=gain)
     assert torch.equal(bank.params["out_gain"][0], gain)
 
 
 def test_bytes_per_group_counts_weights_and_adam_moments():
-    bank = DistillerBank(ESampConfig(max_groups=1, optimizer="adam"), hidden=576)
+    bank = DistillerBank(ESampConfig(distiller="mlp", max_groups=1, optimizer="adam"), hidden=576)
     weights = 2 * 3 * 576 * 384 + 576
     assert bank.bytes_per_group == 3 * weights * 4 + 4
 
 
 def test_groups_of_very_different_sizes_predict_and_train_as_if_alone():
     """The size buckets of BatchLayout.split change the packing, not the result."""
-    cfg = ESampConfig(max_groups=6, intermediate=8)
+    cfg = ESampConfig(distiller="mlp", max_groups=6, intermediate=8)
     sizes = [40, 1, 1, 3, 9, 1]
     slots = [g for g, n in enumerate(sizes) for _ in range(n)]
     g = torch.Generator().manual_seed(0)

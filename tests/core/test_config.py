@@ -17,6 +17,14 @@ def test_defaults_are_the_papers():
     assert cfg.source_layer == 0 and cfg.max_explore == 4.0
 
 
+def test_the_tail_takes_half_the_bases_units_by_default():
+    from sglang_esamp.core.distiller import build_architecture
+
+    cfg = ESampConfig(distiller="tail")
+    assert cfg.tail_units == 0 and build_architecture(cfg.distiller, 4096, cfg.intermediate, cfg.rank).units == 192
+    assert build_architecture("tail", 64, 7, 4).units == 3 and build_architecture("tail", 64, 1, 4).units == 1
+
+
 def test_init_and_tilt_defaults_come_from_the_ablation():
     """docs/results/ablation.md: the paper's random init and tilt do not explore on SmolLM2."""
     cfg = ESampConfig()

@@ -91,7 +91,7 @@ def test_cpu_fences_do_nothing():
 
 def test_the_bank_fences_every_read_and_write():
     w = Streams()
-    bank = DistillerBank(ESampConfig(max_groups=2, intermediate=8), hidden=8)
+    bank = DistillerBank(ESampConfig(distiller="mlp", max_groups=2, intermediate=8), hidden=8)
     bank.fences = fences_on(w)
     handed = []
     bank.fences.hand_over = lambda tensors, stream=None: handed.append((len(list(tensors)), (stream or w.current()).name))

@@ -25,8 +25,9 @@ class System:
     def __init__(self, cfg: ESampConfig, world: CudaLike | None, mode: str, every: int, lockstep: bool = False):
         self.bank = DistillerBank(cfg, hidden=D, streams=world)
         self.stats = GroupStats(GROUPS, streams=world)
-        init = random_init(self.bank.arch.shapes(), 1, torch.Generator().manual_seed(5), None)
-        self.warm = wb.WarmBase(self.bank.arch, D, "cpu", torch.float32, init, seed=5)
+        arch = self.bank.arch.base_arch  # what the warm base trains: the group's own shape, or the tail's shared base
+        init = random_init(arch.shapes(), 1, torch.Generator().manual_seed(5), None)
+        self.warm = wb.WarmBase(arch, D, "cpu", torch.float32, init, seed=5)
         self.trainer = AsyncTrainer(self.bank, self.stats, cfg.staleness, mode, warm=self.warm, every=every, lockstep=lockstep)
 
     def open(self, slot: int, reused: bool) -> None:
@@ -43,19 +44,21 @@ class System:
         return out | {f"base.{k}": v for k, v in self.warm.params.items()}
 
 
-@pytest.mark.parametrize(("mode", "staleness", "every", "optimizer", "seed"), [
-    ("inline", 0, 1, "sgd", 0), ("inline", 1, 2, "adam", 1), ("thread", 0, 1, "adam", 2), ("thread", 1, 1, "sgd", 3),
+@pytest.mark.parametrize(("mode", "staleness", "every", "optimizer", "seed", "distiller"), [
+    ("inline", 0, 1, "sgd", 0, "lowrank"), ("inline", 1, 2, "adam", 1, "lowrank"), ("thread", 0, 1, "adam", 2, "lowrank"),
+    ("thread", 1, 1, "sgd", 3, "lowrank"), ("thread", 0, 1, "sgd", 4, "tail"), ("thread", 1, 1, "sgd", 5, "tail"),
 ])
-def test_the_gpu_path_matches_a_synchronous_run(monkeypatch, mode, staleness, every, optimizer, seed):
+def test_the_gpu_path_matches_a_synchronous_run(monkeypatch, mode, staleness, every, optimizer, seed, distiller):
     """Every prediction must be determined: the thread worker runs in lockstep (as under tensor
     parallelism), so with staleness 1 a prediction sees exactly the steps before the last; the
-    synchronous reference trains each step one prediction late to match."""
+    synchronous reference trains each step one prediction late to match. With ``tail`` the
+    groups run on the shared base that the warm base's steps replace while they train."""
     monkeypatch.setattr(wb, "MIN_ROWS", 24)  # a base that fits, and is handed to the bank, within the run
     monkeypatch.setattr(wb, "FIRST_STEPS", 6)
     monkeypatch.setattr(wb, "BATCH", 16)
     monkeypatch.setattr(trainer_module, "PUBLISH_EVERY", 2)
-    cfg = ESampConfig(max_groups=GROUPS, distiller="lowrank", rank=4, staleness=staleness, optimizer=optimizer,
-                      seed=seed)
+    cfg = ESampConfig(max_groups=GROUPS, distiller=distiller, rank=4, intermediate=16, staleness=staleness,
+                      optimizer=optimizer, seed=seed)
     world = CudaLike(seed=seed)
     ref, gpu = System(cfg, None, "inline", every), System(cfg, world, mode, every, lockstep=True)
     not_finite = set()  # slots whose group got a non-finite row: those, and only those, start over

@@ -138,7 +138,7 @@ def test_a_non_finite_minibatch_leaves_a_fresh_base_unchanged(small_schedule):
 
 
 def test_new_groups_start_from_a_published_base():
-    cfg = ESampConfig(max_groups=2, intermediate=16)
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=16)
     bank = DistillerBank(cfg, hidden=D)
     base = {k: torch.full_like(v[:1], 0.25) for k, v in bank.params.items()}
     old = {k: v[1].clone() for k, v in bank.params.items()}
@@ -151,7 +151,7 @@ def test_new_groups_start_from_a_published_base():
 def test_the_fit_is_reported_once(small_schedule):
     """The worker can be handed a second work item of base steps while it runs the first (the
     queue is empty meanwhile); one that finds nothing owed does not report the fit again."""
-    bank = DistillerBank(ESampConfig(max_groups=2, intermediate=16), hidden=D)
+    bank = DistillerBank(ESampConfig(distiller="mlp", max_groups=2, intermediate=16), hidden=D)
     fitted = []
     trainer = AsyncTrainer(bank, GroupStats(2), staleness=0, mode="inline", warm=make_base(),
                            on_fitted=lambda b: fitted.append(b.steps))
@@ -164,7 +164,7 @@ def test_the_fit_is_reported_once(small_schedule):
 
 @pytest.mark.parametrize("mode", ["inline", "thread"])
 def test_the_trainer_feeds_runs_and_publishes_the_base(mode, small_schedule):
-    cfg = ESampConfig(max_groups=2, intermediate=16, trainer=mode)
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=16, trainer=mode)
     bank, stats = DistillerBank(cfg, hidden=D), GroupStats(2)
     warm = make_base()
     fitted = []
@@ -186,7 +186,7 @@ def test_the_trainer_feeds_runs_and_publishes_the_base(mode, small_schedule):
 
 
 def test_idle_training_is_bounded_in_time(small_schedule, monkeypatch):
-    cfg = ESampConfig(max_groups=1, intermediate=16, trainer="inline")
+    cfg = ESampConfig(distiller="mlp", max_groups=1, intermediate=16, trainer="inline")
     bank, stats = DistillerBank(cfg, hidden=D), GroupStats(1)
     warm = make_base()
     slow = warm.step
@@ -204,7 +204,7 @@ def test_idle_training_is_bounded_in_time(small_schedule, monkeypatch):
 
 
 def test_a_failing_base_step_drops_its_debt_and_spares_the_groups(small_schedule, monkeypatch):
-    cfg = ESampConfig(max_groups=1, intermediate=16, trainer="inline")
+    cfg = ESampConfig(distiller="mlp", max_groups=1, intermediate=16, trainer="inline")
     bank, stats = DistillerBank(cfg, hidden=D), GroupStats(1)
     warm = make_base()
     trainer = AsyncTrainer(bank, stats, staleness=0, mode="inline", warm=warm)
@@ -220,7 +220,7 @@ def test_thread_mode_queues_base_steps_only_behind_an_empty_queue(small_schedule
     """A group's step never waits behind base steps queued after it arrived."""
     from sglang_esamp.core.trainer import _BASE
 
-    cfg = ESampConfig(max_groups=1, intermediate=16, trainer="thread")
+    cfg = ESampConfig(distiller="mlp", max_groups=1, intermediate=16, trainer="thread")
     bank, stats = DistillerBank(cfg, hidden=D), GroupStats(1)
     warm = make_base()
     gate, started = threading.Event(), threading.Event()
@@ -256,7 +256,7 @@ def test_the_first_fit_logs_its_progress(small_schedule, monkeypatch, caplog):
     from sglang_esamp.core import trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "PROGRESS_EVERY", 5)
-    cfg = ESampConfig(max_groups=1, intermediate=16, trainer="inline")
+    cfg = ESampConfig(distiller="mlp", max_groups=1, intermediate=16, trainer="inline")
     warm = make_base()
     trainer = AsyncTrainer(DistillerBank(cfg, hidden=D), GroupStats(1), staleness=0, mode="inline", warm=warm)
     for _ in range(4):

@@ -30,12 +30,12 @@ MLP_384 = D + 2 * 3 * D * 384
 
 
 @pytest.mark.parametrize("cfg, expected", [
-    (ESampConfig(max_groups=3, intermediate=16),  # mlp, residual tilt, calibrated init
+    (ESampConfig(distiller="mlp", max_groups=3, intermediate=16),  # mlp, residual tilt, calibrated init
      {"bank": 3 * (MLP_16 * 4 + 4), "stats": 3 * STATS, "requests": REQUESTS, "head moments": (D * D + 2 * D) * 4,
       "base": base(MLP_16)}),
     (ESampConfig(max_groups=5, distiller="lowrank", rank=4, init="random", tilt="paper"),
      {"bank": 5 * (LOWRANK_4 * 4 + 4), "stats": 5 * STATS, "requests": REQUESTS}),
-    (ESampConfig(max_groups=2, init="calibrated+prompt", tilt="paper"),
+    (ESampConfig(distiller="mlp", max_groups=2, init="calibrated+prompt", tilt="paper"),
      {"bank": 2 * (MLP_384 * 4 + 4), "stats": 2 * STATS, "requests": REQUESTS, "base": base(MLP_384)}),
 ])
 def test_the_reservation_is_what_the_runtime_holds(cfg, expected):
@@ -51,7 +51,7 @@ def test_the_reservation_is_what_the_runtime_holds(cfg, expected):
 
 @pytest.mark.parametrize("optimizer, mib", [("sgd", 36), ("adam", 108)])
 def test_the_bank_dominates_and_scales_with_the_slots(optimizer, mib):
-    one, many = (sum(reserved_bytes(ESampConfig(max_groups=g, optimizer=optimizer), 4096, torch.bfloat16).values())
+    one, many = (sum(reserved_bytes(ESampConfig(distiller="mlp", max_groups=g, optimizer=optimizer), 4096, torch.bfloat16).values())
                  for g in (1, 33))
     assert (many - one) / 32 == pytest.approx(mib * 2**20, rel=0.02)  # docs/server.md: per group at hidden size 4096
 
@@ -84,7 +84,7 @@ def test_the_kv_budget_gives_up_what_esamp_holds(adam_server):
 
     reserved, before, after = reservation(adam_server.tail(200_000))
     held = esamp_stats(adam_server)["device_bytes"]
-    expected = reserved_bytes(ESampConfig(max_groups=GROUPS, optimizer="adam"), 64, torch.float32)
+    expected = reserved_bytes(ESampConfig(distiller="mlp", max_groups=GROUPS, optimizer="adam"), 64, torch.float32)
     assert held.keys() == expected.keys() and held["bank"] == expected["bank"] > 400 * 2**20
     base_copy = (expected["bank"] // GROUPS - 4) // 3  # the bank's copy of the base, made at its first fit
     scratch = 64 * 2**20  # one block of gathered head rows (core/head.py), reserved besides what is held
@@ -129,5 +129,5 @@ def test_a_bank_larger_than_the_kv_budget_is_refused_at_start(tiny_model):
     (50257, 5, 50560),  # 50304 does not split five ways: padded to 320, 158 x 320
 ])
 def test_under_tp_the_gathered_head_is_reserved_as_sglang_pads_it(vocab, tp, rows):
-    parts = reserved_bytes(ESampConfig(init="random"), 4096, torch.bfloat16, tp_size=tp, vocab=vocab)
+    parts = reserved_bytes(ESampConfig(distiller="mlp", init="random"), 4096, torch.bfloat16, tp_size=tp, vocab=vocab)
     assert parts["gathered head"] == rows * 4096 * 2 + rows * 2  # the padded weight, and room for a bias

@@ -35,7 +35,7 @@ def make_req(rid, explore=None, group=None, top_k=V, top_p=1.0, min_p=0.0):
 
 def make_runtime(stop_ids=None, **cfg):
     torch.manual_seed(0)
-    cfg = ESampConfig(max_groups=4, intermediate=8, trainer="inline", **cfg)
+    cfg = ESampConfig(distiller="mlp", max_groups=4, intermediate=8, trainer="inline", **cfg)
     return ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", stop_ids, processor=PROCESSOR)
 
 
@@ -359,7 +359,7 @@ def test_under_tensor_parallelism_idle_groups_leave_by_use_not_by_the_clock():
     import time
 
     torch.manual_seed(0)
-    cfg = ESampConfig(max_groups=2, intermediate=8, trainer="inline", group_ttl=0.01)
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=8, trainer="inline", group_ttl=0.01)
     rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", processor=PROCESSOR, tp_size=2)
     a, b, c = make_req("a", 0.5, "g:a"), make_req("b", 0.5, "g:b"), make_req("c", 0.5, "g:c")
     rt.attach(a)
@@ -390,7 +390,7 @@ def test_a_saved_base_of_another_shape_is_ignored_and_the_base_starts_afresh(tmp
     store = BaseStore(tmp_path / "base.pt")
     store.save(WarmBase(other, D + 1, "cpu", torch.float32, random_init(other.shapes(), 1, torch.Generator(), None), steps=700,
                         rows=9000))
-    cfg = ESampConfig(max_groups=2, intermediate=8, trainer="inline", init="calibrated")
+    cfg = ESampConfig(distiller="mlp", max_groups=2, intermediate=8, trainer="inline", init="calibrated")
     rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", store=store, processor=PROCESSOR)
     assert f"ignoring the base distiller {store.path}" in caplog.text and "does not fit" in caplog.text
     assert rt.bank.base is None and (rt.warm.steps, rt.warm.rows, rt.warm.fitted) == (0, 0, False)

@@ -36,7 +36,7 @@ def test_gpu_overhead_script_smoke_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["trainer_thread_vs_inline_max_abs_diff"] == 0.0
-    assert [c["distiller"] for c in result["cases"]] == ["mlp", "lowrank"]
+    assert [c["distiller"] for c in result["cases"]] == ["tail", "mlp"]
     for c in result["cases"]:
         assert c["steps_trained"] > 0 and c["decode_step_s"] > 0
         assert abs(c["overhead"] - (c["esamp_step_s"] / c["decode_step_s"] - 1)) < 1e-9

@@ -4,11 +4,14 @@ scenario runs on a CPU stand-in of CUDA's streams in tests/core/test_gpu_path.py
 
 import json
 
+import pytest
+
 from sglang_esamp.tools import gpu_stream_check
 
 
-def test_the_threaded_run_matches_the_reference_on_cpu(capsys):
-    assert gpu_stream_check.main(["--device", "cpu", "--steps", "10"]) == 0
+@pytest.mark.parametrize("distiller", ["tail", "mlp"])
+def test_the_threaded_run_matches_the_reference_on_cpu(capsys, distiller):
+    assert gpu_stream_check.main(["--device", "cpu", "--steps", "10", "--distiller", distiller]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["max_abs_diff"] == 0.0 and out["steps"] == 10
 

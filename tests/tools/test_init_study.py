@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sglang_esamp.core import BatchLayout, DistillerBank, ESampConfig
-from sglang_esamp.tools.init_study import parse_variants, replay, summarize
+from sglang_esamp.tools.init_study import parse_variants, replay, summarize, table
 
 from ..commands import cli
 
@@ -67,6 +67,18 @@ def test_variants_parse_typed_and_refuse_unknown_fields():
 def test_summarize_windows():
     out = summarize([[1.0] * 8 + [0.5] * 24 + [0.25] * 4, [3.0] * 4])
     assert out == {"steps 0-7": (8 * 1.0 + 4 * 3.0) / 12, "steps 8-31": 0.5, "steps 32-end": 0.25}
+
+
+def test_the_table_pairs_each_variant_with_the_first_over_64_steps():
+    """Group means over the first 64 steps only (the 65th step is far off and must not count);
+    the difference of identical groups is exact, and a constant shift comes back as itself."""
+    base = [[0.5] * 64 + [100.0], [0.3] * 10]
+    shifted = [[0.6] * 64 + [0.0], [0.4] * 10]
+    result = {"inits": {name: {"rel_err": summarize(c), "curves": c} for name, c in (("mlp", base), ("tail", shifted))}}
+    lines = table(result).splitlines()
+    assert lines[0].endswith("| mean of steps 0-63 | paired difference to `mlp` |")
+    assert lines[2].endswith("| 0.400 | - |")
+    assert lines[3].endswith("| 0.500 | +0.100 [+0.100, +0.100] |")
 
 
 def test_init_study_command_on_the_tiny_model(tiny_model, tmp_path):
