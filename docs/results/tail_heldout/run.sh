@@ -13,6 +13,6 @@ for kind in mlp tail; do
     --methods esamp --explore 0.5 --out "chat_$kind" --server-args "--esamp-distiller $kind"
 done
 # SVAMP at the paper's setting (../svamp_paper: the same 80 problems, whose vanilla and mlp
-# rows are the references), ESamp with the tail; stopped after 40 problems so far
+# rows are the references), ESamp with the tail
 sglang-esamp eval --task svamp --split test --limit 80 --n 8 --temperature 0.8 --top-p 0.95 \
   --methods esamp --explore 0.5 --concurrency 8 --out svamp_tail --server-args "--esamp-distiller tail"
