@@ -72,7 +72,8 @@ def esamp_server(embedded_model):
     The defaults (calibrated, residual) run in test_calibrate.py and through the programs."""
     from sglang_esamp.launch.server import ServerProcess
 
-    with ServerProcess(["--enable-esamp", "--esamp-init", "random", "--esamp-tilt", "paper", "--esamp-tail-floor", "0"]) as srv:
+    with ServerProcess(["--enable-esamp", "--esamp-init", "random", "--esamp-tilt", "paper", "--esamp-tail-floor", "0",
+                        "--esamp-tilt-center", "none"]) as srv:
         yield srv
 
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import Field, dataclass, field, fields
 
 from .stop_cap import CAPS as STOP_CAPS
-from .tilt import ENTROPY_RULES
+from .tilt import CENTER_RULES, ENTROPY_RULES
 from .tilt import MODES as TILT_MODES
 
 DISTILLER_KINDS = ("mlp", "lowrank", "adapter", "tail")
@@ -113,6 +113,15 @@ class ESampConfig:
         "distribution keeps plain sampling's entropy); 'local' removes from the tilt its least-squares component along the "
         "row's own plausible logits (weighted by probability), so it moves probability among them without sharpening or "
         "flattening them to first order; 'free': the tilt as it comes.", choices=ENTROPY_RULES)
+    tilt_max_gain: float = knob(
+        0.0, "For the plausible form (--esamp-tail-floor > 0): the most the tilt may multiply any one token's probability "
+        "by, each step (for example 3); a token the tilt would raise further is held at that bound and the others keep "
+        "their relative odds. Must be above 1; 0: no bound.", low=0.0)
+    tilt_center: str = knob(
+        "group", "'group': before tilting, shift each sample's prediction by its group's mean prediction error at this step "
+        "(over the group's running samples, when there are at least two), so the tilt acts on what sets a sample apart "
+        "from its siblings and not on an error they all share (samples that share a state are then untilted); 'none': "
+        "the prediction as it comes.", choices=CENTER_RULES)
     shared_prefix_tilt: str = knob(
         "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "
         "until it diverges (such samples share one state, one prediction and one tilt; stratified codes separate them); "
@@ -141,6 +150,8 @@ class ESampConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             _check(self, f.name, kind_of(f), f.metadata["knob"])
+        if 0 < self.tilt_max_gain <= 1:
+            raise ValueError(f"ESampConfig.tilt_max_gain must be 0 (no bound) or above 1, got {self.tilt_max_gain}")
         if self.tail_units > self.intermediate:
             raise ValueError(f"ESampConfig.tail_units ({self.tail_units}) must be at most intermediate ({self.intermediate})")
         if self.named_groups == "deny" and self.group_by == "prompt":

@@ -37,6 +37,11 @@ residual's full-vocabulary fit (a, b) from ``VocabMoments`` in D^2 per row: one 
 head is not affine in the state; there the forms take the model's own ``lm`` and compute
 ``d``, and the residual's candidate form computes ``d`` over every token for the fit.
 
+**Group centering** (``center_on_group``, ``--esamp-tilt-center group``): before any form,
+each prediction may be shifted by its group's mean error at this step, so that the tilt sees
+only how a row's error differs from its siblings': an error that every sample of a group
+shares (the distiller's bias) pushes them all the same way, which makes them alike.
+
 A row with beta = 0 keeps its logits (within ``keep`` in the candidate form): x + 0. A
 row whose prediction is not finite is treated as beta = 0, so a diverged distiller never
 puts NaN into sampling.
@@ -56,11 +61,28 @@ MODES = ("paper", "residual")
 PLAUSIBLE_K = 64  # tokens of a row the plausible form may tilt: its likeliest
 ENTROPY_ITERS = 24  # bisection steps of ``entropy_scale``: log s to within 8 / 2**24
 ENTROPY_RULES = ("free", "keep", "local")  # what the plausible form does to its set's sharpness
+CENTER_RULES = ("none", "group")  # what the tilt's prediction is shifted by before any form
 
 
 def safe_beta(beta: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
     """(N,) beta, zeroed where the prediction is not finite."""
     return torch.where(torch.isfinite(h_hat).all(-1), beta, torch.zeros_like(beta))
+
+
+def center_on_group(h: torch.Tensor, h_hat: torch.Tensor, row_group: torch.Tensor, groups: int) -> torch.Tensor:
+    """(M, D) predictions ``h_hat`` of the (M, D) states ``h``, each shifted by the mean error
+    h - h_hat of its group's rows (``row_group``, (M,) into ``groups``): row i's new error is
+    its own less that mean. Rows with a non-finite state or prediction are left out of the
+    means (and stay non-finite, so ``safe_beta`` zeroes them); a group with fewer than two
+    finite rows keeps its predictions, so a lone sample is tilted as without centering.
+    A new tensor in h_hat's dtype; no host sync."""
+    ok = torch.isfinite(h).all(-1) & torch.isfinite(h_hat).all(-1)  # (M,)
+    err = torch.where(ok.unsqueeze(-1), h.float() - h_hat.float(), 0.0)  # (M, D)
+    total = err.new_zeros(groups, err.shape[-1]).index_add_(0, row_group, err)  # (g, D)
+    count = err.new_zeros(groups).index_add_(0, row_group, ok.float())  # (g,)
+    mean = (total / count.clamp_min(1.0).unsqueeze(-1))[row_group]  # (M, D)
+    shift = torch.where((count[row_group] >= 2).unsqueeze(-1), mean, 0.0)
+    return (h_hat.float() + shift).to(h_hat.dtype)
 
 
 def affine_fit(lm: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +147,7 @@ def tilt_dense(
 def plausible_tilt(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
     floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
-    entropy: str = "free",
+    entropy: str = "free", max_gain: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tilt within each row's plausible set, without touching (N, V) ``x``: the tokens among
     its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
@@ -136,7 +158,9 @@ def plausible_tilt(
     comes; ``keep``, the tilted set rescaled to its untilted entropy (``entropy_scale``), so
     the row's whole distribution keeps plain sampling's entropy; ``local``, the tilt less its
     component along the set's own logits (``detrend``), so it neither sharpens nor flattens
-    the set to first order. Arguments as ``tilt_dense``; on a linear head it gathers the k
+    the set to first order. ``max_gain`` > 1 bounds what the tilt may do to any one token: its
+    probability at most ``max_gain`` times its untilted one (``cap_gain``; 0: no bound).
+    Arguments as ``tilt_dense``; on a linear head it gathers the k
     head rows (N x k x D), no (N, V) product.
 
     Returns (N, K) each: the token ids, their untilted logits (float32) and their tilted ones
@@ -159,6 +183,8 @@ def plausible_tilt(
     y = torch.where(plausible, tilted / t, inf)  # (N, K) tilted
     if entropy == "keep":
         y = y * entropy_scale(y0, y).unsqueeze(-1)
+    if max_gain > 0:
+        y = cap_gain(y0, y, math.log(max_gain))
     keep = torch.logsumexp(y0, -1) - torch.logsumexp(y, -1)  # (N,)
     return idx, vals, torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals).to(x.dtype)
 
@@ -181,6 +207,35 @@ def detrend(push: torch.Tensor, y0: torch.Tensor, inside: torch.Tensor) -> torch
     var = (w * yc * yc).sum(-1, keepdim=True)  # (N, 1)
     slope = torch.where(var > 1e-12, (w * yc * pc).sum(-1, keepdim=True) / var.clamp_min(1e-12), 0.0)
     return push - slope * y
+
+
+def cap_gain(y0: torch.Tensor, y: torch.Tensor, log_gain: float, iters: int = ENTROPY_ITERS) -> torch.Tensor:
+    """(N, K) ``y`` with each token's gain over (N, K) ``y0`` bounded (both -inf outside the
+    same set): softmax of the result is at most exp(``log_gain``) times softmax(y0), token by
+    token. With u = y - y0 and p = softmax(y0), the result is y0 + min(u, L + log_gain), where
+    L solves L = log sum_j p_j exp(min(u_j, L + log_gain)), the log of the capped row's
+    normaliser: a token's gain is then exp(min(u_i, L + log_gain) - L). The right side grows
+    with L more slowly than L itself, from at least min u at L = min u to at most L at
+    L = log sum_j p_j exp(u_j), so a bisection over that range finds L, a fixed number of
+    steps (no host sync); it returns the lower end, where the normaliser is at least exp(L),
+    so the bound holds. Tokens below the bound keep their relative odds; a row whose tilt
+    raises no token by more than the bound is unchanged (up to the bisection's last step)."""
+    inside = torch.isfinite(y0)  # (N, K)
+    inf = float("-inf")
+    logp = torch.log_softmax(y0, -1)  # -inf outside
+    u = torch.where(inside, y - y0, 0.0)  # (N, K)
+
+    def log_norm(level: torch.Tensor) -> torch.Tensor:  # (N,) the capped row's log normaliser at L = level
+        return torch.logsumexp(torch.where(inside, logp + torch.minimum(u, (level + log_gain).unsqueeze(-1)), inf), -1)
+
+    lo = torch.where(inside, u, float("inf")).amin(-1)  # (N,)
+    hi = torch.logsumexp(torch.where(inside, logp + u, inf), -1)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = log_norm(mid) >= mid  # the solution is at or above mid
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    return torch.where(inside, y0 + torch.minimum(u, (lo + log_gain).unsqueeze(-1)), y)
 
 
 def _entropy(y: torch.Tensor) -> torch.Tensor:

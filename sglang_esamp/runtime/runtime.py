@@ -33,6 +33,7 @@ import torch
 
 from ..core import AsyncTrainer, BatchLayout, DistillerBank, ESampConfig, GroupStats, Head, StopCap
 from ..core.distiller import norm_gain, random_init
+from ..core.tilt import center_on_group
 from ..core.trainer import TRACE_EVERY
 from ..core.warm_base import MIN_ROWS, WarmBase
 from .base import BaseStore, SavedBase
@@ -86,7 +87,7 @@ class ESampRuntime:
         # the ttl is not applied (a clock that stands still); idle groups leave when another needs the slot
         self.requests = RequestTracker(cfg, device, self._open_slot, clock=_still if tp_size > 1 else time.monotonic)
         self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), cfg.tail_floor,
-                             cfg.tilt_entropy)
+                             cfg.tilt_entropy, cfg.tilt_max_gain)
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way
@@ -412,7 +413,10 @@ class ESampRuntime:
         self.requests.record_novelty(step.states, plan.layout, h, step.h_hat)
         for form in TILTED:
             self.tilted_rows[form.value] += len(plan.rows(form))
-        step.tilt_pending = self.tilter.capture(plan, h, step.h_hat, logits, info, forward_batch)
+        h_hat = step.h_hat
+        if self.cfg.tilt_center == "group":
+            h_hat = center_on_group(h[layout.rows], h_hat, layout.row_group, layout.num_groups)
+        step.tilt_pending = self.tilter.capture(plan, h, h_hat, logits, info, forward_batch)
         return sampling_params_for(plan, info, logits.shape[-1])
 
     def stratify(self, ids: torch.Tensor, probs: torch.Tensor, info, filtered: bool) -> None:

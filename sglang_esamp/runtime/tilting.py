@@ -42,9 +42,11 @@ class Pending:
 
 
 class Tilter:
-    def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0, entropy: str = "free"):
+    def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0, entropy: str = "free",
+                 max_gain: float = 0.0):
         self.mode, self.head, self.stop_cap = mode, head, stop_cap
-        self.tail_floor, self.entropy = tail_floor, entropy  # the PLAUSIBLE form's floor and entropy rule
+        # the PLAUSIBLE form's floor, entropy rule and bound on any token's gain
+        self.tail_floor, self.entropy, self.max_gain = tail_floor, entropy, max_gain
         # the residual fit over the whole vocabulary for candidate rows, in D dimensions
         self.moments = VocabMoments.of(head) if mode == "residual" and head.linear else None
 
@@ -99,7 +101,7 @@ class Tilter:
             temps = info.temperatures[r].view(-1)
             ids, before, after = plausible_tilt(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, temps,
                                                 self.tail_floor, self.moments, pending.model_logits[Form.PLAUSIBLE],
-                                                entropy=self.entropy)
+                                                entropy=self.entropy, max_gain=self.max_gain)
             stops = self.stop_cap.plausible(x, ids, before, after, temps)  # (n, S) or None
             writes.append((None if whole else r, ids, after))
             if stops is not None:  # after the K values: a stop id among them takes its capped value

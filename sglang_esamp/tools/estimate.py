@@ -159,7 +159,7 @@ def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMom
     cap = cap or StopCap([0], cfg.stop_cap, h.device)
     if cfg.tail_floor > 0:
         ids, before, after = plausible_tilt(logits, h, h_hat, head, beta, cfg.tilt, temps, cfg.tail_floor, moments,
-                                            entropy=cfg.tilt_entropy)
+                                            entropy=cfg.tilt_entropy, max_gain=cfg.tilt_max_gain)
         stops = cap.plausible(logits, ids, before, after, temps)
         logits.scatter_(1, ids, after)
         logits[:, cap.stop_ids] = stops

@@ -62,6 +62,10 @@ def test_the_optimizer_default_comes_from_the_training_study():
         ("named_groups", "maybe"),
         ("scope_header", "X Tenant"),
         ("scope_header", 5),
+        ("tilt_max_gain", 1.0),
+        ("tilt_max_gain", 0.5),
+        ("tilt_max_gain", -2.0),
+        ("tilt_center", "batch"),
     ],
 )
 def test_invalid_values_name_the_field(field, value):

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from sglang_esamp.core import Head, VocabMoments, tilt_candidates, tilt_dense, tilt_plausible
-from sglang_esamp.core.tilt import affine_fit
+from sglang_esamp.core.tilt import affine_fit, cap_gain, center_on_group
+
+from ..probe.gain_oracle import capped64
 
 N, V, D = 6, 50, 16
 HEADS = {
@@ -262,3 +264,62 @@ def test_plausible_local_rule_removes_the_sharpening(case, kind, mode):
     tilted_rows = (beta > 0) & (plausible.sum(-1) > 2)
     moved = (got - plain).abs().amax(-1)
     assert (moved[tilted_rows] > 1e-4).all()  # what is left of the tilt still moves the set
+
+
+@pytest.mark.parametrize("gain", [1.5, 3.0])
+def test_cap_gain_bounds_every_token_and_keeps_the_others_odds(gain):
+    """``cap_gain`` against the closed form above, on rows with a few to every token inside."""
+    g = torch.Generator().manual_seed(3)
+    y0 = torch.randn(8, 12, generator=g, dtype=torch.float64) * 2
+    for i, inside in enumerate([1, 2, 5, 12, 12, 7, 3, 12]):
+        y0[i, inside:] = float("-inf")
+    y = y0 + torch.randn(8, 12, generator=g, dtype=torch.float64) * 3
+    y[3] = y0[3] + 0.01 * torch.randn(12, generator=g, dtype=torch.float64)  # a row no token of which gains that much
+    out = cap_gain(y0.float(), y.float(), torch.tensor(gain).log().item())
+    p0 = torch.softmax(y0, -1)
+    got = torch.softmax(out.double(), -1)
+    capped = 0
+    for i in range(8):
+        inside = torch.isfinite(y0[i])
+        want = capped64(p0[i][inside], (y - y0)[i][inside], gain)
+        torch.testing.assert_close(got[i][inside], want, rtol=1e-4, atol=1e-7)
+        assert (got[i][inside] <= gain * p0[i][inside] * (1 + 1e-5)).all()
+        capped += bool((torch.softmax(y[i][inside], -1) > gain * p0[i][inside]).any())
+    assert capped >= 3  # the case has rows the bound acts on
+    torch.testing.assert_close(got[3], torch.softmax(y[3], -1), rtol=1e-5, atol=1e-7)  # and one it leaves alone
+
+
+def test_plausible_with_max_gain_bounds_the_plain_probabilities(case):
+    """The plausible form with ``max_gain``: inside the plausible set no token's probability
+    exceeds ``max_gain`` times plain sampling's, the set's total and the rest are plain
+    sampling's, and on the rows the bound does not touch it is the definition."""
+    h, h_hat, beta, head, x, calls = setup(case, "plain")
+    temps, floor, k, plausible, t, plain = rule_case(x, h, h_hat, head, beta * 6, "residual")
+    want, _ = plausible_reference(x, h, h_hat, head, beta * 6, "residual", temps, floor, k)
+    for moments, given in calls:
+        out = tilt_plausible(x.clone(), h, h_hat, head, beta * 6, "residual", temps, floor, moments, given, k=k, max_gain=2.0)
+        got = torch.softmax(out.double() / t, -1)
+        assert (got <= 2.0 * plain * (1 + 1e-4) + 1e-9).all()
+        torch.testing.assert_close((got * plausible).sum(-1), (plain * plausible).sum(-1), rtol=1e-5, atol=1e-6)
+        assert torch.equal(out[~plausible], x[~plausible])
+        free = (want <= 2.0 * plain * (1 + 1e-6)).all(-1)  # rows the bound does not act on
+        assert free.any() and (~free).any()
+        torch.testing.assert_close(got[free], want[free], rtol=1e-4, atol=1e-6)
+
+
+def test_center_on_group_removes_the_error_a_group_shares():
+    """``center_on_group`` in float64: each group's new errors h - h_hat are its old ones less
+    their mean over the group's finite rows; a group with one finite row, and a row that is not
+    finite, keep their predictions."""
+    g = torch.Generator().manual_seed(4)
+    h, h_hat = torch.randn(7, D, generator=g), torch.randn(7, D, generator=g)
+    row_group = torch.tensor([0, 1, 0, 2, 0, 1, 1])
+    h_hat[5, 2] = float("nan")  # group 1 keeps two finite rows
+    h_hat[3] += 5.0  # group 2 has one row
+    out = center_on_group(h, h_hat, row_group, 3)
+    err = h.double() - h_hat.double()
+    for rows in ([0, 2, 4], [1, 6]):  # groups 0 and 1
+        mean = err[rows].mean(0)
+        torch.testing.assert_close((h.double() - out.double())[rows], err[rows] - mean, rtol=0, atol=1e-5)
+    assert torch.equal(out[3], h_hat[3])
+    assert torch.isnan(out[5, 2])

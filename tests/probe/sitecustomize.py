@@ -7,7 +7,7 @@ tilt. For each tilted row it computes, from the model's own head weights in floa
 independently of the package's code, what SGLang should sample from: the processed logits
 ``x`` plus beta times the direction t (paper or residual, the residual's fit by least squares
 over the whole vocabulary), within the tokens the row's filters keep from ``x``, with the
-stop cap. It appends one JSON line per row to the file: how far the logits SGLang then
+bound on any token's gain and the stop cap. It appends one JSON line per row to the file: how far the logits SGLang then
 samples from are from that reference, in log-probability, and the stop probabilities.
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 
 import torch
+from gain_oracle import capped64
 
 PROBE = os.environ.get("ESAMP_PROBE")
 MODEL = {}  # the served model, kept when the runtime is built
@@ -96,12 +97,21 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
         lm, d = head64(model, pending.h[r:r + 1], vocab)[0], head64(model, pending.h_hat[i:i + 1], vocab)[0]
         server_l = pending.probe_logits[r].double()  # the model's own, kept by the probe before SGLang's processing
         ref = x + beta * direction(lm, d, mode)
+        gain_bound = False  # the bound on a token's gain changed this row
         if form is Form.PLAUSIBLE:  # the tilt within the 64 likeliest at p >= floor * p_max, their total kept
             p = torch.softmax(x / temp, -1)
             top = torch.zeros_like(p, dtype=torch.bool).scatter_(0, x.topk(min(64, vocab)).indices, True)
             plausible = top & (p >= MODEL["cfg"].tail_floor * p.max())
             shift = temp * (torch.logsumexp(x[plausible] / temp, 0) - torch.logsumexp(ref[plausible] / temp, 0))
             ref = torch.where(plausible, ref + shift, x)
+            gain = MODEL["cfg"].tilt_max_gain
+            if gain > 0:  # no token above gain times its plain probability (tests/probe/gain_oracle.py)
+                inside = x[plausible] / temp
+                p_in = torch.softmax(inside, 0)
+                gain_bound = bool((torch.softmax(ref[plausible] / temp, 0) > gain * p_in * (1 + 1e-6)).any())
+                q = capped64(p_in, ref[plausible] / temp - inside, gain)
+                ref = ref.clone()
+                ref[plausible] = temp * (torch.log(q) + torch.logsumexp(inside, 0))
         if form is Form.CANDIDATES:
             if plan.floors[i] > 0:
                 keep = keep_mask(x, temp, vocab, 1.0, plan.floors[i])
@@ -128,7 +138,7 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
             "masked": int((~torch.isfinite(x)).sum()),  # grammar
             "tilt_size": float((lp_ref - torch.log_softmax(x_kept / temp, -1))[likely].abs().max()),
             "stop_before": stop_prob(x_kept, stop, temp), "stop_after": stop_prob(got, stop, temp),
-            "cap_bound": stop_prob(uncapped, stop, temp) > stop_prob(ref, stop, temp) + 1e-9,
+            "cap_bound": stop_prob(uncapped, stop, temp) > stop_prob(ref, stop, temp) + 1e-9, "gain_bound": gain_bound,
         })
     return records
 

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.server
 PROBE_DIR = Path(__file__).resolve().parents[1] / "probe"
 # kind -> (tilt mode, stop cap): each architecture runs one combination, so all four meet a server
 CASES = {"llama_untied": ("paper", "logit"), "gemma3": ("residual", "probability"), "qwen3": ("residual", "logit")}
+EXTRA = {"qwen3": ["--esamp-tilt-max-gain", "1.5"]}  # the bound on any token's gain, in one server
 DENSE_KIND = "llama_untied"  # the method as published: the dense form; the others take the plausible form (the default)
 EOS = "2"  # every tiny model's end-of-sequence id
 BASE = {"max_new_tokens": 12, "ignore_eos": True, "explore": 0.75}
@@ -47,7 +48,7 @@ def probed(request, embedded_model, tmp_path_factory):
     probe = tmp_path_factory.mktemp("probe") / "rows.jsonl"
     env = {"ESAMP_PROBE": str(probe), "PYTHONPATH": os.pathsep.join([str(PROBE_DIR), os.environ.get("PYTHONPATH", "")])}
     args = ["--model-path", str(model), "--dtype", "float32", "--enable-esamp", "--esamp-init", "random", "--esamp-tilt", tilt,
-            "--esamp-stop-cap", cap, "--esamp-tail-floor", "0" if kind == DENSE_KIND else "0.05"]
+            "--esamp-stop-cap", cap, "--esamp-tail-floor", "0" if kind == DENSE_KIND else "0.05", *EXTRA.get(kind, [])]
     with ServerProcess(args, env=env) as srv:
         with ThreadPoolExecutor(len(REQUESTS)) as pool:
             outs = dict(zip(REQUESTS, pool.map(lambda p: generate_ok(srv, "Once upon a time", **BASE, **p), REQUESTS.values())))
@@ -69,6 +70,8 @@ def test_every_row_samples_the_definition(probed):
     assert sorted(r["tilt_size"] for r in rows)[len(rows) // 2] > 0.05
     assert any(r["processed"] > 1.0 for r in rows) and any(r["masked"] > 0 for r in rows)
     assert any(r["greedy"] for r in rows) and any(r["form"] == "candidates" and r["kept"] < 50 for r in rows)
+    if kind in EXTRA:  # the bound on a token's gain acted on some rows, and the reference has it
+        assert any(r["gain_bound"] for r in rows)
 
 
 def test_the_stop_cap_holds_on_every_row(probed):

@@ -186,6 +186,28 @@ def test_each_tilt_mode_matches_its_float64_definition():
         torch.testing.assert_close(seen["logits"].double(), ref, rtol=0, atol=1e-4)
 
 
+def test_group_centering_tilts_by_what_sets_a_sample_apart():
+    """With ``--esamp-tilt-center group`` (the default) the two rows of group x are tilted with
+    predictions shifted by their mean error, in float64: each row's error less the pair's mean;
+    the lone row of group y keeps its own prediction. ``none`` tilts by the raw prediction."""
+    torch.manual_seed(2)
+    h, h1 = torch.randn(3, D), torch.randn(3, D)
+    raw = 0.7 * h1.double() + 0.2  # the stand-in distiller's predictions
+    err = h.double() - raw
+    centered = raw.clone()
+    centered[:2] += err[:2].mean(0)
+    for center, want_hat in (("group", centered), ("none", raw)):
+        rt = make_runtime(tilt="paper", tail_floor=0.0, tilt_center=center)
+        rt.trainer.predict = lambda layout, src: 0.7 * src[layout.rows] + 0.2
+        reqs = [make_req("a", 1.0, "g:x"), make_req("b", 1.0, "g:x"), make_req("c", 1.0, "g:y")]
+        for r in reqs:
+            rt.attach(r)
+        logits, seen = run_step(rt, reqs, hidden=torch.cat([h1, h], -1))
+        ref = reference_tilt(logits, h, want_hat, head(rt), torch.ones(3, 1, dtype=torch.float64), "paper")
+        torch.testing.assert_close(seen["logits"].double(), ref, rtol=0, atol=1e-4)
+    assert not torch.allclose(centered[:2], raw[:2])
+
+
 def stop_share(logits, stop, keep=None):
     """(rows,) the stop ids' total probability at T = 1 (within ``keep``)."""
     if keep is not None:
@@ -206,7 +228,8 @@ def test_every_tilted_row_keeps_its_stop_probability():
     for tilt, floor in (("paper", 0.0), ("residual", 0.0), ("residual", 0.05)):
         shares = {}
         for cap, ids in (("logit", stop), ("probability", stop), ("probability", [])):
-            rt = make_runtime(stop_ids=ids, tilt=tilt, stop_cap=cap, tail_floor=floor)
+            # uncentered: the stand-in's error is the same in every row of the group, which centering removes
+            rt = make_runtime(stop_ids=ids, tilt=tilt, stop_cap=cap, tail_floor=floor, tilt_center="none")
             # a distiller that underrates the stops: the tilt raises them
             rt.trainer.predict = lambda layout, h1: h1[layout.rows] - 0.5 * (w[3] + w[5])
             reqs = [make_req(str(i), 2.0, "g:x", top_k=8 if i % 2 else V) for i in range(16)]
