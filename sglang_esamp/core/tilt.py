@@ -76,13 +76,13 @@ def center_on_group(h: torch.Tensor, h_hat: torch.Tensor, row_group: torch.Tenso
     means (and stay non-finite, so ``safe_beta`` zeroes them); a group with fewer than two
     finite rows keeps its predictions, so a lone sample is tilted as without centering.
     A new tensor in h_hat's dtype; no host sync."""
-    ok = torch.isfinite(h).all(-1) & torch.isfinite(h_hat).all(-1)  # (M,)
-    err = torch.where(ok.unsqueeze(-1), h.float() - h_hat.float(), 0.0)  # (M, D)
+    err = h.float() - h_hat.float()  # (M, D)
+    ok = torch.isfinite(err.sum(-1))  # (M,): a row with any non-finite entry sums to one
+    err.masked_fill_(~ok.unsqueeze(-1), 0.0)
     total = err.new_zeros(groups, err.shape[-1]).index_add_(0, row_group, err)  # (g, D)
     count = err.new_zeros(groups).index_add_(0, row_group, ok.float())  # (g,)
-    mean = (total / count.clamp_min(1.0).unsqueeze(-1))[row_group]  # (M, D)
-    shift = torch.where((count[row_group] >= 2).unsqueeze(-1), mean, 0.0)
-    return (h_hat.float() + shift).to(h_hat.dtype)
+    shift = total * ((count >= 2) / count.clamp_min(1.0)).unsqueeze(-1)  # (g, D): the mean error, 0 for a lone row
+    return (h_hat.float() + shift[row_group]).to(h_hat.dtype)
 
 
 def affine_fit(lm: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,7 +44,7 @@ from ..core.distiller import build_architecture
 from ..core.head import Head, VocabMoments
 from ..core.layout import BatchLayout
 from ..core.stop_cap import StopCap
-from ..core.tilt import plausible_tilt, tilt_dense
+from ..core.tilt import center_on_group, plausible_tilt, tilt_dense
 
 META = torch.device("meta")
 H100_BYTES_PER_S = 3.35e12
@@ -143,18 +143,22 @@ def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -
     train = count(lambda: bank.train_step(held, src, tgt))
     parts = {
         "predict": count(lambda: pred.setdefault("h_hat", bank.predict(layout, h1))),
-        "tilt": count(lambda: tilt(logits, h, pred["h_hat"], head, beta, cfg, moments)),
+        "tilt": count(lambda: tilt(logits, h, pred["h_hat"], head, beta, cfg, moments, layout)),
         "train": {key: value / k for key, value in train.items()},
     }
     total = {k: sum(p[k] for p in parts.values()) for k in ("bytes", "flops", "seconds", "launches")}
     return total | {"parts": parts, "bytes_per_group": bank.bytes_per_group}
 
 
-def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMoments, cap: StopCap | None = None):
+def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMoments, layout: BatchLayout,
+         cap: StopCap | None = None):
     """The tilt a row without top-k/top-p/min-p gets from the server's defaults, with its stop
     cap (``cap``, or one stop id), as the sampler's hook runs it (runtime/tilting.py): the
+    predictions centered on their groups (``layout``) with ``tilt_center`` group, then the
     plausible form at ``tail_floor``, written at its changed tokens, or the dense form at 0,
     at temperature 1. In place on ``logits``."""
+    if cfg.tilt_center == "group":
+        h_hat = center_on_group(h[layout.rows], h_hat, layout.row_group, layout.num_groups)
     temps = torch.ones(h.shape[0], device=h.device)
     cap = cap or StopCap([0], cfg.stop_cap, h.device)
     if cfg.tail_floor > 0:

@@ -137,7 +137,7 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         logits = model.lm_head(h).float()  # (rows, V)
         if form == "esamp":
             h_hat = trainer.predict(layout, h1)  # (rows, D)
-            default_tilt(logits, h, h_hat, head, beta, cfg, moments, cap)  # as the runtime, at the server's defaults
+            default_tilt(logits, h, h_hat, head, beta, cfg, moments, layout, cap)  # as the runtime, at the server's defaults
         token = torch.multinomial(torch.softmax(logits, -1), 1)  # (rows, 1)
         if form == "esamp":
             trainer.submit(layout, h1, h)
@@ -171,7 +171,8 @@ def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, de
         "tilt_dense_residual": timed(lambda: tilt_dense(logits, h, h_hat, head, beta, "residual", moments), device, steps),
         "tilt_candidates_top50": timed(lambda: tilt_candidates(logits, h, h_hat, head, beta, keep, "residual", moments), device, steps),
         "stop_cap": timed(lambda: cap(tilted.clone(), logits, temps), device, steps),
-        "tilt_default_with_cap": timed(lambda: default_tilt(logits.clone(), h, h_hat, head, beta, cfg, moments, cap), device, steps),
+        "tilt_default_with_cap": timed(lambda: default_tilt(logits.clone(), h, h_hat, head, beta, cfg, moments, layout, cap),
+                                       device, steps),
         "train_step": timed(lambda: bank.train_step(layout, h1, h), device, steps),
     }
     trainer.close()
