@@ -11,3 +11,6 @@ sglang-esamp eval $CREATIVE --methods vanilla,esamp --explore 0.5,1 --server-arg
 G3="--esamp-tilt-center group --esamp-tilt-max-gain 3"
 sglang-esamp eval $CREATIVE --methods vanilla,esamp --explore 1,2 --server-args "$G3" --out creative_center_g3
 sglang-esamp eval $CHAT --methods vanilla,esamp --explore 1,2 --server-args "$G3" --out chat_center_g3
+G5="--esamp-tilt-center group --esamp-tilt-max-gain 5"
+sglang-esamp eval $CREATIVE --methods vanilla,esamp --explore 1 --server-args "$G5" --out creative_center_g5
+sglang-esamp eval $CHAT --methods vanilla,esamp --explore 1 --server-args "$G5" --out chat_center_g5
