@@ -73,8 +73,9 @@ def center_on_group(h: torch.Tensor, h_hat: torch.Tensor, row_group: torch.Tenso
     """(M, D) predictions ``h_hat`` of the (M, D) states ``h``, each shifted by the mean error
     h - h_hat of its group's rows (``row_group``, (M,) into ``groups``): row i's new error is
     its own less that mean. Rows with a non-finite state or prediction are left out of the
-    means (and stay non-finite, so ``safe_beta`` zeroes them); a group with fewer than two
-    finite rows keeps its predictions, so a lone sample is tilted as without centering.
+    means (a non-finite prediction stays so, and ``safe_beta`` zeroes its row); a group with
+    fewer than two finite rows keeps its predictions, so a lone sample is tilted as without
+    centering.
     A new tensor in h_hat's dtype; no host sync."""
     err = h.float() - h_hat.float()  # (M, D)
     ok = torch.isfinite(err.sum(-1))  # (M,): a row with any non-finite entry sums to one
