@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("tune", "test", "all"))
     parser.add_argument("--limit", type=int, default=4, help="number of story openings")
     parser.add_argument("--show", type=int, default=3, help="continuations printed per opening")
-    add_program_args(parser, n=8, max_new_tokens=96, explore=0.5)
+    add_program_args(parser, n=8, max_new_tokens=96, explore=1.0)
     args = parser.parse_args()
     program_cases(args)  # flag errors before any server starts
     openings = load_task("creative", args.split, args.limit)

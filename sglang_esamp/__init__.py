@@ -12,7 +12,7 @@ Usage::
 
     import sglang as sgl
     import sglang_esamp
-    sgl.gen("answer", max_tokens=64, explore=0.5)
+    sgl.gen("answer", max_tokens=64, explore=1.0)
     cfg = sglang_esamp.ESampConfig(max_groups=16)
 
 Layers, each importing only those before it: ``core`` (the method, pure torch) <- ``runtime``

@@ -114,9 +114,10 @@ class ESampConfig:
         "row's own plausible logits (weighted by probability), so it moves probability among them without sharpening or "
         "flattening them to first order; 'free': the tilt as it comes.", choices=ENTROPY_RULES)
     tilt_max_gain: float = knob(
-        0.0, "For the plausible form (--esamp-tail-floor > 0): the most the tilt may multiply any one token's probability "
-        "by, each step (for example 3); a token the tilt would raise further is held at that bound and the others keep "
-        "their relative odds. Must be above 1; 0: no bound.", low=0.0)
+        5.0, "For the plausible form (--esamp-tail-floor > 0): the most the tilt may multiply any one token's probability "
+        "by, each step; a token the tilt would raise further is held at that bound and the others keep their relative "
+        "odds, so no word piece the model finds unlikely is handed most of a step's probability. Must be above 1; 0: no "
+        "bound (as published).", low=0.0)
     tilt_center: str = knob(
         "group", "'group': before tilting, shift each sample's prediction by its group's mean prediction error at this step "
         "(over the group's running samples, when there are at least two), so the tilt acts on what sets a sample apart "

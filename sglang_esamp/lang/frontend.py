@@ -11,7 +11,7 @@ Group convention for a gen with ``explore`` set:
   fork, a group of its own (its n samples when ``n > 1``);
 - ``explore_group=False``: a private group, even inside a fork.
 
-Run-level default: ``prog.run(..., explore=0.5)`` (or ``prog.run_batch``) applies to every
+Run-level default: ``prog.run(..., explore=1.0)`` (or ``prog.run_batch``) applies to every
 gen that does not set ``explore`` itself, as ``temperature`` does.
 
 Hooked through SGLang's ``HookRegistry``, like the runtime (checked against the pinned
@@ -38,7 +38,7 @@ Usage::
     def attempts(s, question):
         s += question
         forks = s.fork(8)
-        forks += sgl.gen("answer", max_tokens=64, explore=0.5)
+        forks += sgl.gen("answer", max_tokens=64, explore=1.0)
 """
 
 from __future__ import annotations

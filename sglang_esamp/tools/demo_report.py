@@ -90,7 +90,8 @@ def verdict(results: dict) -> list[str]:
     plain_chat, tilted_chat = (_chat_means(p) for p in results["chat"])
     lines.append(f"Chat: with {results['chat'][1]['label']} the answers held {tilted_chat['distinct']:.1f} distinct answers of "
                  f"{results['n']} per request against {plain_chat['distinct']:.1f} plain (first words {plain_chat['first_words']:.0%} -> "
-                 f"{tilted_chat['first_words']:.0%} distinct), with {tilted_chat['degenerate']} degenerate answers against "
+                 f"{tilted_chat['first_words']:.0%} distinct), with {tilted_chat['degenerate']} degenerate "
+                 f"answer{'' if tilted_chat['degenerate'] == 1 else 's'} against "
                  f"{plain_chat['degenerate']}.")
     solved = [sum(q["correct"] > 0 for q in p["problems"]) for p in results["math"]]
     count = len(results["math"][0]["problems"])

@@ -40,7 +40,7 @@ def table_rows(out: str) -> dict[str, list[str]]:
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[0] in ("vanilla", "explore=0.5"):
+        if line.startswith("| ") and (cells[0] == "vanilla" or cells[0].startswith("explore=")):
             rows[cells[0]] = cells[1:]
     return rows
 
@@ -57,10 +57,10 @@ def table_rows(out: str) -> dict[str, list[str]]:
 )
 @pytest.mark.server
 def test_program_runs_both_passes(tiny_esamp_server, program, extra):
-    explore = [] if program == "creative_writing.py" else ["--explore", "0.5"]  # creative writing's default is 0.5
+    explore = [] if program == "creative_writing.py" else ["--explore", "0.5"]  # creative writing's default is 1
     out = run(program, ["--url", tiny_esamp_server.url, *explore, *FAST, *extra])
     rows = table_rows(out)
-    assert set(rows) == {"vanilla", "explore=0.5"}, out[-2000:]
+    assert set(rows) == {"vanilla", "explore=1" if program == "creative_writing.py" else "explore=0.5"}, out[-2000:]
     for cells in rows.values():
         assert re.fullmatch(r"\d+ s", cells[-1])  # time column
         assert all(re.fullmatch(r"-?[\d.]+%?", c) for c in cells[:-1]), cells  # no nan: each is defined at n = 2
@@ -93,10 +93,10 @@ def test_demo_prints_both_tables_and_writes_the_report(tiny_esamp_server, tmp_pa
     out = cli("demo", "--url", tiny_esamp_server.url, "--stories", "2", "--story-tokens", "6", "--chats", "2",
               "--chat-tokens", "6", "--problems", "2", "--n", "2", "--max-new-tokens", "6", "--temperature", "1",
               "--out", str(tmp_path)).stdout
-    rows = _demo_rows(out, ("plain T=1", "explore=0.5"))
+    rows = _demo_rows(out, ("plain T=1", "explore=1"))
     stories, chats = rows[:2], rows[2:4]
     maths = _demo_rows(out, ("plain T=1", "explore=0.25"))
-    assert [r[0] for r in stories] == ["plain T=1", "explore=0.5"], out[-3000:]
+    assert [r[0] for r in stories] == ["plain T=1", "explore=1"], out[-3000:]
     for cells in stories:  # similarity, distinct ideas (of 2), perplexity, empty, degenerate, time
         empty = int(cells[4])
         assert 0 <= empty <= 4 and 0 <= int(cells[5]) <= 4 and re.fullmatch(r"\d+ s", cells[6])
@@ -104,15 +104,15 @@ def test_demo_prints_both_tables_and_writes_the_report(tiny_esamp_server, tmp_pa
             assert -1.0 <= float(cells[1]) <= 1.0
         if empty < 4:  # some continuation is not empty
             assert 1.0 - 1e-6 <= float(cells[2]) <= 2.0 + 1e-6 and float(cells[3]) > 1.0
-    assert [r[0] for r in chats] == ["plain T=1", "explore=0.5"]
+    assert [r[0] for r in chats] == ["plain T=1", "explore=1"]
     for cells in chats:  # distinct answers (of 2), distinct first words, degenerate, time
         assert 0.0 <= float(cells[1]) <= 2.0 and cells[2].endswith("%") and 0 <= int(cells[3]) <= 4
     assert [r[0] for r in maths[-2:]] == ["plain T=1", "explore=0.25"]
     for cells in maths[-2:]:
         assert re.fullmatch(r"[0-2]/2", cells[1]) and cells[2].endswith("%") and re.fullmatch(r"\d+ s", cells[5])
         assert 0.0 <= float(cells[3]) <= 2.0 and -1.0 <= float(cells[4]) <= 1.0
-    assert "Stories: with explore=0.5 the continuations were" in out and "Word problems: explore=0.25 solved" in out
-    assert "Chat: with explore=0.5 the answers held" in out
+    assert "Stories: with explore=1 the continuations were" in out and "Word problems: explore=0.25 solved" in out
+    assert "Chat: with explore=1 the answers held" in out
     report = (tmp_path / "report.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "diversity.png").stat().st_size > 10_000

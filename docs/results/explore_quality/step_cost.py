@@ -1,8 +1,9 @@
 """Per-step cost of the sampling path's pieces at the embedded model's shape (64 rows, hidden
 576, vocabulary 49,152, bf16 head), in one process: the dense tilt, the plausible form, and
-the stratified draw, beside SGLang's own softmax of the batch; and the plausible form with
+the stratified draw, beside SGLang's own softmax of the batch; the plausible form with
 its stop cap as the sampler's hook runs it, written as whole rows (the earlier way) and at
-the changed tokens only. Median of 20 runs each.
+the changed tokens only; and the two later pieces, group centering (8 groups of 8 rows) and
+the plausible form with the bound on any token's gain. Median of 20 runs each.
 
     OMP_NUM_THREADS=2 python docs/results/explore_quality/step_cost.py
 """
@@ -13,6 +14,7 @@ import time
 import torch
 
 from sglang_esamp.core import Head, StopCap, Strata, VocabMoments, plausible_tilt, tilt_dense, tilt_plausible
+from sglang_esamp.core.tilt import center_on_group
 
 N, D, V = 64, 576, 49152
 
@@ -40,6 +42,7 @@ def main() -> None:
     strata.start(rows, torch.arange(N, dtype=torch.float64) / N, 0.3)
     cap = StopCap([0, 2], "probability", "cpu")
     logits = x.clone()  # the batch's logits, written in place as the sampler's hook does
+    row_group = torch.arange(N) // 8  # (N,) 8 groups of 8 rows
 
     def plausible_with_cap_whole_rows():  # a copy of every row, the cap's scratch over the untilted and the tilted rows
         ref = cap.reference(logits, temps)
@@ -60,6 +63,9 @@ def main() -> None:
         "stratified draw": lambda: strata.pick(probs, rows),
         "plausible tilt and stop cap, written as whole rows (before)": plausible_with_cap_whole_rows,
         "plausible tilt and stop cap, written at the changed tokens (now)": plausible_with_cap_changed_tokens,
+        "group centering": lambda: center_on_group(h, h_hat, row_group, N // 8),
+        "plausible tilt, gain bound 5": lambda: plausible_tilt(x, h, h_hat, head, beta, "residual", temps, 0.05, moments, max_gain=5.0),
+        "plausible tilt, no gain bound": lambda: plausible_tilt(x, h, h_hat, head, beta, "residual", temps, 0.05, moments),
     }
     print(f"| piece ({N} rows, V {V}, torch threads {torch.get_num_threads()}) | ms |")
     print("| --- | --- |")
