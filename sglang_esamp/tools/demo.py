@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="use this running server (started with --enable-esamp) instead of starting one")
     parser.add_argument("--n", type=int, default=8, help="samples per story opening and attempts per problem")
     parser.add_argument("--stories", type=int, default=8, help="number of held-out story openings")
-    parser.add_argument("--story-explore", type=float, default=1.0, help="ESamp's beta on stories and chat (the value chosen for open-ended generation)")
+    parser.add_argument("--story-explore", type=float, default=1.0,
+                        help="ESamp's beta on stories and chat (the value chosen for open-ended generation)")
     parser.add_argument("--story-tokens", type=int, default=64, help="tokens per continuation")
     parser.add_argument("--chats", type=int, default=6, help="number of held-out short-answer chat requests")
     parser.add_argument("--chat-tokens", type=int, default=48, help="tokens per chat answer")
