@@ -6,5 +6,7 @@
 # Resumable: rerun to continue. Many CPU hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
+# the committed samples are gzipped; the harness resumes from the plain file
+[ -f samples.jsonl.gz ] && [ ! -f samples.jsonl ] && gunzip samples.jsonl.gz
 sglang-esamp eval --task svamp --split test --limit 100 --n 16 --temperature 0.8 --top-p 0.95 \
   --methods vanilla,stratified,esamp --explore 0.5 --concurrency 8 --out .
