@@ -95,9 +95,10 @@ class ESampConfig:
         "their affine fit on the model's own (no implicit temperature change).",
         choices=TILT_MODES)
     stop_cap: str = knob(
-        "probability",
-        "What the tilt may not raise for the model's end-of-sequence ids, at the request's temperature: 'probability' (their "
-        "total probability) or 'logit' (also each one's odds against the other tokens).",
+        "hold",
+        "What the tilt may not change for the model's end-of-sequence ids, at the request's temperature: 'probability' "
+        "(may not raise their total probability), 'logit' (nor each one's odds against the other tokens) or 'hold' (their "
+        "total probability stays exactly the untilted one, up or down: when to stop stays the model's decision).",
         choices=STOP_CAPS)
     tail_floor: float = knob(
         0.05,
@@ -127,6 +128,10 @@ class ESampConfig:
         "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "
         "until it diverges (such samples share one state, one prediction and one tilt; stratified codes separate them); "
         "'on': every sample is tilted.", choices=("on", "off"))
+    tilt_max_run: int = knob(
+        12, "For requests without top-k/top-p/min-p: a sample whose text ends in this many characters or more without "
+        "whitespace (a long word, or the start of token soup) is not tilted until whitespace ends the run, so its next "
+        "token comes from plain sampling's distribution. 0: tilted everywhere (as published).", low=0)
     plausibility: float = knob(
         0.0,
         "Guard for requests without top-k/top-p/min-p: tilt and sample only tokens whose probability is at least this "

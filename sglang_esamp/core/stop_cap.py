@@ -11,8 +11,12 @@ vector changes nothing, and the cap never acts as a hidden end-of-sequence penal
 - ``logit``: each stop id's odds against the non-stop tokens are no higher than untilted,
   x'_s/T - lse_{v not stop}(x'_v/T) <= x_s/T - lse_{v not stop}(x_v/T). Stricter: it also
   bounds the total, and no single stop id gains against the rest of the vocabulary.
+- ``hold``: the stop ids' total probability is exactly the untilted one, neither higher nor
+  lower: when to stop stays the model's decision, and the tilt only chooses among the other
+  tokens. Their logits move by one common amount, up or down.
 
-A row within its budget is returned as it is; only stop logits ever move, and only down.
+Under the two bounds a row within its budget is returned as it is, and stop logits only
+ever move down; only stop logits ever move.
 
 The untilted row's side (``reference``) is read before the tilt, so the tilt may then write
 into the very logits it read, and the tilted side after it (``apply``). Each side makes one
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-CAPS = ("logit", "probability")
+CAPS = ("logit", "probability", "hold")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,15 @@ def _bound_mass(now: StopOdds, ref: StopOdds) -> torch.Tensor:
     return now.stops - drop.unsqueeze(-1)
 
 
+def _hold_mass(now: StopOdds, ref: StopOdds) -> torch.Tensor:
+    """The ``hold`` cap: (n, S) the stop ids' scaled logits at which their total probability
+    is the untilted one."""
+    budget = torch.logsumexp(ref.stops, -1) - ref.rest
+    odds = torch.logsumexp(now.stops, -1) - now.rest
+    shift = torch.nan_to_num(odds - budget, nan=0.0, posinf=0.0, neginf=0.0)  # (n,); no stop left, or nothing else: as is
+    return now.stops - shift.unsqueeze(-1)
+
+
 def plausible_odds(x: torch.Tensor, idx: torch.Tensor, before: torch.Tensor, after: torch.Tensor, stop_ids: torch.Tensor,
                    t: torch.Tensor) -> tuple[StopOdds, StopOdds, torch.Tensor]:
     """Both sides of the cap for a row set that changes only at (n, K) token ids ``idx``,
@@ -113,7 +126,7 @@ class StopCap:
         if mode not in CAPS:
             raise ValueError(f"unknown stop cap {mode!r}; expected one of {', '.join(CAPS)}")
         self.stop_ids = torch.tensor(sorted(stop_ids or []), dtype=torch.int64, device=device)  # (S,)
-        self.bound = _bound_odds if mode == "logit" else _bound_mass
+        self.bound = {"logit": _bound_odds, "probability": _bound_mass, "hold": _hold_mass}[mode]
 
     def reference(self, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None) -> StopOdds | None:
         """The untilted side: (n, V) logits ``before`` at (n,) temperatures, within ``keep``
@@ -142,10 +155,10 @@ class StopCap:
         return self._capped(now, ref, tilted, t)
 
     def _capped(self, now: StopOdds, ref: StopOdds, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """(n, S) the stop ids' ``logits`` after the cap: each one the cap lowers at its scaled
+        """(n, S) the stop ids' ``logits`` after the cap: each one the cap moves at its scaled
         value times ``t``, every other one exactly as it was."""
         capped = self.bound(now, ref)  # (n, S), scaled
-        return torch.where(capped < now.stops, capped * t, logits.float()).to(logits.dtype)
+        return torch.where(capped != now.stops, capped * t, logits.float()).to(logits.dtype)
 
     def __call__(self, tilted: torch.Tensor, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None):
         """(n, V) tilted logits capped (in place) against ``before`` (n, V), the untilted ones, at

@@ -28,7 +28,7 @@ def test_the_tail_takes_half_the_bases_units_by_default():
 def test_init_and_tilt_defaults_come_from_the_ablation():
     """docs/results/ablation.md: the paper's random init and tilt do not explore on SmolLM2."""
     cfg = ESampConfig()
-    assert (cfg.init, cfg.tilt, cfg.plausibility, cfg.stop_cap) == ("calibrated", "residual", 0.0, "probability")
+    assert (cfg.init, cfg.tilt, cfg.plausibility, cfg.stop_cap) == ("calibrated", "residual", 0.0, "hold")
 
 
 def test_the_optimizer_default_comes_from_the_training_study():

@@ -132,3 +132,41 @@ def test_the_plausible_path_caps_from_the_changed_tokens_alone(mode):
     else:
         assert (odds(out.double(), stop, temp.double()) <= odds(x.double(), stop, temp.double()) + 1e-5).all()
         assert (p_out <= p_before + 1e-6).all()
+
+
+def test_hold_keeps_the_untilted_stop_probability_up_or_down(rows):
+    """``hold``: whichever way the tilt moved the stops' total, it is the untilted one after,
+    in float64, with one common shift and every other token untouched."""
+    stop, before, tilted, temp = rows
+    out = StopCap(stop, "hold", "cpu")(tilted.clone(), before, temp)
+    p_before, p_tilted, p_out = (stop_prob(x.double(), stop, temp.double()) for x in (before, tilted, out))
+    assert (p_tilted[:3] > p_before[:3] * 1.05).all() and p_tilted[3] < p_before[3] * 0.95  # both ways
+    torch.testing.assert_close(p_out, p_before, rtol=1e-5, atol=1e-7)
+    shift = out[:, stop] - tilted[:, stop]
+    torch.testing.assert_close(shift[:, 0], shift[:, 1])
+    assert shift[3, 0] > 0 and (shift[:3, 0] < 0).all()
+    others = torch.ones(16, dtype=torch.bool)
+    others[stop] = False
+    assert torch.equal(out[:, others], tilted[:, others])
+
+
+def test_hold_on_the_plausible_path_matches_the_whole_row():
+    """The plausible path's ``hold``, from the K changed values alone, against the untilted
+    stop probability in float64, on rows where the stops gain and where they lose."""
+    torch.manual_seed(11)
+    stop, n, v, k = [2, 7], 5, 16, 4
+    x = torch.randn(n, v)
+    x[0, 2] = x[1, 7] = 4.0  # a stop id among the changed tokens: it gains in row 0, loses in row 1
+    temp = torch.tensor([1.0, 0.7, 1.3, 1.0, 1.0])
+    t = temp[:, None]
+    before, idx = x.topk(k, -1)
+    move = torch.randn(n, k) * 1.5
+    move[0], move[1] = torch.tensor([2.0, -1.0, -1.0, -1.0]), torch.tensor([-2.0, 1.0, 1.0, 1.0])
+    after = before / t + move
+    after = (after - after.logsumexp(-1, keepdim=True) + (before / t).logsumexp(-1, keepdim=True)) * t
+    tilted = x.clone().scatter_(1, idx, after)
+    out = tilted.clone()
+    out[:, stop] = StopCap(stop, "hold", "cpu").plausible(x, idx, before, after, temp)
+    p_before, p_tilted, p_out = (stop_prob(y.double(), stop, temp.double()) for y in (x, tilted, out))
+    assert (p_tilted > p_before * 1.02).any() and (p_tilted < p_before * 0.98).any()
+    torch.testing.assert_close(p_out, p_before, rtol=1e-5, atol=1e-7)

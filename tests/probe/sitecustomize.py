@@ -70,7 +70,7 @@ def capped(ref: torch.Tensor, x: torch.Tensor, stop: list[int], temp: float, mod
     else:
         budget = torch.logsumexp(x[stop] / temp, 0) - rest(x)
         odds = torch.logsumexp(ref[stop] / temp, 0) - rest(ref)
-        if odds > budget:
+        if odds > budget or (mode == "hold" and torch.isfinite(odds) and torch.isfinite(budget)):
             out[stop] = ref[stop] - temp * (odds - budget)
     return out
 

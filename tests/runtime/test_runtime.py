@@ -216,7 +216,7 @@ def stop_share(logits, stop, keep=None):
 
 
 def test_every_tilted_row_keeps_its_stop_probability():
-    """Both caps hold on every dense, plausible and candidate row (within a candidate row's kept set),
+    """Every cap holds on every dense, plausible and candidate row (within a candidate row's kept set),
     while without a cap the tilt raises the stop share."""
     torch.manual_seed(5)
     h, stop, w = torch.randn(16, D), [3, 5], head(make_runtime())
@@ -227,7 +227,7 @@ def test_every_tilted_row_keeps_its_stop_probability():
     keep = torch.where(torch.arange(16).view(-1, 1) % 2 == 1, top8, torch.ones_like(top8))
     for tilt, floor in (("paper", 0.0), ("residual", 0.0), ("residual", 0.05)):
         shares = {}
-        for cap, ids in (("logit", stop), ("probability", stop), ("probability", [])):
+        for cap, ids in (("logit", stop), ("probability", stop), ("hold", stop), ("probability", [])):
             # uncentered: the stand-in's error is the same in every row of the group, which centering removes
             rt = make_runtime(stop_ids=ids, tilt=tilt, stop_cap=cap, tail_floor=floor, tilt_center="none")
             # a distiller that underrates the stops: the tilt raises them
@@ -241,8 +241,9 @@ def test_every_tilted_row_keeps_its_stop_probability():
             assert rt.server_stats()["tilted_rows"] == {"dense": 0, "plausible": 0, "candidates": 8} | {unfiltered: 8}
         before = stop_share(base, stop, keep)
         assert (shares["probability", False] - before).max() > 0.01  # what the tilt does uncapped
-        for cap in ("logit", "probability"):
+        for cap in ("logit", "probability", "hold"):
             assert (shares[cap, True] <= before + 1e-6).all(), (tilt, cap)
+        torch.testing.assert_close(shares["hold", True], before, rtol=1e-4, atol=1e-7)  # and no lower
 
 
 def test_penalties_and_logit_bias_are_not_scaled_by_explore():

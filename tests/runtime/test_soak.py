@@ -102,6 +102,6 @@ def test_soak_mixed_traffic(tiny_esamp_server):
     delta = {k: stats[k] - before[k] for k in ("resets", "steps_submitted", "denied_groups")}
     assert delta["resets"] == 0 and delta["steps_submitted"] > 100, delta
     assert delta["denied_groups"] > 0, delta  # 16 concurrent groups for 4 slots: the rest ran untilted
-    assert stats["config"]["stop_cap"] == "probability" and stats["tilted_rows"]["plausible"] > before["tilted_rows"]["plausible"]
+    assert stats["config"]["stop_cap"] == "hold" and stats["tilted_rows"]["plausible"] > before["tilted_rows"]["plausible"]
     growth = server_rss(tiny_esamp_server) / rss_after_warmup
     assert growth < 1.10, f"resident memory grew by {growth:.2f}x after warm-up"
