@@ -128,10 +128,6 @@ class ESampConfig:
         "on", "'off': a sample whose generated tokens so far equal another running sample's of its group is not tilted "
         "until it diverges (such samples share one state, one prediction and one tilt; stratified codes separate them); "
         "'on': every sample is tilted.", choices=("on", "off"))
-    tilt_max_run: int = knob(
-        12, "For requests without top-k/top-p/min-p: a sample whose text ends in this many characters or more without "
-        "whitespace (a long word, or the start of token soup) is not tilted until whitespace ends the run, so its next "
-        "token comes from plain sampling's distribution. 0: tilted everywhere (as published).", low=0)
     plausibility: float = knob(
         0.0,
         "Guard for requests without top-k/top-p/min-p: tilt and sample only tokens whose probability is at least this "

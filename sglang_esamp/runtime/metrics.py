@@ -20,7 +20,6 @@ them into counter increments (counters only go up) and gauge values, at most onc
 | ``sglang:esamp_faults_total{kind}`` | counter | exceptions absorbed (kind: trainer, prediction, tilt, ...) |
 | ``sglang:esamp_rejected_requests_total`` | counter | requests whose ESamp spec the scheduler refused |
 | ``sglang:esamp_tilted_row_steps_total{form}`` | counter | row-steps tilted, per form (dense, candidates) |
-| ``sglang:esamp_long_word_row_steps_total`` | counter | row-steps left untilted inside a long word (``--esamp-tilt-max-run``) |
 | ``sglang:esamp_training_steps_total`` | counter | distiller optimizer steps run |
 | ``sglang:esamp_staleness_waits_total`` | counter | predictions that waited for the trainer (``--esamp-staleness``) |
 | ``sglang:esamp_training_step_seconds`` | histogram | host time of one training step (its issue time on a CUDA side stream) |
@@ -54,7 +53,6 @@ class ESampMetrics:
             "resets": counter("group_resets_total", "Distillers re-initialised after a non-finite step or a fault."),
             "rejected_requests": counter("rejected_requests_total", "Requests whose ESamp spec the scheduler refused."),
             "steps_finished": counter("training_steps_total", "Distiller optimizer steps run."),
-            "long_word_rows": counter("long_word_row_steps_total", "Row-steps left untilted inside a long word."),
             "staleness_waits": counter("staleness_waits_total", "Predictions that waited for the trainer."),
         }
         self.faults = counter("faults_total", "Exceptions absorbed, per part of the step.", ["kind"])

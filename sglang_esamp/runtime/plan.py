@@ -6,7 +6,7 @@ slot; its form is one of:
 
 | form | when | what is tilted (core/tilt.py) |
 | --- | --- | --- |
-| ``UNTILTED`` | explore = 0, a shared prefix or a long word (below) | nothing (the row still trains its group) |
+| ``UNTILTED`` | explore = 0, or a shared prefix (below) | nothing (the row still trains its group) |
 | ``DENSE`` | explore > 0, no top-k/top-p/min-p, guard and tail floor off | every token |
 | ``PLAUSIBLE`` | as DENSE, with ``--esamp-tail-floor`` > 0 | the plausible tokens; the rest keep their probabilities |
 | ``CANDIDATES`` | explore > 0 with top-k/top-p/min-p, or the guard on | the tokens the filters (or the guard) keep |
@@ -15,10 +15,7 @@ Both forms compute the one tilt of ``core/tilt.py`` after SGLang's request proce
 eager forwards and replayed CUDA graphs alike.
 
 With ``--esamp-shared-prefix-tilt off``, a row whose output so far equals another running
-sample's of its group (``prefixes.py``) is ``UNTILTED`` until it diverges. With
-``--esamp-tilt-max-run K``, so is a row whose text ends in K or more characters without
-whitespace (``words.py``), until whitespace ends the run, if it has no top-k, top-p or
-min-p (a filtered row's candidates already leave out the unlikely pieces soup is made of).
+sample's of its group (``prefixes.py``) is ``UNTILTED`` until it diverges.
 
 Greedy rows (top-k 1) count as unfiltered: they take the argmax of the tilted logits.
 Everything here is decided from host-side request values; nothing reads the device.
@@ -68,20 +65,17 @@ def is_filtered(params, vocab: int) -> bool:
 
 
 def plan_rows(states: Sequence, params: Sequence, layout: BatchLayout, cfg: ESampConfig, vocab: int,
-              shared: set[int] = frozenset(), long_words: set[int] = frozenset()) -> RowPlan:
+              shared: set[int] = frozenset()) -> RowPlan:
     """``states[r]`` and ``params[r]``: the RequestState and SamplingParams of batch row r;
     ``shared``: batch rows that still share their group's prefix (``prefixes.py``), left
-    untilted with ``--esamp-shared-prefix-tilt off``; ``long_words``: batch rows inside a
-    long word (``words.py``), left untilted with ``--esamp-tilt-max-run`` > 0 unless filtered."""
+    untilted with ``--esamp-shared-prefix-tilt off``."""
     guard = cfg.plausibility
     forms, betas, floors, greedy = [], [], [], []
     min_p_only = True
-    shared = shared if cfg.shared_prefix_tilt == "off" else frozenset()
-    long_words = long_words if cfg.tilt_max_run > 0 else frozenset()
+    untilted = shared if cfg.shared_prefix_tilt == "off" else frozenset()
     for row in layout.row_list:
-        sp = params[row]
+        beta, sp = (0.0 if row in untilted else states[row].beta), params[row]
         filtered = is_filtered(sp, vocab)
-        beta = 0.0 if row in shared or (row in long_words and not filtered) else states[row].beta
         if beta <= 0:
             form = Form.UNTILTED
         elif filtered or guard > 0:

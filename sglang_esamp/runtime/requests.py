@@ -54,8 +54,6 @@ class RequestState:
     denied: bool = False  # it waited for a slot at some point
     stratified: bool = False  # it samples with a stratified code (``strata.py``)
     diverged: bool = False  # its output has left every other running sample's of its group (``prefixes.py``)
-    run: int = 0  # characters without whitespace its text ends in (``words.py``)
-    run_seen: int = -1  # output tokens counted into ``run``; -1: not counted yet, not even its prompt
 
     @property
     def live_slot(self) -> int:

@@ -39,13 +39,12 @@ from ..core.warm_base import MIN_ROWS, WarmBase
 from .base import BaseStore, SavedBase
 from .footprint import held_bytes
 from .metrics import ESampMetrics
-from .plan import TILTED, Form, plan_rows
+from .plan import TILTED, plan_rows
 from .prefixes import shared_rows
 from .requests import RequestTracker
 from .step import Step
 from .tilting import Tilter, sampling_params_for
 from .trace import StepTrace
-from .words import WordRuns
 
 logger = logging.getLogger(__name__)
 
@@ -53,22 +52,6 @@ PROMPT_ROWS = 1024  # a group's prompt fit uses at most this many prefilled toke
 IDLE_SLICE = 0.05  # seconds of base training per idle turn of the scheduler (the latency a new request may meet)
 SAVE_EVERY = 60.0  # seconds between two saves of a base that keeps training
 TP_IDLE_STEPS = 2  # base steps per idle turn under tensor parallelism (a count, not a time: the ranks must agree)
-
-
-def _word_runs(server_args, vocab: int) -> WordRuns | None:
-    """The table of ``words.py`` from the server's tokenizer; None without one."""
-    if server_args.skip_tokenizer_init:
-        return None
-    from sglang.srt.utils.hf_transformers_utils import get_tokenizer
-
-    path = server_args.tokenizer_path or server_args.model_path
-    try:
-        tokenizer = get_tokenizer(path, tokenizer_mode=server_args.tokenizer_mode,
-                                  trust_remote_code=server_args.trust_remote_code, revision=server_args.revision)
-    except Exception as exc:  # the scheduler runs on without the rule
-        logger.warning("ESamp: cannot load the tokenizer %s (%s)", path, exc)
-        return None
-    return WordRuns.from_tokenizer(tokenizer, vocab)
 
 
 def _still() -> float:
@@ -80,15 +63,12 @@ class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head: Head, out_gain: torch.Tensor | None, device,
         stop_ids: list[int] | None = None, store: BaseStore | None = None, dtype: torch.dtype = torch.float32,
-        processor=None, tp_rank: int = 0, tp_size: int = 1, words: WordRuns | None = None,
+        processor=None, tp_rank: int = 0, tp_size: int = 1,
     ):
         self.cfg, self.hidden = cfg, hidden
         self.tp_rank, self.tp_size = tp_rank, tp_size  # tensor parallel: every rank runs the same distillers
         self.trace = StepTrace(device) if tp_size > 1 else None  # per step, to compare the ranks
         self.processor = processor  # the model's LogitsProcessor, whose hidden states ESamp captures
-        self.words = words  # per-token runs without whitespace (``--esamp-tilt-max-run``); None: no tokenizer
-        if cfg.tilt_max_run > 0 and words is None:
-            logger.warning("ESamp: --esamp-tilt-max-run needs the tokenizer, which this server does not load; it is off")
         self.store = store  # where the base is saved (``calibrated`` inits)
         saved = store.load() if store is not None else None
         try:
@@ -112,7 +92,6 @@ class ESampRuntime:
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way
         self.tilted_rows = {form.value: 0 for form in TILTED}  # row-steps per form of the tilt
-        self.long_word_rows = 0  # row-steps left untilted inside a long word (``--esamp-tilt-max-run``)
         self.faults: dict[str, int] = {}  # exceptions absorbed, per part of the step
         self.metrics: ESampMetrics | None = None  # set when the scheduler reports Prometheus metrics
         self._last_trace: dict[str, float] = {}
@@ -189,7 +168,7 @@ class ESampRuntime:
         return cls(
             cfg, hidden, head, norm_gain(norm), runner.device, sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []),
             store=store, dtype=model.lm_head.weight.dtype, processor=processor, tp_rank=get_parallel().tp_rank if tp_size > 1 else 0,
-            tp_size=tp_size, words=_word_runs(runner.server_args, head.weight.shape[0]) if cfg.tilt_max_run > 0 else None,
+            tp_size=tp_size,
         )
 
     # ---- requests (host only) ----
@@ -289,7 +268,6 @@ class ESampRuntime:
             "device_bytes": held_bytes(self),
             "base": self._base_stats(),
             "tilted_rows": dict(self.tilted_rows),
-            "long_word_rows": self.long_word_rows,
             "tp": self._tp_stats() if settle else None,
             "config": dataclasses.asdict(self.cfg),
         }
@@ -383,14 +361,8 @@ class ESampRuntime:
         self.trainer.submit(layout, src, tgt, repeat=self.cfg.prompt_steps)
 
     def _plan(self, step: Step, layout):
-        cfg = self.cfg
-        shared = shared_rows(step.states, step.reqs) if cfg.shared_prefix_tilt == "off" else frozenset()
-        long_words = self.words.long_rows(step.states, step.reqs, cfg.tilt_max_run) if cfg.tilt_max_run > 0 and self.words else frozenset()
-        plan = plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, cfg, self.tilter.vocab, shared, long_words)
-        if long_words:
-            self.long_word_rows += sum(row in long_words and form is Form.UNTILTED and step.states[row].beta > 0
-                                       for row, form in zip(layout.row_list, plan.forms))
-        return plan
+        shared = shared_rows(step.states, step.reqs) if self.cfg.shared_prefix_tilt == "off" else frozenset()
+        return plan_rows(step.states, [r.sampling_params for r in step.reqs], layout, self.cfg, self.tilter.vocab, shared)
 
     # ---- sampling ----
 

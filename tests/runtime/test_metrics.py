@@ -34,14 +34,11 @@ def test_esamp_series_move_with_traffic(tiny_esamp_server):
     after = scrape(tiny_esamp_server)
     grew = lambda key, by=1: after.get(key, 0) >= before.get(key, 0) + by  # noqa: E731
     assert grew("sglang:esamp_training_steps_total", 15)
-    plausible = "sglang:esamp_tilted_row_steps_total[form=plausible]"
-    held = "sglang:esamp_long_word_row_steps_total"  # a random model's text has long runs, which are left untilted
-    assert after.get(plausible, 0) + after.get(held, 0) >= before.get(plausible, 0) + before.get(held, 0) + 3 * 15
+    assert grew("sglang:esamp_tilted_row_steps_total[form=plausible]", 3 * 15)
     assert grew("sglang:esamp_tilted_row_steps_total[form=candidates]", 15)
     assert grew("sglang:esamp_training_step_seconds_count", 15) and after["sglang:esamp_training_step_seconds_sum"] > 0
     assert grew("sglang:esamp_group_rel_err_count", len(outs) + 1)
     assert after["sglang:esamp_live_groups"] == 0 and "sglang:esamp_held_slots" in after
     stats = esamp_stats(tiny_esamp_server)
     assert after["sglang:esamp_training_steps_total"] == stats["steps_finished"]  # the counter is the runtime's count
-    assert after.get(held, 0) == stats["long_word_rows"]
     assert all(after.get(k, 0) >= v for k, v in before.items() if k.endswith("_total"))  # counters never go down

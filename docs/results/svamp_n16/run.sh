@@ -8,5 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 # the committed samples are gzipped; the harness resumes from the plain file
 [ -f samples.jsonl.gz ] && [ ! -f samples.jsonl ] && gunzip samples.jsonl.gz
+# the stop cap the run started with (the default then; the default is now 'hold')
 sglang-esamp eval --task svamp --split test --limit 100 --n 16 --temperature 0.8 --top-p 0.95 \
-  --methods vanilla,stratified,esamp --explore 0.5 --concurrency 8 --out .
+  --methods vanilla,stratified,esamp --explore 0.5 --concurrency 8 --server-args "--esamp-stop-cap probability" --out .
