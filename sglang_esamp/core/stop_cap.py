@@ -15,8 +15,8 @@ vector changes nothing, and the cap never acts as a hidden end-of-sequence penal
   lower: when to stop stays the model's decision, and the tilt only chooses among the other
   tokens. Their logits move by one common amount, up or down.
 
-Under the two bounds a row within its budget is returned as it is, and stop logits only
-ever move down; only stop logits ever move.
+Only stop logits ever move. Under the two bounds a row within its budget is returned as it
+is and stop logits only move down; under ``hold`` they move either way.
 
 The untilted row's side (``reference``) is read before the tilt, so the tilt may then write
 into the very logits it read, and the tilted side after it (``apply``). Each side makes one

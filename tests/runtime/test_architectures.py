@@ -18,7 +18,7 @@ from ..tiny_models import build
 pytestmark = pytest.mark.server
 
 PROBE_DIR = Path(__file__).resolve().parents[1] / "probe"
-# kind -> (tilt mode, stop cap): each architecture runs one combination, so all four meet a server
+# kind -> (tilt mode, stop cap): each architecture runs one combination, so every mode and cap meets a server
 CASES = {"llama_untied": ("paper", "logit"), "gemma3": ("residual", "hold"), "qwen3": ("residual", "probability")}
 EXTRA = {"qwen3": ["--esamp-tilt-max-gain", "1.5"]}  # the bound on any token's gain, in one server
 DENSE_KIND = "llama_untied"  # the method as published: the dense form; the others take the plausible form (the default)
