@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rows_dot import rows_dot
+
 GATHER_BYTES = 64 * 2**20  # the most one block of gathered head rows may take, its float32 copy included
 GATHER_BYTES_PER_ELEMENT = 8  # per gathered element: the row in the head's dtype (at most 4 bytes) and in float32
 
@@ -26,6 +28,7 @@ class Head:
     bias: torch.Tensor | None = None  # (V,)
     scale: float | None = None
     softcap: float | None = None
+    fused: bool = False  # gathered rows' products in one kernel (core/rows_dot.py), where ``rows_dot.usable``
 
     @property
     def linear(self) -> bool:
@@ -61,24 +64,30 @@ class Head:
 
     def dense_is_cheaper(self, n: int, k: int, budget: int = GATHER_BYTES) -> bool:
         """Whether ``at`` for (n, k) token ids reads and writes fewer bytes as one (n, D) x (D, V)
-        product, gathered after (the head once and n x V float32 products, within ``budget``),
-        than by gathering n x k head rows (each in the head's dtype and in float32)."""
+        product, gathered after (the head once and n x V products in its dtype, within ``budget``),
+        than by gathering n x k head rows (each in the head's dtype and in float32; read once by
+        the fused kernel)."""
         vocab, dim = self.weight.shape
-        product = 4 * n * vocab
-        return product <= budget and self.weight.element_size() * vocab * dim + 2 * product < GATHER_BYTES_PER_ELEMENT * n * k * dim
+        size = self.weight.element_size()
+        product = size * n * vocab
+        per_element = size if self.fused else GATHER_BYTES_PER_ELEMENT
+        return product <= budget and size * vocab * dim + 2 * product < per_element * n * k * dim
 
     def at(self, x: torch.Tensor, idx: torch.Tensor, budget: int = GATHER_BYTES, dense: bool | None = None) -> torch.Tensor:
         """(N, D) states, (N, K) token ids -> (N, K) float32 products x_n . W[idx_nk].
 
         ``dense`` (default: whichever moves fewer bytes, ``dense_is_cheaper``): one product with
         the whole head in its dtype (state and product rounded to it, as in the dense tilt), and
-        the (N, K) entries gathered from it. Otherwise the head rows are gathered and multiplied
-        in float32, a block of rows and tokens at a time, so that the temporaries stay within
+        the (N, K) entries gathered from it before they are widened to float32. Otherwise the
+        head rows are multiplied in float32: by ``rows_dot``'s one kernel on a ``fused`` head,
+        else gathered a block of rows and tokens at a time, so that the temporaries stay within
         ``budget`` bytes whatever N and K are (K reaches the whole vocabulary under a loose
         top-p). Both choices follow from the shapes: no sync."""
         n, k = idx.shape
         if self.dense_is_cheaper(n, k, budget) if dense is None else dense:
-            return (x.to(self.weight.dtype) @ self.weight.t()).float().gather(1, idx)
+            return (x.to(self.weight.dtype) @ self.weight.t()).gather(1, idx).float()
+        if self.fused:
+            return rows_dot(x.float(), self.weight, idx)
         per_token = GATHER_BYTES_PER_ELEMENT * x.shape[-1]  # bytes of one gathered row and its copies
         tokens = max(1, min(k, budget // per_token))  # per block
         rows = max(1, budget // (per_token * tokens))
@@ -95,7 +104,7 @@ class Head:
     def sliced(self, vocab: int) -> Head:
         """The same head over the first ``vocab`` tokens (a padded weight's real rows)."""
         bias = None if self.bias is None else self.bias[:vocab]
-        return Head(self.weight[:vocab], bias, self.scale, self.softcap)
+        return Head(self.weight[:vocab], bias, self.scale, self.softcap, self.fused)
 
 
 @dataclass
@@ -103,7 +112,7 @@ class VocabMoments:
     """For a linear head l(x) = s (W x + c): with centred rows W~ = W - w_mean and c~ = c - c_mean,
     sum_v l~_v(x) l~_v(y) = s^2 (x^T G y + x^T g + y^T g + cc)."""
 
-    gram: torch.Tensor  # (D, D) W~^T W~
+    gram: torch.Tensor  # (D, D) W~^T W~, in the head's dtype
     cross: torch.Tensor  # (D,) W~^T c~
     bias_sq: float  # c~^T c~
     mean_row: torch.Tensor  # (D,) w_mean
@@ -128,12 +137,16 @@ class VocabMoments:
             gram += w.t() @ w
             cross += w.t() @ c
         bias_sq = float(((bias.float() - mean_bias) ** 2).sum())
-        return cls(gram, cross, bias_sq, mean_row, mean_bias, 1.0 if head.scale is None else head.scale)
+        return cls(gram.to(head.weight.dtype), cross, bias_sq, mean_row, mean_bias, 1.0 if head.scale is None else head.scale)
 
     def fit(self, h: torch.Tensor, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,) a and b of the least-squares fit l(h_hat) ~ a l(h) + b over every token."""
+        """(N,) a and b of the least-squares fit l(h_hat) ~ a l(h) + b over every token. Its
+        one (N, D) x (D, D) product runs in the head's dtype, as the head's own product does:
+        on SmolLM2's bf16 head that moves a by at most 4e-4 of itself (a logit by 0.02 at
+        most), less than the bf16 rounding of the head product the tilt adds it to; in
+        float32 on an H100 it would take a sixth of the roofline time of a 7B step's ESamp."""
         h, h_hat = h.float(), h_hat.float()
-        gh = h @ self.gram  # (N, D)
+        gh = (h.to(self.gram.dtype) @ self.gram).float()  # (N, D)
         cov = (gh * h_hat).sum(-1) + (h + h_hat) @ self.cross + self.bias_sq
         var = (gh * h).sum(-1) + 2 * (h @ self.cross) + self.bias_sq
         a = cov / var.clamp_min(1e-6)

@@ -13,7 +13,9 @@ vector changes nothing, and the cap never acts as a hidden end-of-sequence penal
   bounds the total, and no single stop id gains against the rest of the vocabulary.
 - ``hold``: the stop ids' total probability is exactly the untilted one, neither higher nor
   lower: when to stop stays the model's decision, and the tilt only chooses among the other
-  tokens. Their logits move by one common amount, up or down.
+  tokens. Their logits move by one common amount, up or down. The plausible and candidate
+  forms need no cap for it: they leave the stop ids out of the tilt (``holds``; ``held`` in
+  ``plausible_tilt`` and ``tilt_candidates``), so each keeps its untilted probability exactly.
 
 Only stop logits ever move. Under the two bounds a row within its budget is returned as it
 is and stop logits only move down; under ``hold`` they move either way.
@@ -127,6 +129,7 @@ class StopCap:
             raise ValueError(f"unknown stop cap {mode!r}; expected one of {', '.join(CAPS)}")
         self.stop_ids = torch.tensor(sorted(stop_ids or []), dtype=torch.int64, device=device)  # (S,)
         self.bound = {"logit": _bound_odds, "probability": _bound_mass, "hold": _hold_mass}[mode]
+        self.holds = mode == "hold"  # a tilt that leaves the stop ids as they are needs no cap
 
     def reference(self, before: torch.Tensor, temps: torch.Tensor, keep: torch.Tensor | None = None) -> StopOdds | None:
         """The untilted side: (n, V) logits ``before`` at (n,) temperatures, within ``keep``

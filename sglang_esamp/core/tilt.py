@@ -148,7 +148,7 @@ def tilt_dense(
 def plausible_tilt(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
     floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
-    entropy: str = "free", max_gain: float = 0.0,
+    entropy: str = "free", max_gain: float = 0.0, held: torch.Tensor | None = None, breaks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tilt within each row's plausible set, without touching (N, V) ``x``: the tokens among
     its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
@@ -161,6 +161,14 @@ def plausible_tilt(
     component along the set's own logits (``detrend``), so it neither sharpens nor flattens
     the set to first order. ``max_gain`` > 1 bounds what the tilt may do to any one token: its
     probability at most ``max_gain`` times its untilted one (``cap_gain``; 0: no bound).
+    ``held`` (S,) token ids are left out of the set: they keep their untilted logits even
+    where they are plausible (the stop ids under ``--esamp-stop-cap hold``: as the set's total
+    and every other logit are kept, the row's normaliser is too, so each of them keeps its
+    untilted probability exactly, with no pass over the vocabulary). ``breaks`` (V,) bool
+    splits the set in two, the tokens that hold whitespace (they end a word) and the rest
+    (they go on with it), and each part keeps its own untilted total (the bound, too, acts
+    within each part): the tilt chooses among words and among word pieces, while whether the
+    current word ends stays the model's call (``--esamp-word-breaks hold``).
     Arguments as ``tilt_dense``; on a linear head it gathers the k
     head rows (N x k x D), no (N, V) product.
 
@@ -173,6 +181,8 @@ def plausible_tilt(
     vals, idx = torch.topk(x, min(k, x.shape[-1]), dim=-1)  # (N, K), the row's top first
     vals = vals.float()
     plausible = vals >= vals[:, :1] + t * math.log(floor)  # (N, K); -inf entries never
+    if held is not None and held.numel():
+        plausible &= ~(idx.unsqueeze(-1) == held).any(-1)
     if entropy not in ENTROPY_RULES:
         raise ValueError(f"unknown entropy rule {entropy!r}; expected one of {', '.join(ENTROPY_RULES)}")
     push = _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)[0]  # (N, K); a per-row constant changes nothing here
@@ -184,10 +194,15 @@ def plausible_tilt(
     y = torch.where(plausible, tilted / t, inf)  # (N, K) tilted
     if entropy == "keep":
         y = y * entropy_scale(y0, y).unsqueeze(-1)
-    if max_gain > 0:
-        y = cap_gain(y0, y, math.log(max_gain))
-    keep = torch.logsumexp(y0, -1) - torch.logsumexp(y, -1)  # (N,)
-    return idx, vals, torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals).to(x.dtype)
+    parts = (plausible,) if breaks is None else (plausible & breaks[idx], plausible & ~breaks[idx])
+    out = y
+    for part in parts:  # each part keeps its untilted total
+        y0_part, y_part = torch.where(part, y0, inf), torch.where(part, y, inf)
+        if max_gain > 0:
+            y_part = cap_gain(y0_part, y_part, math.log(max_gain))
+        keep = torch.logsumexp(y0_part, -1) - torch.logsumexp(y_part, -1)  # (N,); NaN for an empty part, never used
+        out = torch.where(part, y_part + keep.unsqueeze(-1), out)
+    return idx, vals, torch.where(plausible, out * t, vals).to(x.dtype)
 
 
 def tilt_plausible(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -279,10 +294,15 @@ def _tilt_at(x, h, h_hat, head: Head, beta, mode: str, moments, lm, idx: torch.T
 
 def tilt_candidates(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, keep: torch.Tensor, mode: str,
-    moments: VocabMoments | None = None, lm: torch.Tensor | None = None,
+    moments: VocabMoments | None = None, lm: torch.Tensor | None = None, held: torch.Tensor | None = None,
+    temps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The tilt on the (N, V) ``keep`` tokens of ``x``; the rest go to -inf. Arguments as
     ``tilt_dense``; on a linear head it gathers the K kept rows of the head (N x K x D).
+    ``held`` (S,) token ids keep their untilted logits, and the other kept tokens move by one
+    common amount that keeps their total probability at (N,) temperatures ``temps`` (the
+    stop ids under ``--esamp-stop-cap hold``: each keeps its untilted probability within the
+    kept set, computed from the K kept tokens alone).
 
     K, the largest kept count in the batch, is read on the host: the one device sync of
     this form, which the dense form does not have."""
@@ -292,8 +312,17 @@ def tilt_candidates(
     idx = torch.topk(x.masked_fill(~keep, float("-inf")), k, dim=-1).indices  # (N, K)
     valid = keep.gather(1, idx)  # (N, K): rows with fewer than K kept tokens pad with unkept ones
     varying, constant = _tilt_at(x, h, h_hat, head, beta, mode, moments, lm, idx)
-    tilted_k = x.gather(1, idx).float().add_(varying)
+    untilted_k = x.gather(1, idx).float()  # (N, K)
+    tilted_k = untilted_k + varying
     if constant is not None:
         tilted_k.add_(constant)
+    if held is not None and held.numel():
+        fixed = (idx.unsqueeze(-1) == held).any(-1)  # (N, K)
+        moving = valid & ~fixed
+        t = temps.float().clamp_min(1e-6).unsqueeze(-1)  # (N, 1)
+        inf = float("-inf")
+        shift = t.squeeze(-1) * (torch.logsumexp(torch.where(moving, untilted_k / t, inf), -1)
+                                 - torch.logsumexp(torch.where(moving, tilted_k / t, inf), -1))  # (N,); NaN: nothing moves
+        tilted_k = torch.where(fixed, untilted_k, tilted_k + torch.nan_to_num(shift).unsqueeze(-1))
     tilted_k = tilted_k.to(x.dtype).masked_fill(~valid, float("-inf"))
     return torch.full_like(x, float("-inf")).scatter_(1, idx, tilted_k)

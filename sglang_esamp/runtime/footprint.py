@@ -3,7 +3,7 @@ KV-cache budget gives up, ``hooks.kv_cache_budget``), and measured on a built ru
 
 Both count the same parts: the distiller bank (weights, plus two moments with Adam, for every
 slot, in float32), the per-slot stats, the per-request novelty and code table, the head's moments
-(residual tilt), and with a calibrated init the base distiller (weights, Adam moments, the
+(residual tilt; the Gram matrix in the model's dtype), and with a calibrated init the base distiller (weights, Adam moments, the
 bank's copy) and its row reservoir. Of the per-step temporaries, the gathered head rows
 of the plausible and candidate forms are bounded (``core.head.GATHER_BYTES``) and reserved
 too (``step_bytes``); the tilted rows' logits, the size of SGLang's own logits, are not: they
@@ -39,7 +39,7 @@ def reserved_bytes(cfg: ESampConfig, hidden: int, dtype: torch.dtype, tp_size: i
         "requests": 2 * MAX_TRACKED_REQUESTS * 4 + 2 * MAX_TRACKED_REQUESTS * 8,  # novelty sum and count; code and bits
     }
     if cfg.tilt == "residual":
-        parts["head moments"] = (hidden * hidden + 2 * hidden) * 4
+        parts["head moments"] = hidden * hidden * dtype.itemsize + 2 * hidden * 4  # the Gram matrix in the head's dtype
     if cfg.calibrated:
         parts["base"] = WarmBase.bytes_for(base, hidden, dtype) + base * 4
     if tp_size > 1:  # each rank gathers the whole LM head once (runtime.py), padded as SGLang pads it

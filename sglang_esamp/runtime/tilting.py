@@ -10,7 +10,9 @@ Two moments of SGLang's sampling step:
   on the PLAUSIBLE rows within their plausible tokens, whose total probability stays
   (``plausible_tilt``; only those tokens and the stop ids are written), and on the
   CANDIDATES rows within the tokens their filters (or the guard) keep from these very
-  logits; then the stop cap against the untilted ``x``.
+  logits; then the stop cap against the untilted ``x``. Under the ``hold`` cap the
+  PLAUSIBLE and CANDIDATES forms leave the stop ids out of the tilt instead, which holds
+  their probability without a pass over the vocabulary (only the K tokens are written).
 
 ``sampling_params_for`` gives the SamplingBatchInfo SGLang samples with: the CANDIDATES
 rows already carry -inf outside their kept set, so their filters are made neutral (greedy
@@ -43,10 +45,10 @@ class Pending:
 
 class Tilter:
     def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0, entropy: str = "free",
-                 max_gain: float = 0.0):
+                 max_gain: float = 0.0, breaks: torch.Tensor | None = None):
         self.mode, self.head, self.stop_cap = mode, head, stop_cap
-        # the PLAUSIBLE form's floor, entropy rule and bound on any token's gain
-        self.tail_floor, self.entropy, self.max_gain = tail_floor, entropy, max_gain
+        # the PLAUSIBLE form's floor, entropy rule, bound on any token's gain and word breaks ((V,) bool, runtime/breaks.py)
+        self.tail_floor, self.entropy, self.max_gain, self.breaks = tail_floor, entropy, max_gain, breaks
         # the residual fit over the whole vocabulary for candidate rows, in D dimensions
         self.moments = VocabMoments.of(head) if mode == "residual" and head.linear else None
 
@@ -99,10 +101,12 @@ class Tilter:
             whole = len(part) == logits.shape[0]
             x = logits if whole else logits[r]
             temps = info.temperatures[r].view(-1)
+            held = self.stop_cap.stop_ids if self.stop_cap.holds else None  # left untilted: no cap needed
             ids, before, after = plausible_tilt(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, temps,
                                                 self.tail_floor, self.moments, pending.model_logits[Form.PLAUSIBLE],
-                                                entropy=self.entropy, max_gain=self.max_gain)
-            stops = self.stop_cap.plausible(x, ids, before, after, temps)  # (n, S) or None
+                                                entropy=self.entropy, max_gain=self.max_gain, held=held,
+                                                breaks=None if self.breaks is None else self.breaks[:logits.shape[-1]])
+            stops = None if held is not None else self.stop_cap.plausible(x, ids, before, after, temps)  # (n, S) or None
             writes.append((None if whole else r, ids, after))
             if stops is not None:  # after the K values: a stop id among them takes its capped value
                 writes.append((None if whole else r, self.stop_cap.stop_ids.expand(len(part), -1), stops))
@@ -111,9 +115,11 @@ class Tilter:
             part, idx, r, beta = picked
             x = logits[r]
             keep = self._keep(plan, part, r, x, info)
+            temps = info.temperatures[r].view(-1)
+            held = self.stop_cap.stop_ids if self.stop_cap.holds else None  # left untilted: no cap needed
             tilted = tilt_candidates(x, pending.h[r], pending.h_hat[idx], head, beta, keep, self.mode, self.moments,
-                                     pending.model_logits[Form.CANDIDATES])
-            writes.append((r, None, self.stop_cap(tilted, x, info.temperatures[r], keep)))
+                                     pending.model_logits[Form.CANDIDATES], held, temps)
+            writes.append((r, None, tilted if held is not None else self.stop_cap(tilted, x, temps, keep)))
         for rows, cols, values in writes:
             if cols is not None:
                 if rows is None:

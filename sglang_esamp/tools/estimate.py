@@ -5,13 +5,14 @@ ESamp's side is counted from its own code: one decode step of G groups of n rows
 bank's prediction and training step (``core/bank.py``; with ``train_every`` k, one step on k
 decode steps' rows, counted as 1/k per decode step) and the tilt of a row without filters
 at the server's defaults with its stop cap (``core/tilt.py``: the plausible form, through a
-V x D bf16 head; ``core/stop_cap.py``)
-on meta tensors: shapes without data, so a
-70B shape costs no memory. Every aten op that launches a kernel is counted as reading its
-tensor inputs and writing its outputs (views and allocations move nothing; a gather reads
-only the rows it picks, a scatter writes only the rows it puts), which is what eager
-PyTorch does without fusion: an upper bound on memory traffic. FLOPs come from torch's
-flop formulas (the matmuls).
+V x D bf16 head; ``core/stop_cap.py``) on meta tensors: shapes without data, so a 70B shape
+costs no memory. The head is the one a CUDA server with Triton has: its gathered rows'
+products in one kernel (``core/rows_dot.py``), counted as reading each picked row once.
+Every other aten op that launches a kernel is counted as reading its tensor inputs and
+writing its outputs (views and allocations move nothing; a gather reads only the rows it
+picks, a scatter writes only the rows it puts), which is what eager PyTorch does without
+fusion: an upper bound on memory traffic. FLOPs come from torch's flop formulas (the
+matmuls; ``FLOPS`` for the kernel).
 
 Time is a roofline on an H100 SXM, per op: the larger of its bytes over 3.35 TB/s and its
 FLOPs over the peak of its input dtype (989 TFLOP/s dense bf16 and fp16; 67 TFLOP/s in
@@ -52,6 +53,7 @@ H100_FLOPS_PER_S = {torch.bfloat16: 989e12, torch.float16: 989e12, torch.float32
 GATHERS = {"index", "gather", "index_select", "embedding", "take"}
 SCATTERS = {"index_put_", "index_put", "index_copy_", "index_copy", "scatter_", "scatter", "scatter_add_", "index_add_"}
 NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "lift_fresh", "detach", "alias", "_unsafe_view"}
+FLOPS = {"rows_dot": lambda x, weight, idx, out_val: 2 * idx.numel() * x.shape[-1]}  # ops torch has no formula for
 MODELS = {  # decoder shapes from the models' configs: kv_dim = key/value heads x head dim
     "llama-2-7b": dict(hidden=4096, layers=32, vocab=32000, intermediate=11008, kv_dim=4096),
     "qwen2.5-7b": dict(hidden=3584, layers=28, vocab=152064, intermediate=18944, kv_dim=512),
@@ -79,7 +81,7 @@ class _Ops(TorchDispatchMode):
             return out
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
         moved = _moved(func.overloadpacket.__name__, args, out, tensors)
-        formula = flop_registry.get(func.overloadpacket)
+        formula = FLOPS.get(func.overloadpacket.__name__) or flop_registry.get(func.overloadpacket)
         flops = formula(*args, **kwargs, out_val=out) if formula is not None else 0
         self.bytes += moved
         self.flops += flops
@@ -100,6 +102,9 @@ def _moved(name: str, args, out, tensors) -> int:
         return 2 * _nbytes(out) + _nbytes(args[1:])
     if name in SCATTERS:  # (destination, ..., index, values): read the values and index, write the rows
         return 2 * _nbytes(args[-1]) + _nbytes(args[1:-1])
+    if name == "rows_dot":  # (states, head, ids): the one kernel reads each picked head row once
+        x, weight, idx = args
+        return _nbytes(x) + _nbytes(idx) + idx.numel() * weight.shape[1] * weight.element_size() + _nbytes(out)
     if name == "index_fill_":  # (destination, dim, index, value)
         dest, dim, index = args[:3]
         return dest.numel() // max(dest.shape[dim], 1) * index.numel() * dest.element_size() + _nbytes(index)
@@ -131,8 +136,8 @@ def esamp_step(hidden: int, vocab: int, groups: int, n: int, cfg: ESampConfig) -
     layout = BatchLayout.from_slots([g for g in range(groups) for _ in range(n)], META)
     rows = groups * n
     h1, h = torch.empty(rows, hidden, device=META, dtype=torch.bfloat16), torch.empty(rows, hidden, device=META, dtype=torch.bfloat16)
-    head = Head(torch.empty(vocab, hidden, device=META, dtype=torch.bfloat16))
-    moments = VocabMoments(torch.empty(hidden, hidden, device=META), torch.empty(hidden, device=META), 0.0,
+    head = Head(torch.empty(vocab, hidden, device=META, dtype=torch.bfloat16), fused=True)  # as on CUDA with Triton
+    moments = VocabMoments(torch.empty(hidden, hidden, device=META, dtype=torch.bfloat16), torch.empty(hidden, device=META), 0.0,
                            torch.empty(hidden, device=META), 0.0, 1.0)
     logits = torch.empty(rows, vocab, device=META)
     beta = torch.empty(rows, device=META)
@@ -155,18 +160,21 @@ def tilt(logits, h, h_hat, head: Head, beta, cfg: ESampConfig, moments: VocabMom
     """The tilt a row without top-k/top-p/min-p gets from the server's defaults, with its stop
     cap (``cap``, or one stop id), as the sampler's hook runs it (runtime/tilting.py): the
     predictions centered on their groups (``layout``) with ``tilt_center`` group, then the
-    plausible form at ``tail_floor``, written at its changed tokens, or the dense form at 0,
-    at temperature 1. In place on ``logits``."""
+    plausible form at ``tail_floor``, written at its changed tokens (the stop ids left out of
+    it under ``hold``, capped after it otherwise), or the dense form at 0, at temperature 1.
+    In place on ``logits``."""
     if cfg.tilt_center == "group":
         h_hat = center_on_group(h[layout.rows], h_hat, layout.row_group, layout.num_groups)
     temps = torch.ones(h.shape[0], device=h.device)
     cap = cap or StopCap([0], cfg.stop_cap, h.device)
     if cfg.tail_floor > 0:
+        held = cap.stop_ids if cap.holds else None
         ids, before, after = plausible_tilt(logits, h, h_hat, head, beta, cfg.tilt, temps, cfg.tail_floor, moments,
-                                            entropy=cfg.tilt_entropy, max_gain=cfg.tilt_max_gain)
-        stops = cap.plausible(logits, ids, before, after, temps)
+                                            entropy=cfg.tilt_entropy, max_gain=cfg.tilt_max_gain, held=held)
+        stops = None if held is not None else cap.plausible(logits, ids, before, after, temps)
         logits.scatter_(1, ids, after)
-        logits[:, cap.stop_ids] = stops
+        if stops is not None:
+            logits[:, cap.stop_ids] = stops
         return logits
     ref = cap.reference(logits, temps)
     return logits.copy_(cap.apply(tilt_dense(logits, h, h_hat, head, beta, cfg.tilt, moments), ref, temps))

@@ -37,6 +37,7 @@ from sglang_esamp.core import (
     Head,
     StopCap,
     VocabMoments,
+    rows_dot,
     tilt_candidates,
     tilt_dense,
 )
@@ -112,10 +113,10 @@ def build_model(shape: dict, device, dtype):
 @torch.no_grad()
 def measure(model, distiller: str, groups: int, n: int, ctx: int, steps: int, device, dtype) -> dict:
     rows, hidden = groups * n, model.config.hidden_size
-    head = Head(model.lm_head.weight)  # (V, D)
+    head = Head(model.lm_head.weight, fused=rows_dot.usable(model.lm_head.weight))  # (V, D), as the runtime makes it
     moments = VocabMoments.of(head)  # the residual fit's per-model constants
-    cap = StopCap([model.config.eos_token_id or 2], "probability", device)
     cfg = ESampConfig(max_groups=groups, distiller=distiller)
+    cap = StopCap([model.config.eos_token_id or 2], cfg.stop_cap, device)
     bank = DistillerBank(cfg, hidden, device)
     mode = "thread" if device.type == "cuda" else "inline"
     trainer = AsyncTrainer(bank, GroupStats(groups, device, bank.streams), staleness=1, mode=mode)

@@ -46,7 +46,8 @@ def test_the_dense_choice_is_the_product_in_the_heads_dtype(dtype):
     x = torch.randn(n, d, generator=g)
     idx = torch.randint(0, v, (n, k), generator=g)
     assert head.dense_is_cheaper(n, k) and not head.dense_is_cheaper(n, 2)
-    assert not head.dense_is_cheaper(n, k, budget=4 * n * v - 1)  # its (N, V) product must fit the budget
+    product = head.weight.element_size() * n * v  # the (N, V) product, in the head's dtype
+    assert head.dense_is_cheaper(n, k, budget=product) and not head.dense_is_cheaper(n, k, budget=product - 1)  # it must fit
     want = torch.stack([head.weight.double()[idx[i]] @ x[i].to(dtype).double() for i in range(n)])
     rounding = 2**-8 if dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(head.at(x, idx).double(), want, rtol=rounding, atol=1e-5)

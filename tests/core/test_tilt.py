@@ -100,6 +100,28 @@ def test_candidates_are_the_definition_on_the_kept_tokens(case, kind, mode):
         assert ((moved[:, 0] - moved[:, 1]).abs() > 1e-3).all()  # the tilt changes their odds
 
 
+@pytest.mark.parametrize("kind", HEADS)
+def test_candidates_leave_held_ids_at_their_probability_within_the_kept_set(case, kind):
+    """``held`` in the candidate form (the stop ids under ``hold``): within each row's kept set
+    a held id keeps its untilted probability at the row's temperature and the other kept
+    tokens take the definition's relative odds, in float64."""
+    h, h_hat, beta, head, x, calls = setup(case, kind)
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    t = temps.double()[:, None]
+    keep = x >= x.topk(12, -1).values[:, -1:]  # the 12 likeliest of each row
+    held = [int(x[2].argmax()), int(x[3].topk(3).indices[-1]), 40]
+    inside = lambda v: torch.softmax(v.double().masked_fill(~keep, float("-inf")) / t, -1)  # noqa: E731
+    plain, tilted = inside(x), inside(reference(x, h, h_hat, head, beta, "residual"))
+    is_held = torch.zeros_like(keep)
+    is_held[:, held] = True
+    others = keep & ~is_held
+    want = torch.where(is_held, plain, tilted / (tilted * others).sum(-1, keepdim=True) * (plain * others).sum(-1, keepdim=True))
+    for moments, given in calls:
+        out = tilt_candidates(x, h, h_hat, head, beta, keep, "residual", moments, given, torch.tensor(held), temps)
+        torch.testing.assert_close(torch.softmax(out.double() / t, -1), want.masked_fill(~keep, 0.0), rtol=1e-4, atol=1e-6)
+    assert (tilted - plain)[[2, 3], held[:2]].abs().min() > 1e-3  # the tilt moves them when not held
+
+
 def test_penalties_and_logit_bias_are_not_scaled_by_the_tilt(case):
     """x + beta t: a perfect distiller (d = l) leaves the processed logits exactly as they are."""
     h, _, beta, penalties = case
@@ -117,6 +139,23 @@ def test_vocab_moments_give_the_full_vocabulary_fit(case):
     a_ref, b_ref = affine_fit(head.logits(h).double(), head.logits(h_hat).double())
     torch.testing.assert_close(a.double(), a_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b.double(), b_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_the_fit_on_a_bf16_head_runs_in_bf16_within_its_rounding():
+    """On a bf16 head the moments' Gram matrix is kept in bf16 and the fit's product runs in it:
+    a stays within 2e-3 of the float64 fit over the same head's logits (a logit of 10 moves by
+    at most 0.02, the size of one bf16 rounding of it)."""
+    g = torch.Generator().manual_seed(2)
+    head = Head(torch.randn(4000, 64, generator=g).to(torch.bfloat16))
+    h = torch.randn(8, 64, generator=g)
+    h_hat = h + 0.5 * torch.randn(8, 64, generator=g)
+    moments = VocabMoments.of(head)
+    assert moments.gram.dtype == torch.bfloat16
+    a, b = moments.fit(h, h_hat)
+    w = head.weight.double()
+    a_ref, b_ref = affine_fit(h.double() @ w.T, h_hat.double() @ w.T)
+    torch.testing.assert_close(a.double(), a_ref, rtol=2e-3, atol=0)
+    torch.testing.assert_close(b.double(), b_ref, rtol=0, atol=2e-2)
 
 
 def test_residual_tilt_ignores_what_an_affine_fit_explains():
@@ -155,17 +194,21 @@ def test_greedy_argmax_moves_with_beta():
     assert int(out.argmax()) == 1 and int(lm.argmax()) == 0
 
 
-def plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k):
+def plausible_reference(x, h, h_hat, head, beta, mode, temps, floor, k, held=(), breaks=None):
     """The plausible form's distribution in float64, from its definition: the tokens among the
-    row's k likeliest with p >= floor * p_max at T take x + beta t, renormalised to their
-    untilted total; every other token keeps its untilted probability."""
+    row's k likeliest with p >= floor * p_max at T, less the ``held`` ids, take x + beta t,
+    renormalised to their untilted total; every other token keeps its untilted probability."""
     tilted = reference(x, h, h_hat, head, beta, mode)
     t = temps.double()[:, None]
     p = torch.softmax(x.double() / t, -1)
     top = torch.zeros_like(p, dtype=torch.bool).scatter_(1, x.double().topk(min(k, x.shape[-1]), -1).indices, True)
     plausible = top & (p >= floor * p.max(-1, keepdim=True).values)
-    q = torch.softmax(torch.where(plausible, tilted / t, torch.tensor(float("-inf"), dtype=torch.float64)), -1)
-    return torch.where(plausible, q * (p * plausible).sum(-1, keepdim=True), p), plausible
+    plausible[:, list(held)] = False
+    out = p.clone()
+    for part in [plausible] if breaks is None else [plausible & breaks, plausible & ~breaks]:  # each keeps its total
+        q = torch.softmax(torch.where(part, tilted / t, torch.tensor(float("-inf"), dtype=torch.float64)), -1)
+        out = torch.where(part, torch.nan_to_num(q) * (p * part).sum(-1, keepdim=True), out)
+    return out, plausible
 
 
 @pytest.mark.parametrize("kind", HEADS)
@@ -185,6 +228,65 @@ def test_plausible_is_the_definition(case, kind, mode, floor, k):
     moved = (got - torch.softmax(x.double() / temps.double()[:, None], -1)).abs().amax(-1)
     several = plausible.sum(-1) > 1  # a row with one plausible token has nothing to move
     assert (moved[(beta > 0) & several] > 1e-4).all() and (moved[(beta == 0) | ~several] < 1e-6).all()
+
+
+@pytest.mark.parametrize("kind", HEADS)
+def test_plausible_leaves_held_ids_at_their_plain_probability(case, kind):
+    """``held`` (the stop ids under the ``hold`` cap): plausible or not, each keeps exactly its
+    plain-sampling probability, and the rest of the set is tilted as the definition says, in
+    float64; here the tilt would have moved them (without ``held`` their probability changes)."""
+    h, h_hat, beta, head, x, calls = setup(case, kind)
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    t = temps.double()[:, None]
+    held = [int(x[3].argmax()), int(x[5].argmax()), 7]  # the top token of rows 3 and 5, and one more
+    want, plausible = plausible_reference(x, h, h_hat, head, beta, mode := "residual", temps, 0.05, 64, held)
+    plain = torch.softmax(x.double() / t, -1)
+    for moments, given in calls:
+        free = torch.softmax(tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, 0.05, moments, given).double() / t, -1)
+        out = tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, 0.05, moments, given, held=torch.tensor(held))
+        got = torch.softmax(out.double() / t, -1)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got[:, held], plain[:, held], rtol=1e-5, atol=1e-9)
+        assert torch.equal(out[:, held], x[:, held])
+    assert (free[[3, 5], held[:2]] - plain[[3, 5], held[:2]]).abs().min() > 1e-3  # the tilt moves them when not held
+    assert plausible[3].sum() > 1  # a held top token leaves others to tilt
+
+
+@pytest.mark.parametrize("kind", HEADS)
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+def test_plausible_with_word_breaks_keeps_each_parts_total(case, kind, mode):
+    """``breaks``: the plausible tokens that end a word and the others each keep their untilted
+    total (float64), and within each part the tilt is the definition; here the tilt would have
+    moved probability between the parts."""
+    h, h_hat, beta, head, x, calls = setup(case, kind)
+    temps = torch.tensor([1.0, 0.7, 1.0, 1.3, 1.0, 0.9])
+    t = temps.double()[:, None]
+    breaks = torch.arange(V) % 3 == 0
+    want, plausible = plausible_reference(x, h, h_hat, head, beta, mode, temps, 0.001, 64, breaks=breaks)  # a low floor: large parts
+    plain = torch.softmax(x.double() / t, -1)
+    share = lambda q: (q * (plausible & breaks)).sum(-1)  # noqa: E731
+    for moments, given in calls:
+        free = torch.softmax(tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, 0.001, moments, given).double() / t, -1)
+        got = torch.softmax(tilt_plausible(x.clone(), h, h_hat, head, beta, mode, temps, 0.001, moments, given,
+                                           breaks=breaks).double() / t, -1)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(share(got), share(plain), rtol=1e-5, atol=1e-8)
+    assert (share(free) - share(plain)).abs().max() > 1e-3  # the tilt moves the parts' totals when free
+    mixed = ((plausible & breaks).sum(-1) > 1) & ((plausible & ~breaks).sum(-1) > 1) & (beta > 0)
+    assert mixed.any() and ((got - plain).abs().amax(-1)[mixed] > 1e-4).all()  # and tilts within them
+
+
+def test_plausible_with_only_a_held_id_plausible_keeps_the_row():
+    """A row whose one plausible token is held has an empty set: nothing is tilted, and no NaN
+    comes out of the empty set's sums (with the bound on the gain, whose bisection sees it)."""
+    head = make_head("plain")
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, V, generator=g)
+    x[:, 9] = 30.0  # p_max dwarfs every other token: only token 9 is plausible
+    h, h_hat = torch.randn(2, D, generator=g), torch.randn(2, D, generator=g)
+    out = tilt_plausible(x.clone(), h, h_hat, head, torch.ones(2), "paper", torch.ones(2), 0.05, max_gain=5.0,
+                         held=torch.tensor([9]))
+    assert torch.equal(out, x)
 
 
 def entropy64(p: torch.Tensor) -> torch.Tensor:

@@ -98,14 +98,18 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
         server_l = pending.probe_logits[r].double()  # the model's own, kept by the probe before SGLang's processing
         ref = x + beta * direction(lm, d, mode)
         gain_bound = False  # the bound on a token's gain changed this row
+        stop_held = False  # a plausible stop id left out of the tilt (``hold``)
         if form is Form.PLAUSIBLE:  # the tilt within the 64 likeliest at p >= floor * p_max, their total kept
             p = torch.softmax(x / temp, -1)
             top = torch.zeros_like(p, dtype=torch.bool).scatter_(0, x.topk(min(64, vocab)).indices, True)
             plausible = top & (p >= MODEL["cfg"].tail_floor * p.max())
+            if cap_mode == "hold":  # the stop ids stay out of the set, untilted
+                stop_held = bool(plausible[stop].any())
+                plausible[stop] = False
             shift = temp * (torch.logsumexp(x[plausible] / temp, 0) - torch.logsumexp(ref[plausible] / temp, 0))
             ref = torch.where(plausible, ref + shift, x)
             gain = MODEL["cfg"].tilt_max_gain
-            if gain > 0:  # no token above gain times its plain probability (tests/probe/gain_oracle.py)
+            if gain > 0 and plausible.any():  # no token above gain times its plain probability (tests/probe/gain_oracle.py)
                 inside = x[plausible] / temp
                 p_in = torch.softmax(inside, 0)
                 gain_bound = bool((torch.softmax(ref[plausible] / temp, 0) > gain * p_in * (1 + 1e-6)).any())
@@ -120,7 +124,16 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
             ref, x_kept = ref.masked_fill(~keep, float("-inf")), x.masked_fill(~keep, float("-inf"))
         else:
             x_kept = x
-        uncapped, ref = ref, capped(ref, x_kept, stop, temp, cap_mode)
+        if form is Form.CANDIDATES and cap_mode == "hold" and stop:  # the stops untilted, the rest's total kept
+            stop_held = bool(torch.isfinite(x_kept[stop]).any())
+            others = torch.isfinite(x_kept)
+            others[stop] = False
+            if others.any():
+                ref = ref.clone()
+                ref[others] += temp * (torch.logsumexp(x_kept[others] / temp, 0) - torch.logsumexp(ref[others] / temp, 0))
+            ref[stop] = x_kept[stop]
+        held = form is not Form.DENSE and cap_mode == "hold"  # no cap: the stops were never tilted
+        uncapped, ref = ref, ref if held else capped(ref, x_kept, stop, temp, cap_mode)
         lp_ref, lp_got = torch.log_softmax(ref / temp, -1), torch.log_softmax(got / temp, -1)
         finite = torch.isfinite(lp_ref)
         likely = finite & (lp_ref > -15)
@@ -139,6 +152,7 @@ def check(pending, x_all: torch.Tensor, out_all: torch.Tensor) -> list[dict]:
             "tilt_size": float((lp_ref - torch.log_softmax(x_kept / temp, -1))[likely].abs().max()),
             "stop_before": stop_prob(x_kept, stop, temp), "stop_after": stop_prob(got, stop, temp),
             "cap_bound": stop_prob(uncapped, stop, temp) > stop_prob(ref, stop, temp) + 1e-9, "gain_bound": gain_bound,
+            "stop_held": stop_held,
         })
     return records
 

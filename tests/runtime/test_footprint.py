@@ -31,7 +31,7 @@ MLP_384 = D + 2 * 3 * D * 384
 
 @pytest.mark.parametrize("cfg, expected", [
     (ESampConfig(distiller="mlp", max_groups=3, intermediate=16),  # mlp, residual tilt, calibrated init
-     {"bank": 3 * (MLP_16 * 4 + 4), "stats": 3 * STATS, "requests": REQUESTS, "head moments": (D * D + 2 * D) * 4,
+     {"bank": 3 * (MLP_16 * 4 + 4), "stats": 3 * STATS, "requests": REQUESTS, "head moments": D * D * 2 + 2 * D * 4,
       "base": base(MLP_16)}),
     (ESampConfig(max_groups=5, distiller="lowrank", rank=4, init="random", tilt="paper"),
      {"bank": 5 * (LOWRANK_4 * 4 + 4), "stats": 5 * STATS, "requests": REQUESTS}),
@@ -41,7 +41,7 @@ MLP_384 = D + 2 * 3 * D * 384
 def test_the_reservation_is_what_the_runtime_holds(cfg, expected):
     """Counted by hand from the tensors' shapes: the reservation, the runtime's tensors and
     what the server reports all come to it."""
-    rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", dtype=torch.bfloat16)
+    rt = ESampRuntime(cfg, D, Head(torch.randn(V, D, dtype=torch.bfloat16)), None, "cpu", dtype=torch.bfloat16)  # a bf16 model
     if rt.warm is not None:
         rt.bank.set_base(rt.warm.snapshot())  # the bank's copy of the base, once published
     assert reserved_bytes(cfg, D, torch.bfloat16) == expected

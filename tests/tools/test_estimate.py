@@ -56,7 +56,7 @@ def test_the_step_times_bound_the_bytes_and_flops_of_every_shape():
         est = estimate(groups=8, n=16, **shape)
         e = est["esamp"]
         assert est["shape"]["model"] == name
-        assert e["seconds"] >= max(e["bytes"] / 3.35e12, e["flops"] / 989e12)
+        assert e["seconds"] >= max(e["bytes"] / 3.35e12, e["flops"] / 989e12) * (1 - 1e-12)  # sums of per-op terms
         assert e["seconds"] <= e["bytes"] / 3.35e12 + e["flops"] / 67e12
         assert est["share"]["seconds"] == pytest.approx(e["seconds"] / est["model"]["seconds"])
         assert e["launches"] == sum(p["launches"] for p in e["parts"].values()) > 50
