@@ -120,11 +120,6 @@ class ESampConfig:
         "by, each step; a token the tilt would raise further is held at that bound and the others keep their relative "
         "odds, so no word piece the model finds unlikely is handed most of a step's probability. Must be above 1; 0: no "
         "bound (as published).", low=0.0)
-    word_breaks: str = knob(
-        "free", "For the plausible form (--esamp-tail-floor > 0): 'hold' keeps the total probability of the plausible "
-        "tokens that hold whitespace (they end the current word) and of the others (they go on with it) each at its "
-        "untilted value, so the tilt chooses among words and among word pieces but not whether a word ends (needs the "
-        "server's tokenizer); 'free': the plausible set as one.", choices=("free", "hold"))
     tilt_center: str = knob(
         "group", "'group': before tilting, shift each sample's prediction by its group's mean prediction error at this step "
         "(over the group's running samples, when there are at least two), so the tilt acts on what sets a sample apart "

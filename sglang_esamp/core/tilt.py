@@ -148,7 +148,7 @@ def tilt_dense(
 def plausible_tilt(
     x: torch.Tensor, h: torch.Tensor, h_hat: torch.Tensor, head: Head, beta: torch.Tensor, mode: str, temps: torch.Tensor,
     floor: float, moments: VocabMoments | None = None, lm: torch.Tensor | None = None, k: int = PLAUSIBLE_K,
-    entropy: str = "free", max_gain: float = 0.0, held: torch.Tensor | None = None, breaks: torch.Tensor | None = None,
+    entropy: str = "free", max_gain: float = 0.0, held: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tilt within each row's plausible set, without touching (N, V) ``x``: the tokens among
     its ``k`` likeliest whose probability at the row's temperature (``temps``, (N,)) is at
@@ -164,11 +164,7 @@ def plausible_tilt(
     ``held`` (S,) token ids are left out of the set: they keep their untilted logits even
     where they are plausible (the stop ids under ``--esamp-stop-cap hold``: as the set's total
     and every other logit are kept, the row's normaliser is too, so each of them keeps its
-    untilted probability exactly, with no pass over the vocabulary). ``breaks`` (V,) bool
-    splits the set in two, the tokens that hold whitespace (they end a word) and the rest
-    (they go on with it), and each part keeps its own untilted total (the bound, too, acts
-    within each part): the tilt chooses among words and among word pieces, while whether the
-    current word ends stays the model's call (``--esamp-word-breaks hold``).
+    untilted probability exactly, with no pass over the vocabulary).
     Arguments as ``tilt_dense``; on a linear head it gathers the k
     head rows (N x k x D), no (N, V) product.
 
@@ -194,15 +190,10 @@ def plausible_tilt(
     y = torch.where(plausible, tilted / t, inf)  # (N, K) tilted
     if entropy == "keep":
         y = y * entropy_scale(y0, y).unsqueeze(-1)
-    parts = (plausible,) if breaks is None else (plausible & breaks[idx], plausible & ~breaks[idx])
-    out = y
-    for part in parts:  # each part keeps its untilted total
-        y0_part, y_part = torch.where(part, y0, inf), torch.where(part, y, inf)
-        if max_gain > 0:
-            y_part = cap_gain(y0_part, y_part, math.log(max_gain))
-        keep = torch.logsumexp(y0_part, -1) - torch.logsumexp(y_part, -1)  # (N,); NaN for an empty part, never used
-        out = torch.where(part, y_part + keep.unsqueeze(-1), out)
-    return idx, vals, torch.where(plausible, out * t, vals).to(x.dtype)
+    if max_gain > 0:
+        y = cap_gain(y0, y, math.log(max_gain))
+    keep = torch.logsumexp(y0, -1) - torch.logsumexp(y, -1)  # (N,); NaN for an empty set, never used
+    return idx, vals, torch.where(plausible, (y + keep.unsqueeze(-1)) * t, vals).to(x.dtype)
 
 
 def tilt_plausible(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

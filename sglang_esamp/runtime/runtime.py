@@ -37,7 +37,6 @@ from ..core.tilt import center_on_group
 from ..core.trainer import TRACE_EVERY
 from ..core.warm_base import MIN_ROWS, WarmBase
 from .base import BaseStore, SavedBase
-from .breaks import word_breaks
 from .footprint import held_bytes
 from .metrics import ESampMetrics
 from .plan import TILTED, plan_rows
@@ -64,7 +63,7 @@ class ESampRuntime:
     def __init__(
         self, cfg: ESampConfig, hidden: int, head: Head, out_gain: torch.Tensor | None, device,
         stop_ids: list[int] | None = None, store: BaseStore | None = None, dtype: torch.dtype = torch.float32,
-        processor=None, tp_rank: int = 0, tp_size: int = 1, breaks: torch.Tensor | None = None,
+        processor=None, tp_rank: int = 0, tp_size: int = 1,
     ):
         self.cfg, self.hidden = cfg, hidden
         self.tp_rank, self.tp_size = tp_rank, tp_size  # tensor parallel: every rank runs the same distillers
@@ -88,7 +87,7 @@ class ESampRuntime:
         # the ttl is not applied (a clock that stands still); idle groups leave when another needs the slot
         self.requests = RequestTracker(cfg, device, self._open_slot, clock=_still if tp_size > 1 else time.monotonic)
         self.tilter = Tilter(cfg.tilt, head, StopCap(stop_ids, cfg.stop_cap, device), cfg.tail_floor,
-                             cfg.tilt_entropy, cfg.tilt_max_gain, breaks if cfg.word_breaks == "hold" else None)
+                             cfg.tilt_entropy, cfg.tilt_max_gain)
         self.used_slots: set[int] = set()
         self.prompt_pending: set[int] = set()  # slots of new groups that have not fitted their prompt yet
         self.active: Step | None = None  # the step whose forward or sampling is under way
@@ -170,8 +169,7 @@ class ESampRuntime:
         return cls(
             cfg, hidden, head, norm_gain(norm), runner.device, sorted(getattr(runner.model_config, "hf_eos_token_id", None) or []),
             store=store, dtype=model.lm_head.weight.dtype, processor=processor, tp_rank=get_parallel().tp_rank if tp_size > 1 else 0,
-            tp_size=tp_size, breaks=word_breaks(runner.server_args, head.weight.shape[0], runner.device)
-            if cfg.word_breaks == "hold" else None,
+            tp_size=tp_size,
         )
 
     # ---- requests (host only) ----

@@ -45,10 +45,10 @@ class Pending:
 
 class Tilter:
     def __init__(self, mode: str, head: Head, stop_cap: StopCap, tail_floor: float = 0.0, entropy: str = "free",
-                 max_gain: float = 0.0, breaks: torch.Tensor | None = None):
+                 max_gain: float = 0.0):
         self.mode, self.head, self.stop_cap = mode, head, stop_cap
-        # the PLAUSIBLE form's floor, entropy rule, bound on any token's gain and word breaks ((V,) bool, runtime/breaks.py)
-        self.tail_floor, self.entropy, self.max_gain, self.breaks = tail_floor, entropy, max_gain, breaks
+        # the PLAUSIBLE form's floor, entropy rule and bound on any token's gain
+        self.tail_floor, self.entropy, self.max_gain = tail_floor, entropy, max_gain
         # the residual fit over the whole vocabulary for candidate rows, in D dimensions
         self.moments = VocabMoments.of(head) if mode == "residual" and head.linear else None
 
@@ -104,8 +104,7 @@ class Tilter:
             held = self.stop_cap.stop_ids if self.stop_cap.holds else None  # left untilted: no cap needed
             ids, before, after = plausible_tilt(x, pending.h[r], pending.h_hat[idx], head, beta, self.mode, temps,
                                                 self.tail_floor, self.moments, pending.model_logits[Form.PLAUSIBLE],
-                                                entropy=self.entropy, max_gain=self.max_gain, held=held,
-                                                breaks=None if self.breaks is None else self.breaks[:logits.shape[-1]])
+                                                entropy=self.entropy, max_gain=self.max_gain, held=held)
             stops = None if held is not None else self.stop_cap.plausible(x, ids, before, after, temps)  # (n, S) or None
             writes.append((None if whole else r, ids, after))
             if stops is not None:  # after the K values: a stop id among them takes its capped value

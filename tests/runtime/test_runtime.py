@@ -476,26 +476,3 @@ def test_a_chunked_prompt_fits_on_its_final_chunk():
     prefill(rt, [req], [4], [6], h1[6:], h[6:])
     assert len(seen) == 1 and torch.equal(seen[0], h1[6:]) and rt.prompt_pending == set()
 
-
-def test_word_breaks_hold_the_share_of_tokens_that_end_a_word():
-    """``--esamp-word-breaks hold`` with the server's table: on every plausible row the tokens
-    that end a word keep their untilted total probability (float64), while the tilt still moves
-    the row; with ``free`` the same table is ignored and that total moves."""
-    breaks = torch.arange(V) % 2 == 0
-    shares = {}
-    for rule in ("hold", "free"):
-        torch.manual_seed(0)
-        cfg = ESampConfig(distiller="mlp", max_groups=4, intermediate=8, trainer="inline", tail_floor=0.001,
-                          word_breaks=rule, tilt_center="none")
-        rt = ESampRuntime(cfg, D, Head(torch.randn(V, D)), None, "cpu", processor=PROCESSOR, breaks=breaks)
-        rt.trainer.predict = lambda layout, h1: 0.5 * h1[layout.rows]  # a poor distiller: a strong tilt
-        reqs = [make_req(str(i), 2.0, "g:x") for i in range(4)]
-        for r in reqs:
-            rt.attach(r)
-        torch.manual_seed(1)
-        logits, seen = run_step(rt, reqs)
-        plain, tilted = (torch.softmax(x.double(), -1) for x in (logits, seen["logits"]))
-        assert rt.server_stats()["tilted_rows"]["plausible"] == 4 and (tilted - plain).abs().max() > 1e-2
-        shares[rule] = (tilted[:, breaks].sum(-1), plain[:, breaks].sum(-1))
-    torch.testing.assert_close(*shares["hold"], rtol=1e-5, atol=1e-7)
-    assert (shares["free"][0] - shares["free"][1]).abs().max() > 1e-3

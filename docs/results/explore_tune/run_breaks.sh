@@ -3,6 +3,7 @@
 # `hold`) and the word-break rule on top (--esamp-word-breaks hold: the plausible tokens that
 # end a word and the others each keep their untilted total). Chat: all 65 prompts, against
 # chat65/'s vanilla T = 1; stories: the first 64 openings, with their own vanilla T = 1.
+# --esamp-word-breaks exists at commit 99804ce only (measured, then removed); run this script there.
 # Resumable: rerun to continue. About 30 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
