@@ -99,7 +99,7 @@ class ESampConfig:
         "What the tilt may not change for the model's end-of-sequence ids, at the request's temperature: 'probability' "
         "(may not raise their total probability), 'logit' (nor each one's odds against the other tokens) or 'hold' (their "
         "total probability stays exactly the untilted one, up or down: when to stop stays the model's decision; the "
-        "plausible form, --esamp-tail-floor, leaves them out of the tokens it tilts, so each keeps its plain probability).",
+        "plausible and candidate forms leave them out of the tokens they tilt, so each keeps its plain probability).",
         choices=STOP_CAPS)
     tail_floor: float = knob(
         0.05,
