@@ -216,33 +216,31 @@ def detrend(push: torch.Tensor, y0: torch.Tensor, inside: torch.Tensor) -> torch
     return push - slope * y
 
 
-def cap_gain(y0: torch.Tensor, y: torch.Tensor, log_gain: float, iters: int = ENTROPY_ITERS) -> torch.Tensor:
+def cap_gain(y0: torch.Tensor, y: torch.Tensor, log_gain: float) -> torch.Tensor:
     """(N, K) ``y`` with each token's gain over (N, K) ``y0`` bounded (both -inf outside the
     same set): softmax of the result is at most exp(``log_gain``) times softmax(y0), token by
-    token. With u = y - y0 and p = softmax(y0), the result is y0 + min(u, L + log_gain), where
-    L solves L = log sum_j p_j exp(min(u_j, L + log_gain)), the log of the capped row's
-    normaliser: a token's gain is then exp(min(u_i, L + log_gain) - L). The right side grows
-    with L more slowly than L itself, from at least min u at L = min u to at most L at
-    L = log sum_j p_j exp(u_j), so a bisection over that range finds L, a fixed number of
-    steps (no host sync); it returns the lower end, where the normaliser is at least exp(L),
-    so the bound holds. Tokens below the bound keep their relative odds; a row whose tilt
-    raises no token by more than the bound is unchanged (up to the bisection's last step)."""
+    token. With u = y - y0, p = softmax(y0) and g = ``log_gain``, the result is
+    y0 + min(u, L + g), where L solves L = log sum_j p_j exp(min(u_j, L + g)), the log of the
+    capped row's normaliser: a token's gain is then exp(min(u_j, L + g) - L).
+
+    Closed form, no iteration: with the top m tokens by u held at the bound, the equation
+    reads e^L = e^(L+g) P_m + A_m (P_m: their total p; A_m: the others' sum of p_j e^(u_j)),
+    so L_m = log A_m - log(1 - e^g P_m) where e^g P_m < 1. Each L_m is at least L (holding a
+    token at min(u, L + g) can only be raised by choosing either side for it), and the true
+    set of held tokens, those with u above L + g, is such a top m; so L = min_m L_m. Tokens
+    below the bound keep their relative odds; a row whose tilt raises no token by more than
+    the bound is unchanged."""
     inside = torch.isfinite(y0)  # (N, K)
-    inf = float("-inf")
+    inf = float("inf")
     logp = torch.log_softmax(y0, -1)  # -inf outside
-    u = torch.where(inside, y - y0, 0.0)  # (N, K)
-
-    def log_norm(level: torch.Tensor) -> torch.Tensor:  # (N,) the capped row's log normaliser at L = level
-        return torch.logsumexp(torch.where(inside, logp + torch.minimum(u, (level + log_gain).unsqueeze(-1)), inf), -1)
-
-    lo = torch.where(inside, u, float("inf")).amin(-1)  # (N,)
-    hi = torch.logsumexp(torch.where(inside, logp + u, inf), -1)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        above = log_norm(mid) >= mid  # the solution is at or above mid
-        lo = torch.where(above, mid, lo)
-        hi = torch.where(above, hi, mid)
-    return torch.where(inside, y0 + torch.minimum(u, (lo + log_gain).unsqueeze(-1)), y)
+    u, order = torch.where(inside, y - y0, -inf).sort(-1, descending=True)  # (N, K) the outside tokens last
+    lp = logp.gather(1, order)
+    p = lp.exp()
+    held = torch.cumsum(p, -1) - p  # (N, K) P_m: the total p of the tokens before position m
+    log_rest = torch.logcumsumexp((lp + u).flip(-1), -1).flip(-1)  # (N, K) log A_m: over positions m and after
+    room = 1.0 - math.exp(log_gain) * held
+    level = torch.where((room > 0) & torch.isfinite(log_rest), log_rest - torch.log(room.clamp_min(1e-30)), inf).amin(-1)  # (N,)
+    return torch.where(inside, y0 + torch.minimum(y - y0, (level + log_gain).unsqueeze(-1)), y)
 
 
 def _entropy(y: torch.Tensor) -> torch.Tensor:

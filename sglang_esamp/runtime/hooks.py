@@ -51,6 +51,7 @@ and SGLang's response extension ``SglExt`` so that it can carry ``esamp``.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from sglang.api.v1.api_types import JsonContractError
@@ -299,10 +300,9 @@ def preprocess_logits(result, runner, logits_output, *args, **kwargs):
 
 
 def sample_from_probs(original, sampler, probs, sampling_info, positions, simple_sampling_case):
-    ids, capture = original(sampler, probs, sampling_info, positions, simple_sampling_case)
-    if _RUNTIME is not None:
-        _RUNTIME.stratify(ids, probs, sampling_info, filtered=not simple_sampling_case)
-    return ids, capture
+    if _RUNTIME is None:
+        return original(sampler, probs, sampling_info, positions, simple_sampling_case)
+    return _RUNTIME.draw(functools.partial(original, sampler), probs, sampling_info, positions, simple_sampling_case)
 
 
 def create_generation_req(req, scheduler, *args, **kwargs):

@@ -12,7 +12,8 @@ hook in ``hooks.py`` calls; the step's hand-offs travel in a ``Step`` (``step.py
                     logits of the tilted rows, swap in neutral filters for CANDIDATES
                     rows, call SGLang's sample
       preprocess    apply_tilt: DENSE and CANDIDATES rows, after penalties, grammar, bias
-      draw          stratify: stratified rows take their codes' tokens
+      draw          draw: stratified rows take their codes' tokens (SGLang's own draw
+                    skipped when every row is stratified)
                     then trainer.submit(h1, h) (decode batches only)
     idle            the scheduler has nothing to run: the base distiller trains instead of
                     sleeping (``calibrated`` inits)
@@ -420,21 +421,51 @@ class ESampRuntime:
         step.tilt_pending = self.tilter.capture(plan, h, h_hat, logits, info, forward_batch)
         return sampling_params_for(plan, info, logits.shape[-1])
 
-    def stratify(self, ids: torch.Tensor, probs: torch.Tensor, info, filtered: bool) -> None:
-        """Inside SGLang's sampler: the stratified rows of the active step take their codes'
-        tokens (``strata.py``) in place of SGLang's draw. probs: (rows, V) after temperature."""
+    def draw(self, sample, probs: torch.Tensor, info, positions, simple: bool) -> tuple:
+        """SGLang's draw (``sample``, its ``Sampler._sample_from_probs`` bound to the sampler),
+        with the stratified rows of the active step taking their codes' tokens
+        (``strata.py``). probs: (rows, V) after temperature; ``simple``: no row has
+        top-k/top-p/min-p. When every row is stratified and SGLang captures no sampling mask,
+        its own draw would be overwritten whole and is not made: the codes draw every row (on
+        a CPU, SGLang's multinomial over the vocabulary is a sixth of a decode step). If the
+        codes fail, the rows keep SGLang's draw."""
         step = self.active
-        if step is None:
-            return
-        try:
-            if step.strata_rows is None:
-                step.strata_rows = self.requests.strata.rows_of(step) or ()
-            if step.strata_rows:
-                self.requests.strata.resample(ids, probs, info, step.strata_rows, filtered)
-        except Exception:  # the rows keep SGLang's own draw
-            self._fault("strata", [])
+        rows = self._strata_rows(step) if step is not None else ()
+        if rows and len(rows[0]) == probs.shape[0] and getattr(info, "sampling_mask_batch_indices", None) is None:
+            ids = torch.empty(probs.shape[0], dtype=torch.int32, device=probs.device)  # (rows,), every one written
+            if self._resample(ids, probs, info, rows, not simple):
+                return self._traced(ids), None
+        ids, capture = sample(probs, info, positions, simple)
+        if rows:
+            self._resample(ids, probs, info, rows, not simple)
+        return (self._traced(ids) if step is not None else ids), capture
+
+    def _traced(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids``, the step's (rows,) draws, recorded in the TP trace: this rank's own, before
+        SGLang reconciles the ranks."""
         if self.trace is not None:
-            self.trace.tokens(ids)  # this rank's own draws, before SGLang reconciles the ranks
+            self.trace.tokens(ids)
+        return ids
+
+    def _strata_rows(self, step: Step) -> tuple:
+        """The step's (batch rows, table rows) of stratified rows, read once per step; () if none
+        (or if reading them failed: the rows keep SGLang's draw)."""
+        if step.strata_rows is None:
+            try:
+                step.strata_rows = self.requests.strata.rows_of(step) or ()
+            except Exception:
+                step.strata_rows = ()
+                self._fault("strata", [])
+        return step.strata_rows
+
+    def _resample(self, ids: torch.Tensor, probs: torch.Tensor, info, rows: tuple, filtered: bool) -> bool:
+        """The codes' tokens into (rows,) ``ids`` in place; False (counted as a fault) if they failed."""
+        try:
+            self.requests.strata.resample(ids, probs, info, rows, filtered)
+        except Exception:
+            self._fault("strata", [])
+            return False
+        return True
 
     def apply_tilt(self, logits_output) -> None:
         """Tilt the DENSE and CANDIDATES rows in place, after SGLang's penalties, grammar and

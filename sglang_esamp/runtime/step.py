@@ -25,7 +25,7 @@ The hidden states travel outside the Step, in SGLang's own fields, under one con
   and has no batch argument: it finds the Step as ``runtime.active``, which ``sample`` sets
   for the length of SGLang's sample (and ``forward`` for the model's run) and clears after.
   With no active Step it leaves the logits alone. ``Sampler._sample_from_probs``
-  (``runtime.stratify``) finds it the same way.
+  (``runtime.draw``) finds it the same way.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ prefix warm-up SGLang sends before the copies (``max_new_tokens`` 0) takes no in
 ``resample`` runs inside SGLang's sampler, on the probabilities it samples from (after
 penalties, grammar, bias, ESamp's tilt and temperature): for the stratified rows it applies
 the row's top-k / top-p / min-p exactly as SGLang's torch sampler does and replaces SGLang's
-draw by the code's. Greedy rows keep their argmax.
+draw by the code's (when every row is stratified, the runtime skips SGLang's draw). Greedy
+rows keep their argmax.
 
 Usage::
 
@@ -72,10 +73,12 @@ class StrataSampler:
         return torch.tensor(batch_rows), torch.tensor(table_rows)
 
     def resample(self, ids: torch.Tensor, probs: torch.Tensor, info, rows: tuple[torch.Tensor, torch.Tensor], filtered: bool) -> None:
-        """Overwrite (in place) the (rows,) token ids SGLang drew for the stratified rows.
+        """Write the codes' tokens into (rows,) ``ids`` at the stratified rows, in place (over
+        SGLang's draw, or into an unwritten tensor when every row is stratified).
         probs: (rows, V) after temperature; ``filtered``: the batch has top-k/top-p/min-p."""
         b, table = (t.to(probs.device, non_blocking=True) for t in rows)
-        p = probs[b]  # (k, V)
+        whole = len(rows[0]) == probs.shape[0]  # every row, in order (``rows_of`` lists them ascending)
+        p = probs if whole else probs[b]  # (k, V); SGLang's own when every row is stratified: not written
         if filtered:
-            p = p.masked_fill_(~keep_mask(p, info.top_ks[b], info.top_ps[b], info.min_ps[b]), 0.0)
+            p = p.masked_fill(~keep_mask(p, info.top_ks[b], info.top_ps[b], info.min_ps[b]), 0.0)
         ids[b] = self.codes.pick(p, table).to(ids.dtype)

@@ -1,6 +1,8 @@
 """The tilt's two forms against a float64 reference of its definition (core/tilt.py), on
 heads with and without bias, logit scale and softcapping."""
 
+import math
+
 import pytest
 import torch
 
@@ -362,6 +364,23 @@ def test_cap_gain_bounds_every_token_and_keeps_the_others_odds(gain):
         capped += bool((torch.softmax(y[i][inside], -1) > gain * p0[i][inside]).any())
     assert capped >= 3  # the case has rows the bound acts on
     torch.testing.assert_close(got[3], torch.softmax(y[3], -1), rtol=1e-5, atol=1e-7)  # and one it leaves alone
+
+
+@pytest.mark.parametrize("gain", [1.5, 5.0])
+def test_cap_gain_with_huge_tilts_and_ties(gain):
+    """Tilts of tens of nats (where exp of a tilt overflows a float32 sum) and tokens tied in
+    their tilt, against the float64 oracle."""
+    g = torch.Generator().manual_seed(5)
+    y0 = torch.randn(6, 10, generator=g, dtype=torch.float64) * 3
+    y = y0 + torch.randn(6, 10, generator=g, dtype=torch.float64) * 40
+    y[1] = y0[1] + torch.tensor([5.0, 5.0, 5.0, 1.0, 0.0, 0.0, -3.0, 2.0, 5.0, 0.0], dtype=torch.float64)
+    y0[2, 3:] = y[2, 3:] = float("-inf")
+    out = cap_gain(y0.float(), y.float(), math.log(gain))
+    p0, got = torch.softmax(y0, -1), torch.softmax(out.double(), -1)
+    for i in range(6):
+        inside = torch.isfinite(y0[i])
+        torch.testing.assert_close(got[i][inside], capped64(p0[i][inside], (y - y0)[i][inside], gain), rtol=1e-4, atol=1e-6)
+        assert (got[i][inside] <= gain * p0[i][inside] * (1 + 1e-5)).all()
 
 
 def test_plausible_with_max_gain_bounds_the_plain_probabilities(case):

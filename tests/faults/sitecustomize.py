@@ -5,7 +5,7 @@ Every Python process whose ``PYTHONPATH`` starts with this folder imports it at 
 distiller bank so that each fault listed in the file fires once, on the next call that
 reaches it, and is removed from the file. Faults: ``train_raise`` (a training step raises,
 as an out-of-memory error would), ``predict_raise`` (a prediction raises), ``nan_distiller``
-(the predicting groups' weights turn NaN).
+(the predicting groups' weights turn NaN), ``strata_raise`` (a stratified draw raises).
 """
 
 import fcntl
@@ -53,7 +53,19 @@ def patch_bank(module) -> None:
     bank_cls.train_step, bank_cls.predict = faulty_train_step, faulty_predict
 
 
+def patch_strata(module) -> None:
+    pick = module.Strata.pick
+
+    def faulty_pick(self, *args, **kwargs):
+        if take("strata_raise"):
+            raise RuntimeError("injected fault: stratified draw failed")
+        return pick(self, *args, **kwargs)
+
+    module.Strata.pick = faulty_pick
+
+
 if FAULTS:
     import wrapt
 
     wrapt.register_post_import_hook(patch_bank, "sglang_esamp.core.bank")
+    wrapt.register_post_import_hook(patch_strata, "sglang_esamp.core.strata")

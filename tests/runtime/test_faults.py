@@ -81,6 +81,19 @@ def test_a_raising_step_is_absorbed(fault_server, fault, counter):
     assert_healthy(fault_server)
 
 
+def test_a_failed_stratified_draw_keeps_sglangs_draw(fault_server):
+    """Every row of the batch is stratified, so SGLang's own draw was skipped: when the codes
+    fail, the rows draw by SGLang's sampler after all and the request completes."""
+    before = esamp_stats(fault_server)
+    arm(fault_server, "strata_raise")
+    outs = explore_round(fault_server, n=4)
+    assert all(o["meta_info"]["esamp"]["stratified"] for o in outs)
+    assert json.loads(fault_server.faults.read_text()) == []  # it fired
+    assert esamp_stats(fault_server)["faults"].get("strata", 0) == before["faults"].get("strata", 0) + 1
+    assert "injected fault: stratified draw failed" in fault_server.tail(200000)
+    assert_healthy(fault_server)
+
+
 def test_a_nan_distiller_resets_and_samples_untilted(fault_server):
     before = esamp_stats(fault_server)
     arm(fault_server, "nan_distiller")

@@ -52,6 +52,20 @@ def test_stratified_samples_follow_the_grid_of_the_first_token(esamp_server):
     assert _within_grid(outs, counts), counts
 
 
+def test_stratified_samples_with_top_k_follow_the_grid_of_the_kept_tokens(esamp_server):
+    """With top-k 5 (SGLang's filtered path; every row of the batch stratified, so the codes
+    draw them all): every sample is one of the 5 likeliest tokens, and each takes floor or ceil
+    of N times its probability renormalised over those 5 (from the server's own log-probs)."""
+    outs, counts = _first_tokens(esamp_server, stratified=True, explore=0, top_k=5)
+    kept = [sorted(((math.exp(lp), tok) for lp, tok, _ in o["meta_info"]["output_top_logprobs"][0]), reverse=True)[:5]
+            for o in outs]
+    assert set(counts) <= set.union(*({tok for _, tok in k} for k in kept))
+    shares = [{tok: q / sum(q for q, _ in k) for q, tok in k} for k in kept]
+    for tok in set.intersection(*(set(sh) for sh in shares)):
+        low, high = min(sh[tok] for sh in shares), max(sh[tok] for sh in shares)
+        assert math.floor(N * low - 1e-3) <= counts.get(tok, 0) <= math.ceil(N * high + 1e-3), (tok, counts, shares[0])
+
+
 def test_independent_draws_are_the_control(esamp_server):
     """Without codes, two requests of 32 independent draws do not both land on the grid (each
     did not in 10 of 10 tries)."""

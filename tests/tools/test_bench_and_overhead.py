@@ -18,15 +18,14 @@ def test_bench_json_reports_training_and_ratio(tiny_esamp_server):
     proc = cli("bench", "--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--repeats", "1", "--json", "--url", tiny_esamp_server.url)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     cases = result["cases"]
-    assert list(cases) == ["vanilla", "esamp explore=0", "esamp explore=0.5"]
+    assert list(cases) == ["vanilla", "esamp explore=0", "esamp explore=0.5", "esamp explore=0.5 independent"]
     assert all(c["tok_s"] > 0 for c in cases.values())
-    assert cases["esamp explore=0"]["steps_trained"] > 0 and cases["esamp explore=0.5"]["steps_trained"] > 0
-    assert not cases["esamp explore=0.5"]["void"]
+    assert all(cases[k]["steps_trained"] > 0 and not cases[k]["void"] for k in list(cases)[1:])
+    assert cases["esamp explore=0.5 independent"]["tilted_rows"]["plausible"] > 0
     # the bench samples without filters: every tilted row-step took the dense form
     assert cases["esamp explore=0.5"]["tilted_rows"]["plausible"] > 0 and cases["esamp explore=0.5"]["tilted_rows"]["candidates"] == 0
     assert sum(cases["esamp explore=0"]["tilted_rows"].values()) == 0
     assert abs(result["ratio"] - cases["esamp explore=0.5"]["tok_s"] / cases["vanilla"]["tok_s"]) < 1e-9
-
 
 
 def test_gpu_overhead_script_smoke_on_cpu(tmp_path):
